@@ -26,12 +26,7 @@ impl fmt::Display for Site {
 #[non_exhaustive]
 pub enum FormatError {
     #[error("file is {file_len} bytes; {what} needs {needed} bytes at byte offset {offset}")]
-    Truncated {
-        what: &'static str,
-        offset: u64,
-        needed: u64,
-        file_len: usize,
-    },
+    Truncated { what: &'static str, offset: u64, needed: u64, file_len: usize },
 
     #[error(
         "not an ExecuTorch file: identifier {} at byte offset 4, expected {}",
@@ -55,34 +50,16 @@ pub enum FormatError {
     Flatbuffer(String),
 
     #[error("{at}: {field} {index} out of range (valid: 0..{len})")]
-    IndexOutOfRange {
-        at: Site,
-        field: &'static str,
-        index: i64,
-        len: usize,
-    },
+    IndexOutOfRange { at: Site, field: &'static str, index: i64, len: usize },
 
     #[error("{at}: {field}: {reason} (value {value})")]
-    InvalidField {
-        at: Site,
-        field: &'static str,
-        reason: &'static str,
-        value: i64,
-    },
+    InvalidField { at: Site, field: &'static str, reason: &'static str, value: i64 },
 
     #[error("{at}: missing {field}")]
     MissingField { at: Site, field: &'static str },
 
-    #[error(
-        "{at}: {what} at offset {offset} with {len} bytes lies outside its container of {limit} bytes"
-    )]
-    OutOfBounds {
-        at: Site,
-        what: &'static str,
-        offset: u64,
-        len: u64,
-        limit: u64,
-    },
+    #[error("{at}: {what} at offset {offset} with {len} bytes lies outside its container of {limit} bytes")]
+    OutOfBounds { at: Site, what: &'static str, offset: u64, len: u64, limit: u64 },
 
     #[error("{at}: not supported: {what}")]
     Unsupported { at: Site, what: &'static str },
@@ -92,10 +69,7 @@ impl FormatError {
     /// True when the file is well formed but uses a feature etch does not implement
     /// (ExecuTorch's `NotSupported`), false when the file is invalid (`InvalidProgram`).
     pub fn is_unsupported(&self) -> bool {
-        matches!(
-            self,
-            FormatError::Unsupported { .. } | FormatError::IncompatibleVersion { .. }
-        )
+        matches!(self, FormatError::Unsupported { .. } | FormatError::IncompatibleVersion { .. })
     }
 
     pub(crate) fn from_verifier(e: &flatbuffers::InvalidFlatbuffer) -> Self {

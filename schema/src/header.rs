@@ -42,28 +42,21 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 
 /// Checks the file identifier: `ET12` passes; another `ETnn` is an incompatible version.
 pub fn check_identifier(file: &[u8], expected: &[u8; 4]) -> Result<(), FormatError> {
-    let found: [u8; 4] = file
-        .get(IDENTIFIER_OFFSET..IDENTIFIER_OFFSET + 4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(FormatError::Truncated {
+    let found: [u8; 4] = file.get(IDENTIFIER_OFFSET..IDENTIFIER_OFFSET + 4).and_then(|b| b.try_into().ok()).ok_or(
+        FormatError::Truncated {
             what: "file identifier",
             offset: IDENTIFIER_OFFSET as u64,
             needed: 4,
             file_len: file.len(),
-        })?;
+        },
+    )?;
     if &found == expected {
         return Ok(());
     }
     if found[..2] == expected[..2] {
-        return Err(FormatError::IncompatibleVersion {
-            found,
-            expected: *expected,
-        });
+        return Err(FormatError::IncompatibleVersion { found, expected: *expected });
     }
-    Err(FormatError::BadIdentifier {
-        found,
-        expected: *expected,
-    })
+    Err(FormatError::BadIdentifier { found, expected: *expected })
 }
 
 impl ExtendedHeader {
@@ -96,21 +89,11 @@ impl ExtendedHeader {
             });
         }
         // The length check above makes these reads in bounds; `?`-style fallbacks keep it panic-free.
-        let field =
-            |at: usize| read_u64(file, at).ok_or(bad("header field out of range", at as u64));
+        let field = |at: usize| read_u64(file, at).ok_or(bad("header field out of range", at as u64));
         let program_size = field(16)?;
         let segment_base_offset = field(24)?;
-        let segment_data_size = if header_len >= HEADER_LEN_WITH_SEGMENT_DATA_SIZE {
-            Some(field(32)?)
-        } else {
-            None
-        };
-        let header = ExtendedHeader {
-            header_len,
-            program_size,
-            segment_base_offset,
-            segment_data_size,
-        };
+        let segment_data_size = if header_len >= HEADER_LEN_WITH_SEGMENT_DATA_SIZE { Some(field(32)?) } else { None };
+        let header = ExtendedHeader { header_len, program_size, segment_base_offset, segment_data_size };
         header.check(file.len())?;
         Ok(Some(header))
     }
@@ -148,13 +131,10 @@ impl ExtendedHeader {
             }
         }
         if let Some(size) = self.segment_data_size {
-            let end = self
-                .segment_base_offset
-                .checked_add(size)
-                .ok_or(FormatError::BadHeader {
-                    reason: "segment_base_offset + segment_data_size overflows",
-                    value: size,
-                })?;
+            let end = self.segment_base_offset.checked_add(size).ok_or(FormatError::BadHeader {
+                reason: "segment_base_offset + segment_data_size overflows",
+                value: size,
+            })?;
             if self.segment_base_offset != 0 && end > file_len_u64 {
                 return Err(FormatError::Truncated {
                     what: "segment data (extended header segment_data_size)",
@@ -205,22 +185,13 @@ mod tests {
     #[test]
     fn rejects_sizes_past_the_end() {
         let f = header_bytes(32, 1 << 40, 0, 0);
-        assert!(matches!(
-            ExtendedHeader::parse(&f),
-            Err(FormatError::Truncated { .. })
-        ));
+        assert!(matches!(ExtendedHeader::parse(&f), Err(FormatError::Truncated { .. })));
         let f = header_bytes(32, 128, 200, 1000);
-        assert!(matches!(
-            ExtendedHeader::parse(&f),
-            Err(FormatError::Truncated { .. })
-        ));
+        assert!(matches!(ExtendedHeader::parse(&f), Err(FormatError::Truncated { .. })));
         let f = header_bytes(32, 128, u64::MAX, 2);
         assert!(ExtendedHeader::parse(&f).is_err());
         let f = header_bytes(8, 128, 0, 0);
-        assert!(matches!(
-            ExtendedHeader::parse(&f),
-            Err(FormatError::BadHeader { .. })
-        ));
+        assert!(matches!(ExtendedHeader::parse(&f), Err(FormatError::BadHeader { .. })));
     }
 
     #[test]
@@ -229,15 +200,9 @@ mod tests {
         f[4..8].copy_from_slice(b"ET12");
         assert!(check_identifier(&f, PROGRAM_IDENTIFIER).is_ok());
         f[4..8].copy_from_slice(b"ET11");
-        assert!(matches!(
-            check_identifier(&f, PROGRAM_IDENTIFIER),
-            Err(FormatError::IncompatibleVersion { .. })
-        ));
+        assert!(matches!(check_identifier(&f, PROGRAM_IDENTIFIER), Err(FormatError::IncompatibleVersion { .. })));
         f[4..8].copy_from_slice(b"XXXX");
-        assert!(matches!(
-            check_identifier(&f, PROGRAM_IDENTIFIER),
-            Err(FormatError::BadIdentifier { .. })
-        ));
+        assert!(matches!(check_identifier(&f, PROGRAM_IDENTIFIER), Err(FormatError::BadIdentifier { .. })));
         assert!(check_identifier(&f[..6], PROGRAM_IDENTIFIER).is_err());
     }
 }

@@ -21,9 +21,7 @@ pub mod model;
 mod parse;
 mod scalar_type;
 
-pub use bundled::{
-    BundledProgramDef, BundledValue, TestCaseDef, TestSuiteDef, parse_bundled_program,
-};
+pub use bundled::{BundledProgramDef, BundledValue, TestCaseDef, TestSuiteDef, parse_bundled_program};
 pub use error::{FormatError, Site};
 pub use header::{ExtendedHeader, PROGRAM_IDENTIFIER};
 pub use model::*;

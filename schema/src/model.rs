@@ -111,11 +111,7 @@ pub struct OperatorDef {
 impl OperatorDef {
     /// `name.overload` (or just `name` when the overload is empty), the key kernels register under.
     pub fn qualified_name(&self) -> String {
-        if self.overload.is_empty() {
-            self.name.clone()
-        } else {
-            alloc::format!("{}.{}", self.name, self.overload)
-        }
+        if self.overload.is_empty() { self.name.clone() } else { alloc::format!("{}.{}", self.name, self.overload) }
     }
 }
 
@@ -214,11 +210,7 @@ pub enum TensorData {
     Constant(ByteRange),
     /// Planned memory: buffer `buffer` (that is, `memory_id - 1`) at byte `offset`; the whole
     /// `nbytes` fit inside the buffer. `initial` holds the starting contents of a mutable buffer.
-    Planned {
-        buffer: usize,
-        offset: u64,
-        initial: Option<ByteRange>,
-    },
+    Planned { buffer: usize, offset: u64, initial: Option<ByteRange> },
     /// Stored in an external data file under this fully qualified name.
     External(String),
     /// No data until an input is set or an operator writes it.

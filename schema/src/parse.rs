@@ -38,10 +38,8 @@ pub fn parse_program(file: &[u8]) -> Result<ProgramDef, FormatError> {
     let header = ExtendedHeader::parse(file)?;
     // The header check guarantees program_size <= file.len().
     let flatbuffer_size = match header {
-        Some(h) => usize::try_from(h.program_size).map_err(|_| FormatError::BadHeader {
-            reason: "program_size too large",
-            value: h.program_size,
-        })?,
+        Some(h) => usize::try_from(h.program_size)
+            .map_err(|_| FormatError::BadHeader { reason: "program_size too large", value: h.program_size })?,
         None => file.len(),
     };
     let flatbuffer = file.get(..flatbuffer_size).ok_or(FormatError::Truncated {
@@ -52,12 +50,7 @@ pub fn parse_program(file: &[u8]) -> Result<ProgramDef, FormatError> {
     })?;
     let root = flatbuffers::root_with_opts::<fb::Program<'_>>(&verifier_options(), flatbuffer)
         .map_err(|e| FormatError::from_verifier(&e))?;
-    Parser {
-        file,
-        flatbuffer,
-        header,
-    }
-    .program(root, flatbuffer_size)
+    Parser { file, flatbuffer, header }.program(root, flatbuffer_size)
 }
 
 struct Parser<'f> {
@@ -67,10 +60,7 @@ struct Parser<'f> {
 }
 
 fn site(path: impl Into<String>, byte_offset: usize) -> Site {
-    Site {
-        path: path.into(),
-        byte_offset,
-    }
+    Site { path: path.into(), byte_offset }
 }
 
 fn vec_iter<'a, T: Follow<'a> + 'a>(v: Option<Vector<'a, T>>) -> impl Iterator<Item = T::Inner> {
@@ -80,12 +70,7 @@ fn vec_iter<'a, T: Follow<'a> + 'a>(v: Option<Vector<'a, T>>) -> impl Iterator<I
 fn index_in(at: &Site, field: &'static str, index: i64, len: usize) -> Result<u32, FormatError> {
     match u32::try_from(index) {
         Ok(i) if (i as usize) < len => Ok(i),
-        _ => Err(FormatError::IndexOutOfRange {
-            at: at.clone(),
-            field,
-            index,
-            len,
-        }),
+        _ => Err(FormatError::IndexOutOfRange { at: at.clone(), field, index, len }),
     }
 }
 
@@ -94,30 +79,17 @@ impl<'f> Parser<'f> {
     fn range_of(&self, bytes: &[u8]) -> ByteRange {
         // Both slices come from the same file buffer; the verifier put `bytes` inside it.
         let start = (bytes.as_ptr() as usize).saturating_sub(self.flatbuffer.as_ptr() as usize);
-        ByteRange {
-            start,
-            len: bytes.len(),
-        }
+        ByteRange { start, len: bytes.len() }
     }
 
-    fn program(
-        &self,
-        root: fb::Program<'f>,
-        flatbuffer_size: usize,
-    ) -> Result<ProgramDef, FormatError> {
+    fn program(&self, root: fb::Program<'f>, flatbuffer_size: usize) -> Result<ProgramDef, FormatError> {
         let at = site("program", 0);
         let segments = self.segments(&root)?;
 
-        let constant_offsets: Vec<u64> = root
-            .constant_segment()
-            .map(|c| vec_iter(c.offsets()).collect())
-            .unwrap_or_default();
+        let constant_offsets: Vec<u64> =
+            root.constant_segment().map(|c| vec_iter(c.offsets()).collect()).unwrap_or_default();
         let legacy: Vec<ByteRange> = vec_iter(root.constant_buffer())
-            .map(|b| {
-                b.storage()
-                    .map(|s| self.range_of(s.bytes()))
-                    .unwrap_or_default()
-            })
+            .map(|b| b.storage().map(|s| self.range_of(s.bytes())).unwrap_or_default())
             .collect();
         if !constant_offsets.is_empty() && legacy.len() > 1 {
             return Err(FormatError::InvalidField {
@@ -130,58 +102,30 @@ impl<'f> Parser<'f> {
         let constant_segment = match root.constant_segment() {
             Some(c) if !constant_offsets.is_empty() => {
                 let cat = site("program constant_segment", c._tab.loc());
-                Some(index_in(
-                    &cat,
-                    "segment_index",
-                    c.segment_index().into(),
-                    segments.len(),
-                )? as usize)
+                Some(index_in(&cat, "segment_index", c.segment_index().into(), segments.len())? as usize)
             }
             _ => None,
         };
-        let constants = Constants {
-            segment: constant_segment.map(|i| (segments[i], constant_offsets)),
-            legacy: legacy.clone(),
-        };
+        let constants =
+            Constants { segment: constant_segment.map(|i| (segments[i], constant_offsets)), legacy: legacy.clone() };
 
         let mut mutable_segments = Vec::new();
         for (i, m) in vec_iter(root.mutable_data_segments()).enumerate() {
             let mat = site(format!("program mutable_data_segments[{i}]"), m._tab.loc());
-            let seg = index_in(
-                &mat,
-                "segment_index",
-                m.segment_index().into(),
-                segments.len(),
-            )? as usize;
+            let seg = index_in(&mat, "segment_index", m.segment_index().into(), segments.len())? as usize;
             mutable_segments.push((segments[seg], vec_iter(m.offsets()).collect::<Vec<u64>>()));
         }
 
         let inline_delegate_data: Vec<ByteRange> = vec_iter(root.backend_delegate_data())
-            .map(|d| {
-                d.data()
-                    .map(|s| self.range_of(s.bytes()))
-                    .unwrap_or_default()
-            })
+            .map(|d| d.data().map(|s| self.range_of(s.bytes())).unwrap_or_default())
             .collect();
 
         let mut named_data = Vec::new();
         for (i, n) in vec_iter(root.named_data()).enumerate() {
             let nat = site(format!("program named_data[{i}]"), n._tab.loc());
-            let key = n.key().ok_or(FormatError::MissingField {
-                at: nat.clone(),
-                field: "key",
-            })?;
-            let seg = index_in(
-                &nat,
-                "segment_index",
-                n.segment_index().into(),
-                segments.len(),
-            )? as usize;
-            named_data.push(NamedDataDef {
-                key: key.to_string(),
-                segment: seg,
-                data: segments[seg],
-            });
+            let key = n.key().ok_or(FormatError::MissingField { at: nat.clone(), field: "key" })?;
+            let seg = index_in(&nat, "segment_index", n.segment_index().into(), segments.len())? as usize;
+            named_data.push(NamedDataDef { key: key.to_string(), segment: seg, data: segments[seg] });
         }
 
         let data = DataTables {
@@ -222,10 +166,7 @@ impl<'f> Parser<'f> {
         for (i, s) in vec_iter(root.segments()).enumerate() {
             let at = site(format!("program segments[{i}]"), s._tab.loc());
             if s.size() == 0 {
-                out.push(ByteRange {
-                    start: self.file.len(),
-                    len: 0,
-                });
+                out.push(ByteRange { start: self.file.len(), len: 0 });
                 continue;
             }
             if base == 0 {
@@ -249,10 +190,7 @@ impl<'f> Parser<'f> {
                 return Err(oob());
             }
             // end <= file.len() so both fit in usize.
-            out.push(ByteRange {
-                start: start as usize,
-                len: s.size() as usize,
-            });
+            out.push(ByteRange { start: start as usize, len: s.size() as usize });
         }
         Ok(out)
     }
@@ -264,13 +202,7 @@ impl<'f> Parser<'f> {
         data: &DataTables<'_>,
     ) -> Result<MethodDef, FormatError> {
         let plan_at = site(format!("execution_plan[{index}]"), plan._tab.loc());
-        let name = plan
-            .name()
-            .ok_or(FormatError::MissingField {
-                at: plan_at.clone(),
-                field: "name",
-            })?
-            .to_string();
+        let name = plan.name().ok_or(FormatError::MissingField { at: plan_at.clone(), field: "name" })?.to_string();
         let mpath = format!("method '{name}'");
         let mat = site(mpath.clone(), plan._tab.loc());
 
@@ -295,25 +227,17 @@ impl<'f> Parser<'f> {
         }
         check_list_items(&mpath, &raw_values, &values)?;
 
-        let idx_list =
-            |field: &'static str, v: Option<Vector<'f, i32>>| -> Result<Vec<u32>, FormatError> {
-                vec_iter(v)
-                    .map(|x| index_in(&mat, field, x.into(), value_count))
-                    .collect()
-            };
+        let idx_list = |field: &'static str, v: Option<Vector<'f, i32>>| -> Result<Vec<u32>, FormatError> {
+            vec_iter(v).map(|x| index_in(&mat, field, x.into(), value_count)).collect()
+        };
         let inputs = idx_list("inputs", plan.inputs())?;
         let outputs = idx_list("outputs", plan.outputs())?;
 
         let mut operators = Vec::new();
         for (i, op) in vec_iter(plan.operators()).enumerate() {
             let at = site(format!("{mpath} operator {i}"), op._tab.loc());
-            let name = op
-                .name()
-                .ok_or(FormatError::MissingField { at, field: "name" })?;
-            operators.push(OperatorDef {
-                name: name.to_string(),
-                overload: op.overload().unwrap_or("").to_string(),
-            });
+            let name = op.name().ok_or(FormatError::MissingField { at, field: "name" })?;
+            operators.push(OperatorDef { name: name.to_string(), overload: op.overload().unwrap_or("").to_string() });
         }
 
         let mut delegates = Vec::new();
@@ -324,28 +248,16 @@ impl<'f> Parser<'f> {
 
         let chains: Vec<fb::Chain<'f>> = vec_iter(plan.chains()).collect();
         if chains.len() > 1 {
-            return Err(FormatError::Unsupported {
-                at: mat,
-                what: "more than one chain in a method",
-            });
+            return Err(FormatError::Unsupported { at: mat, what: "more than one chain in a method" });
         }
-        let raw_instructions: Vec<fb::Instruction<'f>> = chains
-            .first()
-            .map(|c| vec_iter(c.instructions()).collect())
-            .unwrap_or_default();
+        let raw_instructions: Vec<fb::Instruction<'f>> =
+            chains.first().map(|c| vec_iter(c.instructions()).collect()).unwrap_or_default();
         let count = raw_instructions.len();
         let mut instructions = Vec::with_capacity(count);
         let mut instruction_offsets = Vec::with_capacity(count);
         for (i, ins) in raw_instructions.iter().enumerate() {
             let at = site(format!("{mpath} instruction {i}"), ins._tab.loc());
-            instructions.push(instruction(
-                &at,
-                ins,
-                value_count,
-                operators.len(),
-                delegates.len(),
-                count,
-            )?);
+            instructions.push(instruction(&at, ins, value_count, operators.len(), delegates.len(), count)?);
             instruction_offsets.push(ins._tab.loc());
         }
 
@@ -371,37 +283,26 @@ impl<'f> Parser<'f> {
         data: &DataTables<'_>,
     ) -> Result<ValueDef, FormatError> {
         let kind = v.val_type();
-        let missing = || FormatError::MissingField {
-            at: at.clone(),
-            field: "val",
-        };
+        let missing = || FormatError::MissingField { at: at.clone(), field: "val" };
         Ok(match kind {
             fb::KernelTypes::Null => ValueDef::None,
             fb::KernelTypes::Int => ValueDef::Int(v.val_as_int().ok_or_else(missing)?.int_val()),
-            fb::KernelTypes::Bool => {
-                ValueDef::Bool(v.val_as_bool().ok_or_else(missing)?.bool_val())
+            fb::KernelTypes::Bool => ValueDef::Bool(v.val_as_bool().ok_or_else(missing)?.bool_val()),
+            fb::KernelTypes::Double => ValueDef::Double(v.val_as_double().ok_or_else(missing)?.double_val()),
+            fb::KernelTypes::String => {
+                ValueDef::String(v.val_as_string().ok_or_else(missing)?.string_val().unwrap_or("").to_string())
             }
-            fb::KernelTypes::Double => {
-                ValueDef::Double(v.val_as_double().ok_or_else(missing)?.double_val())
-            }
-            fb::KernelTypes::String => ValueDef::String(
-                v.val_as_string()
-                    .ok_or_else(missing)?
-                    .string_val()
-                    .unwrap_or("")
-                    .to_string(),
-            ),
             fb::KernelTypes::IntList => ValueDef::IntList(
                 vec_iter(v.val_as_int_list().ok_or_else(missing)?.items())
                     .map(|i| index_in(at, "IntList item", i, usize::MAX))
                     .collect::<Result<_, _>>()?,
             ),
-            fb::KernelTypes::DoubleList => ValueDef::DoubleList(
-                vec_iter(v.val_as_double_list().ok_or_else(missing)?.items()).collect(),
-            ),
-            fb::KernelTypes::BoolList => ValueDef::BoolList(
-                vec_iter(v.val_as_bool_list().ok_or_else(missing)?.items()).collect(),
-            ),
+            fb::KernelTypes::DoubleList => {
+                ValueDef::DoubleList(vec_iter(v.val_as_double_list().ok_or_else(missing)?.items()).collect())
+            }
+            fb::KernelTypes::BoolList => {
+                ValueDef::BoolList(vec_iter(v.val_as_bool_list().ok_or_else(missing)?.items()).collect())
+            }
             fb::KernelTypes::TensorList => ValueDef::TensorList(
                 vec_iter(v.val_as_tensor_list().ok_or_else(missing)?.items())
                     .map(|i| index_in(at, "TensorList item", i.into(), usize::MAX))
@@ -420,10 +321,7 @@ impl<'f> Parser<'f> {
             ),
             fb::KernelTypes::Tensor => {
                 let t = v.val_as_tensor().ok_or_else(missing)?;
-                let tat = Site {
-                    path: at.path.clone(),
-                    byte_offset: t._tab.loc(),
-                };
+                let tat = Site { path: at.path.clone(), byte_offset: t._tab.loc() };
                 ValueDef::Tensor(self.tensor(&tat, t, planned, data)?)
             }
             other => {
@@ -444,32 +342,20 @@ impl<'f> Parser<'f> {
         planned: &[u64],
         data: &DataTables<'_>,
     ) -> Result<TensorDef, FormatError> {
-        let invalid = |field, reason, value: i64| FormatError::InvalidField {
-            at: at.clone(),
-            field,
-            reason,
-            value,
-        };
+        let invalid = |field, reason, value: i64| FormatError::InvalidField { at: at.clone(), field, reason, value };
         let code = t.scalar_type().0;
         let scalar_type = ScalarType::from_code(code.into())
             .ok_or_else(|| invalid("scalar_type", "unknown scalar type", code.into()))?;
-        let element_size = scalar_type
-            .element_size()
-            .ok_or_else(|| FormatError::Unsupported {
-                at: at.clone(),
-                what: "sub-byte packed scalar types (quint4x2, quint2x4)",
-            })?;
+        let element_size = scalar_type.element_size().ok_or_else(|| FormatError::Unsupported {
+            at: at.clone(),
+            what: "sub-byte packed scalar types (quint4x2, quint2x4)",
+        })?;
         if t.storage_offset() != 0 {
-            return Err(invalid(
-                "storage_offset",
-                "must be 0",
-                t.storage_offset().into(),
-            ));
+            return Err(invalid("storage_offset", "must be 0", t.storage_offset().into()));
         }
         let mut sizes = Vec::new();
         for s in vec_iter(t.sizes()) {
-            sizes
-                .push(usize::try_from(s).map_err(|_| invalid("sizes", "negative size", s.into()))?);
+            sizes.push(usize::try_from(s).map_err(|_| invalid("sizes", "negative size", s.into()))?);
         }
         if sizes.len() > MAX_RANK {
             return Err(invalid("sizes", "rank above 16", sizes.len() as i64));
@@ -480,25 +366,15 @@ impl<'f> Parser<'f> {
             dim_order = (0..sizes.len() as u8).collect();
         }
         if dim_order.len() != sizes.len() {
-            return Err(invalid(
-                "dim_order",
-                "length differs from the rank",
-                dim_order.len() as i64,
-            ));
+            return Err(invalid("dim_order", "length differs from the rank", dim_order.len() as i64));
         }
         let mut seen = [false; MAX_RANK];
         for &d in &dim_order {
-            let slot = seen
-                .get_mut(d as usize)
-                .filter(|s| !**s && (d as usize) < sizes.len());
+            let slot = seen.get_mut(d as usize).filter(|s| !**s && (d as usize) < sizes.len());
             match slot {
                 Some(s) => *s = true,
                 None => {
-                    return Err(invalid(
-                        "dim_order",
-                        "not a permutation of the dimensions",
-                        d.into(),
-                    ));
+                    return Err(invalid("dim_order", "not a permutation of the dimensions", d.into()));
                 }
             }
         }
@@ -537,13 +413,9 @@ impl<'f> Parser<'f> {
                 });
             }
             let buffer = memory_id as usize - 1;
-            let offset = u64::from(alloc.memory_offset_low())
-                | (u64::from(alloc.memory_offset_high()) << 32);
+            let offset = u64::from(alloc.memory_offset_low()) | (u64::from(alloc.memory_offset_high()) << 32);
             let limit = planned[buffer];
-            if offset
-                .checked_add(nbytes as u64)
-                .is_none_or(|end| end > limit)
-            {
+            if offset.checked_add(nbytes as u64).is_none_or(|end| end > limit) {
                 return Err(FormatError::OutOfBounds {
                     at: at.clone(),
                     what: "planned tensor",
@@ -558,24 +430,13 @@ impl<'f> Parser<'f> {
             } else {
                 None
             };
-            TensorData::Planned {
-                buffer,
-                offset,
-                initial,
-            }
+            TensorData::Planned { buffer, offset, initial }
         } else if buffer_idx > 0 {
             TensorData::Constant(data.constant(at, buffer_idx, nbytes)?)
         } else {
             TensorData::Unplanned
         };
-        Ok(TensorDef {
-            scalar_type,
-            sizes,
-            dim_order,
-            dynamism,
-            nbytes,
-            data,
-        })
+        Ok(TensorDef { scalar_type, sizes, dim_order, dynamism, nbytes, data })
     }
 
     fn delegate(
@@ -584,17 +445,8 @@ impl<'f> Parser<'f> {
         d: fb::BackendDelegate<'f>,
         data: &DataTables<'_>,
     ) -> Result<DelegateDef, FormatError> {
-        let backend_id = d
-            .id()
-            .ok_or(FormatError::MissingField {
-                at: at.clone(),
-                field: "id",
-            })?
-            .to_string();
-        let processed = d.processed().ok_or(FormatError::MissingField {
-            at: at.clone(),
-            field: "processed",
-        })?;
+        let backend_id = d.id().ok_or(FormatError::MissingField { at: at.clone(), field: "id" })?.to_string();
+        let processed = d.processed().ok_or(FormatError::MissingField { at: at.clone(), field: "processed" })?;
         let index = processed.index() as i64;
         let processed = match processed.location() {
             fb::DataLocation::INLINE => {
@@ -606,8 +458,7 @@ impl<'f> Parser<'f> {
                 )? as usize]
             }
             fb::DataLocation::SEGMENT => {
-                data.segments[index_in(at, "processed.index (segment)", index, data.segments.len())?
-                    as usize]
+                data.segments[index_in(at, "processed.index (segment)", index, data.segments.len())? as usize]
             }
             other => {
                 return Err(FormatError::InvalidField {
@@ -622,17 +473,10 @@ impl<'f> Parser<'f> {
         for spec in vec_iter(d.compile_specs()) {
             compile_specs.push(CompileSpecDef {
                 key: spec.key().unwrap_or("").to_string(),
-                value: spec
-                    .value()
-                    .map(|v| self.range_of(v.bytes()))
-                    .unwrap_or_default(),
+                value: spec.value().map(|v| self.range_of(v.bytes())).unwrap_or_default(),
             });
         }
-        Ok(DelegateDef {
-            backend_id,
-            processed,
-            compile_specs,
-        })
+        Ok(DelegateDef { backend_id, processed, compile_specs })
     }
 }
 
@@ -658,9 +502,7 @@ fn sub_range(
     offset: u64,
     nbytes: usize,
 ) -> Result<ByteRange, FormatError> {
-    let fits = offset
-        .checked_add(nbytes as u64)
-        .is_some_and(|end| end <= segment.len as u64);
+    let fits = offset.checked_add(nbytes as u64).is_some_and(|end| end <= segment.len as u64);
     if !fits {
         return Err(FormatError::OutOfBounds {
             at: at.clone(),
@@ -671,60 +513,25 @@ fn sub_range(
         });
     }
     // offset + nbytes <= segment.len, so offset fits in usize and the sum cannot overflow.
-    Ok(ByteRange {
-        start: segment.start + offset as usize,
-        len: nbytes,
-    })
+    Ok(ByteRange { start: segment.start + offset as usize, len: nbytes })
 }
 
 impl DataTables<'_> {
     fn constant(&self, at: &Site, index: usize, nbytes: usize) -> Result<ByteRange, FormatError> {
         if let Some((segment, offsets)) = &self.constants.segment {
-            let i = index_in(
-                at,
-                "data_buffer_idx (constant segment)",
-                index as i64,
-                offsets.len(),
-            )? as usize;
+            let i = index_in(at, "data_buffer_idx (constant segment)", index as i64, offsets.len())? as usize;
             return sub_range(at, "constant tensor", *segment, offsets[i], nbytes);
         }
-        let i = index_in(
-            at,
-            "data_buffer_idx (constant_buffer)",
-            index as i64,
-            self.constants.legacy.len(),
-        )? as usize;
+        let i = index_in(at, "data_buffer_idx (constant_buffer)", index as i64, self.constants.legacy.len())? as usize;
         let storage = self.constants.legacy[i];
         sub_range(at, "constant tensor (inline storage)", storage, 0, nbytes)
     }
 
-    fn mutable_initial(
-        &self,
-        at: &Site,
-        which: u64,
-        index: usize,
-        nbytes: usize,
-    ) -> Result<ByteRange, FormatError> {
-        let which = index_in(
-            at,
-            "mutable_data_segments index",
-            which as i64,
-            self.mutable_segments.len(),
-        )? as usize;
+    fn mutable_initial(&self, at: &Site, which: u64, index: usize, nbytes: usize) -> Result<ByteRange, FormatError> {
+        let which = index_in(at, "mutable_data_segments index", which as i64, self.mutable_segments.len())? as usize;
         let (segment, offsets) = &self.mutable_segments[which];
-        let i = index_in(
-            at,
-            "data_buffer_idx (mutable data)",
-            index as i64,
-            offsets.len(),
-        )? as usize;
-        sub_range(
-            at,
-            "mutable tensor initial data",
-            *segment,
-            offsets[i],
-            nbytes,
-        )
+        let i = index_in(at, "data_buffer_idx (mutable data)", index as i64, offsets.len())? as usize;
+        sub_range(at, "mutable tensor initial data", *segment, offsets[i], nbytes)
     }
 }
 
@@ -737,51 +544,34 @@ fn instruction(
     count: usize,
 ) -> Result<InstructionDef, FormatError> {
     let value = |field, i: i32| index_in(at, field, i.into(), values);
-    let missing = || FormatError::MissingField {
-        at: at.clone(),
-        field: "instr_args",
-    };
+    let missing = || FormatError::MissingField { at: at.clone(), field: "instr_args" };
     Ok(match ins.instr_args_type() {
         fb::InstructionArguments::KernelCall => {
             let k = ins.instr_args_as_kernel_call().ok_or_else(missing)?;
             let op = index_in(at, "op_index", k.op_index().into(), operators)?;
-            let args = vec_iter(k.args())
-                .map(|a| value("argument value index", a))
-                .collect::<Result<_, _>>()?;
+            let args = vec_iter(k.args()).map(|a| value("argument value index", a)).collect::<Result<_, _>>()?;
             InstructionDef::Kernel { op, args }
         }
         fb::InstructionArguments::DelegateCall => {
             let d = ins.instr_args_as_delegate_call().ok_or_else(missing)?;
             let delegate = index_in(at, "delegate_index", d.delegate_index().into(), delegates)?;
-            let args = vec_iter(d.args())
-                .map(|a| value("argument value index", a))
-                .collect::<Result<_, _>>()?;
+            let args = vec_iter(d.args()).map(|a| value("argument value index", a)).collect::<Result<_, _>>()?;
             InstructionDef::Delegate { delegate, args }
         }
         fb::InstructionArguments::MoveCall => {
             let m = ins.instr_args_as_move_call().ok_or_else(missing)?;
-            InstructionDef::Move {
-                from: value("move_from", m.move_from())?,
-                to: value("move_to", m.move_to())?,
-            }
+            InstructionDef::Move { from: value("move_from", m.move_from())?, to: value("move_to", m.move_to())? }
         }
         fb::InstructionArguments::JumpFalseCall => {
             let j = ins.instr_args_as_jump_false_call().ok_or_else(missing)?;
             let cond = value("cond_value_index", j.cond_value_index())?;
             // Jumping to `count` ends the method.
-            let destination = index_in(
-                at,
-                "destination_instruction",
-                j.destination_instruction().into(),
-                count + 1,
-            )?;
+            let destination = index_in(at, "destination_instruction", j.destination_instruction().into(), count + 1)?;
             InstructionDef::JumpFalse { cond, destination }
         }
         fb::InstructionArguments::FreeCall => {
             let f = ins.instr_args_as_free_call().ok_or_else(missing)?;
-            InstructionDef::Free {
-                value: value("value_index", f.value_index())?,
-            }
+            InstructionDef::Free { value: value("value_index", f.value_index())? }
         }
         other => {
             return Err(FormatError::InvalidField {
@@ -795,19 +585,10 @@ fn instruction(
 }
 
 /// List items must name values of the right kind, and exist.
-fn check_list_items(
-    mpath: &str,
-    raw: &[fb::EValue<'_>],
-    values: &[ValueDef],
-) -> Result<(), FormatError> {
+fn check_list_items(mpath: &str, raw: &[fb::EValue<'_>], values: &[ValueDef]) -> Result<(), FormatError> {
     let kind_of = |i: u32| values.get(i as usize).map(ValueDef::kind_name);
     for (vi, v) in values.iter().enumerate() {
-        let at = || {
-            site(
-                format!("{mpath} value {vi}"),
-                raw.get(vi).map(|r| r._tab.loc()).unwrap_or(0),
-            )
-        };
+        let at = || site(format!("{mpath} value {vi}"), raw.get(vi).map(|r| r._tab.loc()).unwrap_or(0));
         let check = |items: &mut dyn Iterator<Item = u32>,
                      want: &'static str,
                      field: &'static str|
@@ -837,14 +618,10 @@ fn check_list_items(
         };
         match v {
             ValueDef::IntList(items) => check(&mut items.iter().copied(), "Int", "IntList item")?,
-            ValueDef::TensorList(items) => {
-                check(&mut items.iter().copied(), "Tensor", "TensorList item")?
+            ValueDef::TensorList(items) => check(&mut items.iter().copied(), "Tensor", "TensorList item")?,
+            ValueDef::OptionalTensorList(items) => {
+                check(&mut items.iter().flatten().copied(), "Tensor", "OptionalTensorList item")?
             }
-            ValueDef::OptionalTensorList(items) => check(
-                &mut items.iter().flatten().copied(),
-                "Tensor",
-                "OptionalTensorList item",
-            )?,
             _ => {}
         }
     }

@@ -81,8 +81,7 @@ impl ScalarType {
     pub fn element_size(self) -> Option<usize> {
         use ScalarType::*;
         Some(match self {
-            Byte | Char | Bool | QInt8 | QUInt8 | Float8E5M2 | Float8E4M3FN | Float8E5M2FNUZ
-            | Float8E4M3FNUZ => 1,
+            Byte | Char | Bool | QInt8 | QUInt8 | Float8E5M2 | Float8E4M3FN | Float8E5M2FNUZ | Float8E4M3FNUZ => 1,
             Short | Half | BFloat16 | Bits16 | UInt16 => 2,
             Int | Float | QInt32 | UInt32 => 4,
             Long | Double | UInt64 => 8,
@@ -121,10 +120,7 @@ impl ScalarType {
     }
 
     pub fn is_floating_point(self) -> bool {
-        matches!(
-            self,
-            ScalarType::Half | ScalarType::Float | ScalarType::Double | ScalarType::BFloat16
-        )
+        matches!(self, ScalarType::Half | ScalarType::Float | ScalarType::Double | ScalarType::BFloat16)
     }
 
     pub fn is_integral(self, include_bool: bool) -> bool {

@@ -44,40 +44,18 @@ fn check_value(ctx: &str, got: &ValueDef, want: &Value) {
             assert!(v == &w || (v.is_nan() && w.is_nan()), "{ctx}");
         }
         ValueDef::IntList(items) | ValueDef::TensorList(items) => {
-            let w: Vec<u64> = want["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
-            assert_eq!(
-                items.iter().map(|&x| x as u64).collect::<Vec<_>>(),
-                w,
-                "{ctx}"
-            );
+            let w: Vec<u64> = want["items"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+            assert_eq!(items.iter().map(|&x| x as u64).collect::<Vec<_>>(), w, "{ctx}");
         }
         ValueDef::OptionalTensorList(items) => {
-            let w: Vec<i64> = want["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect();
+            let w: Vec<i64> = want["items"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
             let g: Vec<i64> = items.iter().map(|x| x.map_or(-1, i64::from)).collect();
             assert_eq!(g, w, "{ctx}");
         }
         ValueDef::Tensor(t) => {
-            assert_eq!(
-                i64::from(t.scalar_type.code()),
-                want["dtype"].as_i64().unwrap(),
-                "{ctx}"
-            );
-            let sizes: Vec<usize> = want["sizes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as usize)
-                .collect();
+            assert_eq!(i64::from(t.scalar_type.code()), want["dtype"].as_i64().unwrap(), "{ctx}");
+            let sizes: Vec<usize> =
+                want["sizes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
             assert_eq!(t.sizes, sizes, "{ctx}");
             let dyn_code = match t.dynamism {
                 ShapeDynamism::Static => 0,
@@ -87,11 +65,7 @@ fn check_value(ctx: &str, got: &ValueDef, want: &Value) {
             assert_eq!(dyn_code, want["dynamism"].as_i64().unwrap(), "{ctx}");
             match &t.data {
                 TensorData::Planned { buffer, offset, .. } => {
-                    assert_eq!(
-                        *buffer as u64 + 1,
-                        want["memory_id"].as_u64().unwrap(),
-                        "{ctx}"
-                    );
+                    assert_eq!(*buffer as u64 + 1, want["memory_id"].as_u64().unwrap(), "{ctx}");
                     assert_eq!(*offset, want["offset"].as_u64().unwrap(), "{ctx}");
                 }
                 TensorData::Constant(r) => {
@@ -100,10 +74,7 @@ fn check_value(ctx: &str, got: &ValueDef, want: &Value) {
                     assert_eq!(r.len, t.nbytes, "{ctx}");
                 }
                 TensorData::Unplanned => {
-                    assert!(
-                        want["memory_id"].is_null() && want["data_buffer_idx"].as_u64() == Some(0),
-                        "{ctx}"
-                    );
+                    assert!(want["memory_id"].is_null() && want["data_buffer_idx"].as_u64() == Some(0), "{ctx}");
                 }
                 TensorData::External(_) => panic!("{ctx}: no fixture uses external data"),
             }
@@ -118,9 +89,7 @@ fn parser_matches_executorch_deserializer() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         let bytes = std::fs::read(&path).unwrap();
         let def = parse_program(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let text =
-            std::fs::read_to_string(fixtures().join("summaries").join(format!("{name}.json")))
-                .unwrap();
+        let text = std::fs::read_to_string(fixtures().join("summaries").join(format!("{name}.json"))).unwrap();
         let want: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(u64::from(def.version), want["version"].as_u64().unwrap());
         let methods = want["methods"].as_array().unwrap();
@@ -128,29 +97,16 @@ fn parser_matches_executorch_deserializer() {
         for (m, w) in def.methods.iter().zip(methods) {
             let ctx = format!("{name}.{}", m.name);
             assert_eq!(m.name, w["name"].as_str().unwrap());
-            let idx = |v: &Value| -> Vec<u32> {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect()
-            };
+            let idx =
+                |v: &Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
             assert_eq!(m.inputs, idx(&w["inputs"]), "{ctx}");
             assert_eq!(m.outputs, idx(&w["outputs"]), "{ctx}");
             let ops: Vec<String> = m.operators.iter().map(|o| o.qualified_name()).collect();
-            let wops: Vec<String> = w["operators"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_str().unwrap().to_string())
-                .collect();
+            let wops: Vec<String> =
+                w["operators"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
             assert_eq!(ops, wops, "{ctx}");
-            let sizes: Vec<u64> = w["planned_buffer_sizes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
+            let sizes: Vec<u64> =
+                w["planned_buffer_sizes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
             assert_eq!(m.planned_buffer_sizes, sizes, "{ctx}");
             let wvalues = w["values"].as_array().unwrap();
             assert_eq!(m.values.len(), wvalues.len(), "{ctx}");
@@ -192,12 +148,8 @@ fn parser_matches_executorch_deserializer() {
                 }
             }
             let delegates: Vec<String> = m.delegates.iter().map(|d| d.backend_id.clone()).collect();
-            let wdel: Vec<String> = w["delegates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_str().unwrap().to_string())
-                .collect();
+            let wdel: Vec<String> =
+                w["delegates"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
             assert_eq!(delegates, wdel, "{ctx}");
         }
     }

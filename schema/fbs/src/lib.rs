@@ -19,9 +19,11 @@
     unsafe_op_in_unsafe_fn
 )]
 
+#[rustfmt::skip]
 #[path = "program_generated.rs"]
 mod program_generated;
 
+#[rustfmt::skip]
 #[path = "bundled_program_generated.rs"]
 mod bundled_program_generated;
 
