@@ -1,0 +1,165 @@
+//! Memory the engine hands to tensors: 64-byte aligned owned buffers, and the planned buffers of a
+//! method ([`MemoryManager`]), owned or provided by the caller.
+
+use std::marker::PhantomData;
+
+use bytemuck::{Pod, Zeroable};
+
+/// Alignment of every buffer etch allocates: a cache line, enough for any dtype and AVX-512.
+pub const BUFFER_ALIGN: usize = 64;
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; BUFFER_ALIGN]);
+
+/// A zero-initialised heap buffer aligned to [`BUFFER_ALIGN`].
+pub struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+impl AlignedBuf {
+    /// `len` zero bytes, or `None` if the allocation size overflows.
+    pub fn zeroed(len: usize) -> Option<AlignedBuf> {
+        let lines = len.checked_add(BUFFER_ALIGN - 1)? / BUFFER_ALIGN;
+        let mut v = Vec::new();
+        v.try_reserve_exact(lines).ok()?;
+        v.resize(lines, Line([0; BUFFER_ALIGN]));
+        Some(AlignedBuf { lines: v, len })
+    }
+
+    /// A copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> Option<AlignedBuf> {
+        let mut b = AlignedBuf::zeroed(bytes.len())?;
+        b.as_mut_slice().copy_from_slice(bytes);
+        Some(b)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+
+    /// Base pointer for tensors. The heap block does not move when the `AlignedBuf` moves.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.lines.as_mut_ptr().cast()
+    }
+}
+
+/// One planned buffer (memory_id `i + 1`).
+enum Planned<'a> {
+    Owned(AlignedBuf),
+    /// Caller memory: base pointer and length of a `&'a mut [u8]` the manager holds exclusively.
+    Borrowed {
+        ptr: *mut u8,
+        len: usize,
+        _life: PhantomData<&'a mut [u8]>,
+    },
+}
+
+/// The planned buffers of one method: one per `memory_id`, sized by the program's memory plan
+/// (`non_const_buffer_sizes[1..]`).
+///
+/// Either etch allocates them ([`MemoryManager::owned`], what [`crate::Program::load_method`]
+/// does) or the caller provides them ([`MemoryManager::from_buffers`]), for example from a static
+/// arena on a microcontroller. Buffers are zeroed at method load.
+pub struct MemoryManager<'a> {
+    buffers: Vec<Planned<'a>>,
+}
+
+// SAFETY: the manager owns its buffers, or holds the only `&'a mut` to the caller's, so moving it
+// to another thread moves exclusive access along with it.
+unsafe impl Send for MemoryManager<'_> {}
+// SAFETY: the manager exposes no access through `&self` except sizes.
+unsafe impl Sync for MemoryManager<'_> {}
+
+impl std::fmt::Debug for MemoryManager<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.buffers.iter().map(|b| b.len())).finish()
+    }
+}
+
+impl Planned<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Planned::Owned(b) => b.len(),
+            Planned::Borrowed { len, .. } => *len,
+        }
+    }
+}
+
+impl MemoryManager<'static> {
+    /// Allocates zeroed buffers of these sizes. `None` if a size does not fit in memory.
+    pub fn owned(sizes: &[u64]) -> Option<MemoryManager<'static>> {
+        let mut buffers = Vec::with_capacity(sizes.len());
+        for &s in sizes {
+            buffers.push(Planned::Owned(AlignedBuf::zeroed(usize::try_from(s).ok()?)?));
+        }
+        Some(MemoryManager { buffers })
+    }
+}
+
+impl<'a> MemoryManager<'a> {
+    /// Uses caller memory: `buffers[i]` serves memory_id `i + 1`. Each must be at least the
+    /// planned size; etch checks sizes and alignment at method load.
+    pub fn from_buffers(buffers: Vec<&'a mut [u8]>) -> MemoryManager<'a> {
+        MemoryManager {
+            buffers: buffers
+                .into_iter()
+                .map(|b| Planned::Borrowed { ptr: b.as_mut_ptr(), len: b.len(), _life: PhantomData })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    /// Size in bytes of buffer `i`.
+    pub fn buffer_len(&self, i: usize) -> Option<usize> {
+        self.buffers.get(i).map(Planned::len)
+    }
+
+    /// Base pointer and length of buffer `i`, for placing tensors.
+    pub(crate) fn base(&mut self, i: usize) -> Option<(*mut u8, usize)> {
+        Some(match self.buffers.get_mut(i)? {
+            Planned::Owned(b) => (b.as_mut_ptr(), b.len()),
+            Planned::Borrowed { ptr, len, .. } => (*ptr, *len),
+        })
+    }
+
+    /// Zeroes every buffer (state of a fresh method).
+    pub(crate) fn zero(&mut self) {
+        for b in &mut self.buffers {
+            match b {
+                Planned::Owned(buf) => buf.as_mut_slice().fill(0),
+                Planned::Borrowed { ptr, len, .. } => {
+                    // SAFETY: `ptr`/`len` come from a `&'a mut [u8]` this manager holds exclusively
+                    // for 'a, and no tensor view is alive while the method is being (re)initialised.
+                    unsafe { std::ptr::write_bytes(*ptr, 0, *len) };
+                }
+            }
+        }
+    }
+}

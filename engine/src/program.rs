@@ -1,0 +1,189 @@
+//! [`Program`]: a loaded, verified `.pte`, shared by every method loaded from it.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use etch_delegates::BackendRegistry;
+use etch_kernels::KernelRegistry;
+use etch_schema::{MethodDef, ProgramDef, parse_program};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::memory::{AlignedBuf, MemoryManager};
+use crate::meta::MethodMeta;
+use crate::method::Method;
+
+/// Where a program's bytes live. Constant tensors point straight into them.
+enum Bytes {
+    Aligned(AlignedBuf),
+    Static(&'static [u8]),
+    Mapped(memmap2::Mmap),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Aligned(b) => b.as_slice(),
+            Bytes::Static(s) => s,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+struct ProgramInner {
+    bytes: Bytes,
+    def: ProgramDef,
+}
+
+/// A verified program. Cheap to clone (shared), `Send + Sync`: many methods, on many threads, may
+/// be loaded from one `Program` and run at once.
+///
+/// Loading checks the whole file once (header, flatbuffer, every index, size and offset); methods
+/// then build from the checked model without touching the flatbuffer again.
+#[derive(Clone)]
+pub struct Program {
+    inner: Arc<ProgramInner>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("bytes", &self.bytes().len())
+            .field("methods", &self.method_names().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Program {
+    fn new(bytes: Bytes) -> Result<Program> {
+        let def = parse_program(bytes.as_slice())?;
+        Ok(Program { inner: Arc::new(ProgramInner { bytes, def }) })
+    }
+
+    /// Loads from a copy of `bytes` (into 64-byte aligned memory, so constants can be used in place).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Program> {
+        let buf = AlignedBuf::copy_of(bytes).ok_or_else(|| Error::Internal("program too large".into()))?;
+        Program::new(Bytes::Aligned(buf))
+    }
+
+    /// Loads from bytes that live forever (e.g. `include_bytes!`), without copying.
+    pub fn from_static(bytes: &'static [u8]) -> Result<Program> {
+        Program::new(Bytes::Static(bytes))
+    }
+
+    /// Reads a file into aligned memory and loads it.
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Program> {
+        let path = path.as_ref();
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let bytes = std::fs::read(path).map_err(io)?;
+        Program::from_bytes(&bytes)
+    }
+
+    /// Maps a file into memory and loads it without copying.
+    ///
+    /// # Safety
+    /// The file must not be modified or truncated while the program (or any method loaded from
+    /// it) is alive: the program reads constants straight from the mapping, and a changed file
+    /// would change or remove memory under it.
+    pub unsafe fn map_file(path: impl AsRef<Path>) -> Result<Program> {
+        let path = path.as_ref();
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the caller promises the file stays unchanged while the mapping lives.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Program::new(Bytes::Mapped(map))
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.inner.bytes.as_slice()
+    }
+
+    /// The checked model of the file.
+    pub fn def(&self) -> &ProgramDef {
+        &self.inner.def
+    }
+
+    pub fn num_methods(&self) -> usize {
+        self.inner.def.methods.len()
+    }
+
+    pub fn method_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.def.methods.iter().map(|m| m.name.as_str())
+    }
+
+    pub(crate) fn method_def(&self, name: &str) -> Result<&MethodDef> {
+        self.inner.def.method(name).ok_or_else(|| Error::MethodNotFound {
+            name: name.to_string(),
+            available: self.method_names().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Inputs, outputs, planned memory and operators of a method, without loading it.
+    pub fn method_meta(&self, name: &str) -> Result<MethodMeta<'_>> {
+        Ok(MethodMeta::new(self.method_def(name)?))
+    }
+
+    /// Loads a method with etch's default runtime (portable kernels, built-in backends) and planned
+    /// memory that etch allocates.
+    pub fn load_method(&self, name: &str) -> Result<Method<'static>> {
+        self.load_method_with(name, Runtime::global(), None)
+    }
+
+    /// Loads a method with a chosen runtime and, optionally, caller-provided planned memory.
+    pub fn load_method_with<'a>(
+        &self,
+        name: &str,
+        runtime: &Runtime,
+        memory: Option<MemoryManager<'a>>,
+    ) -> Result<Method<'a>> {
+        let def = self.method_def(name)?;
+        let memory = match memory {
+            Some(m) => m,
+            None => MemoryManager::owned(&def.planned_buffer_sizes).ok_or_else(|| Error::InvalidMethod {
+                method: name.to_string(),
+                reason: "planned memory too large to allocate".into(),
+                kind: ErrorKind::MemoryAllocationFailed,
+            })?,
+        };
+        Method::load(self.clone(), name, runtime, memory)
+    }
+}
+
+/// The kernels and backends methods are loaded with. Registries are values (not global tables),
+/// built before loading and shared.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    kernels: Arc<KernelRegistry>,
+    backends: Arc<BackendRegistry>,
+}
+
+impl Runtime {
+    pub fn new(kernels: KernelRegistry, backends: BackendRegistry) -> Runtime {
+        Runtime { kernels: Arc::new(kernels), backends: Arc::new(backends) }
+    }
+
+    /// Portable kernels and the built-in backends.
+    pub fn portable() -> Runtime {
+        Runtime::new(KernelRegistry::portable(), BackendRegistry::new())
+    }
+
+    /// A process-wide [`Runtime::portable`], built on first use.
+    pub fn global() -> &'static Runtime {
+        static GLOBAL: OnceLock<Runtime> = OnceLock::new();
+        GLOBAL.get_or_init(Runtime::portable)
+    }
+
+    pub fn kernels(&self) -> &KernelRegistry {
+        &self.kernels
+    }
+
+    pub fn backends(&self) -> &BackendRegistry {
+        &self.backends
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::portable()
+    }
+}

@@ -1,0 +1,109 @@
+//! The `etch` command line.
+
+pub mod bench;
+pub mod inputs;
+pub mod inspect;
+pub mod npy;
+pub mod run;
+pub mod verify;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "etch", version, about = "Run ExecuTorch programs (.pte) on the CPU")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How instructions are scheduled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One instruction after another, nothing allocated while running.
+    Sequential,
+    /// Independent instructions concurrently (not yet available).
+    Parallel,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a method: each --inputs group is one execution on the same loaded method.
+    Run {
+        program: PathBuf,
+        #[arg(long, default_value = "forward")]
+        method: String,
+        /// Comma-separated .npy files, one per method input; repeat for more executions.
+        #[arg(long, action = clap::ArgAction::Append)]
+        inputs: Vec<String>,
+        /// Directory for run{K}_out{J}.npy.
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "sequential")]
+        mode: Mode,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Describe a program: methods, inputs, outputs, operators, delegates, memory, segments.
+    Inspect {
+        program: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time loading and executing a method.
+    Bench {
+        program: PathBuf,
+        #[arg(long, default_value = "forward")]
+        method: String,
+        #[arg(long, value_enum, default_value = "sequential")]
+        mode: Mode,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 100)]
+        iters: usize,
+        /// Comma-separated .npy inputs (default: deterministic inputs).
+        #[arg(long, value_delimiter = ',')]
+        inputs: Option<Vec<PathBuf>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a BundledProgram's test cases and report each.
+    Verify {
+        bundled: PathBuf,
+        #[arg(long, default_value_t = etch::bundled::DEFAULT_RTOL)]
+        rtol: f64,
+        #[arg(long, default_value_t = etch::bundled::DEFAULT_ATOL)]
+        atol: f64,
+    },
+}
+
+/// Splits one `--inputs a.npy,b.npy` group into paths.
+pub fn input_group(group: &str) -> Vec<PathBuf> {
+    group.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+}
+
+/// Refuses modes that do not exist yet.
+pub fn check_mode(mode: Mode) -> Result<(), String> {
+    match mode {
+        Mode::Sequential => Ok(()),
+        Mode::Parallel => Err("--mode parallel is not yet supported (the concurrent engine is not built yet)".into()),
+    }
+}
+
+/// Loads the inputs of one execution into the method.
+pub fn set_inputs(method: &mut etch::Method<'_>, files: &[PathBuf]) -> Result<(), String> {
+    if files.len() != method.num_inputs() {
+        return Err(format!("method '{}' takes {} inputs, {} given", method.name(), method.num_inputs(), files.len()));
+    }
+    for (i, path) in files.iter().enumerate() {
+        let a = npy::read(path)?;
+        let meta = method.method_meta();
+        if meta.input_tag(i) != Some(etch::Tag::Tensor) {
+            return Err(format!("input {i}: non-tensor inputs cannot be given as .npy"));
+        }
+        method
+            .set_input(i, etch::TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data })
+            .map_err(|e| format!("{e} (from {})", path.display()))?;
+    }
+    Ok(())
+}
