@@ -9,7 +9,7 @@ use etch_schema::MAX_RANK;
 pub const MAX_RANK_SHAPE: [usize; MAX_RANK] = [0; MAX_RANK];
 
 /// Up to [`MAX_RANK`] dimension sizes, stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Eq, Default)]
 pub struct Shape {
     rank: u8,
     dims: [usize; MAX_RANK],
@@ -55,6 +55,29 @@ impl Shape {
     }
 }
 
+/// Compares element by element: shapes are short, and this stays inline where a slice compare
+/// would call `memcmp` (it shows up in per-instruction overhead).
+#[inline]
+pub fn same_sizes(a: &[usize], b: &[usize]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl PartialEq for Shape {
+    fn eq(&self, other: &Shape) -> bool {
+        same_sizes(self, other)
+    }
+}
+
 impl Deref for Shape {
     type Target = [usize];
     fn deref(&self) -> &[usize] {
@@ -69,7 +92,8 @@ impl fmt::Debug for Shape {
 }
 
 /// A permutation of dimensions, outermost first: `[0, 1, 2, 3]` is contiguous NCHW,
-/// `[0, 2, 3, 1]` channels-last.
+/// `[0, 2, 3, 1]` channels-last. Unused slots are zero, so whole-struct equality is exact (and
+/// compiles to two integer compares).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct DimOrder {
     rank: u8,

@@ -18,6 +18,10 @@ pub struct TensorImpl {
     data: *mut u8,
     /// Bytes valid at `data`.
     capacity: usize,
+    /// Cached product of `shape` (kept in step by `new` and `resize`).
+    numel: usize,
+    /// Bytes per element.
+    elem_size: usize,
     /// The storage the tensor was created with; `restore_data` puts it back after a free.
     home: *mut u8,
 }
@@ -57,13 +61,19 @@ impl TensorImpl {
         data: *mut u8,
         capacity: usize,
     ) -> TensorImpl {
-        TensorImpl { dtype, shape, dim_order, resizable, writable, data, capacity, home: data }
+        let numel = shape.numel().unwrap_or(0);
+        let elem_size = dtype.element_size().unwrap_or(0);
+        // A shape whose bytes exceed the storage would make views read past it: expose no data.
+        let data =
+            if numel.checked_mul(elem_size).is_some_and(|n| n <= capacity) { data } else { core::ptr::null_mut() };
+        TensorImpl { dtype, shape, dim_order, resizable, writable, data, capacity, numel, elem_size, home: data }
     }
 
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 
+    #[inline]
     pub fn sizes(&self) -> &[usize] {
         &self.shape
     }
@@ -76,12 +86,15 @@ impl TensorImpl {
         &self.dim_order
     }
 
+    #[inline]
     pub fn numel(&self) -> usize {
-        self.shape.numel().unwrap_or(0)
+        self.numel
     }
 
+    /// Bytes of the current shape (never more than `capacity`).
+    #[inline]
     pub fn nbytes(&self) -> usize {
-        self.numel().saturating_mul(self.dtype.element_size().unwrap_or(0))
+        self.numel * self.elem_size
     }
 
     pub fn capacity(&self) -> usize {
@@ -117,10 +130,15 @@ impl TensorImpl {
 
     /// Shape change within the storage: same rank, at most `capacity` bytes; static tensors
     /// accept only their current shape.
+    #[inline]
     pub fn resize(&mut self, sizes: &[usize]) -> Result<(), KernelError> {
-        if *self.shape == *sizes {
+        if crate::shape::same_sizes(&self.shape, sizes) {
             return Ok(());
         }
+        self.resize_slow(sizes)
+    }
+
+    fn resize_slow(&mut self, sizes: &[usize]) -> Result<(), KernelError> {
         let elements = sizes.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let err = |what| KernelError::Resize {
             arg: 0,
@@ -143,21 +161,23 @@ impl TensorImpl {
         }
         // Rank is unchanged, so this cannot fail.
         self.shape = Shape::new(sizes).ok_or(err("of another rank"))?;
+        self.numel = elements.unwrap_or(0);
         Ok(())
     }
 
+    #[inline]
     fn bytes(&self, arg: usize) -> Result<&[u8], KernelError> {
         if self.data.is_null() {
             return Err(KernelError::NoData { arg });
         }
         let len = self.nbytes();
-        debug_assert!(len <= self.capacity);
         // SAFETY: `data` is non-null and valid for reads of `capacity >= nbytes` bytes (the
         // contract of `new`; `resize` keeps nbytes <= capacity), and no `&mut` to these bytes is
         // alive while `&self` is borrowed (the contract of `new`, upheld by the engine).
         Ok(unsafe { core::slice::from_raw_parts(self.data, len.min(self.capacity)) })
     }
 
+    #[inline]
     fn bytes_mut(&mut self, arg: usize) -> Result<&mut [u8], KernelError> {
         if self.data.is_null() {
             return Err(KernelError::NoData { arg });
@@ -173,6 +193,7 @@ impl TensorImpl {
     }
 }
 
+#[inline]
 fn typed<T: Element>(bytes: &[u8], dtype: DType, arg: usize) -> Result<&[T], KernelError> {
     if dtype != T::DTYPE {
         return Err(KernelError::DtypeMismatch { arg, expected: T::DTYPE, found: dtype });
@@ -180,6 +201,7 @@ fn typed<T: Element>(bytes: &[u8], dtype: DType, arg: usize) -> Result<&[T], Ker
     bytemuck::try_cast_slice(bytes).map_err(|_| KernelError::Misaligned { arg, dtype })
 }
 
+#[inline]
 fn typed_mut<T: Element>(bytes: &mut [u8], dtype: DType, arg: usize) -> Result<&mut [T], KernelError> {
     if dtype != T::DTYPE {
         return Err(KernelError::DtypeMismatch { arg, expected: T::DTYPE, found: dtype });
@@ -200,10 +222,12 @@ impl<'a> Tensor<'a> {
         Tensor { imp, arg }
     }
 
+    #[inline]
     pub fn dtype(&self) -> DType {
         self.imp.dtype
     }
 
+    #[inline]
     pub fn sizes(&self) -> &'a [usize] {
         &self.imp.shape
     }
@@ -220,6 +244,7 @@ impl<'a> Tensor<'a> {
         self.imp.numel()
     }
 
+    #[inline]
     pub fn dim_order(&self) -> &'a DimOrder {
         &self.imp.dim_order
     }
@@ -235,6 +260,7 @@ impl<'a> Tensor<'a> {
     }
 
     /// The elements, in storage order; fails unless `T` matches the dtype.
+    #[inline]
     pub fn data<T: Element>(&self) -> Result<&'a [T], KernelError> {
         typed(self.imp.bytes(self.arg)?, self.imp.dtype, self.arg)
     }
@@ -273,10 +299,12 @@ impl<'a> TensorMut<'a> {
         TensorMut { imp, arg }
     }
 
+    #[inline]
     pub fn dtype(&self) -> DType {
         self.imp.dtype
     }
 
+    #[inline]
     pub fn sizes(&self) -> &[usize] {
         &self.imp.shape
     }
@@ -289,6 +317,7 @@ impl<'a> TensorMut<'a> {
         self.imp.numel()
     }
 
+    #[inline]
     pub fn dim_order(&self) -> &DimOrder {
         &self.imp.dim_order
     }
@@ -303,7 +332,15 @@ impl<'a> TensorMut<'a> {
 
     /// Sets the output's shape (ExecuTorch's `resize_tensor`): the current shape always passes;
     /// a dynamic tensor may change within its planned bytes and rank.
+    #[inline]
     pub fn resize(&mut self, sizes: &[usize]) -> Result<(), KernelError> {
+        if crate::shape::same_sizes(&self.imp.shape, sizes) {
+            return Ok(());
+        }
+        self.resize_slow(sizes)
+    }
+
+    fn resize_slow(&mut self, sizes: &[usize]) -> Result<(), KernelError> {
         let arg = self.arg;
         self.imp.resize(sizes).map_err(|e| match e {
             KernelError::Resize { elements, rank, current_rank, capacity, what, .. } => {
@@ -314,6 +351,7 @@ impl<'a> TensorMut<'a> {
     }
 
     /// The elements, in storage order; fails unless `T` matches the dtype.
+    #[inline]
     pub fn data_mut<T: Element>(&mut self) -> Result<&mut [T], KernelError> {
         let (dtype, arg) = (self.imp.dtype, self.arg);
         typed_mut(self.imp.bytes_mut(arg)?, dtype, arg)

@@ -4,7 +4,7 @@ use crate::args::KernelArgs;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
 use crate::portable::elementwise::{
-    Compute, Operand, binary_map, check_out_cast, compute_for, result_type, scalar_fits, ternary_map,
+    Compute, Operand, binary_map, check_out_cast, compute_for, result_type2, scalar_fits, ternary_map,
 };
 use crate::registry::KernelContext;
 use crate::value::Scalar;
@@ -18,7 +18,10 @@ trait Arith: Copy {
     const BOOL_OK: bool = true;
 }
 
-/// Computes `out = op(a, b)` in PyTorch's result type.
+/// Computes `out = op(a, b)` in PyTorch's result type. Inlined into each kernel so operands stay
+/// in registers (passing these small enums through memory costs store-forwarding stalls, which
+/// dominate one-element ops).
+#[inline(always)]
 fn arith(
     a: Operand<'_>,
     b: Operand<'_>,
@@ -26,8 +29,20 @@ fn arith(
     args: &KernelArgs<'_>,
     op: impl Arith,
 ) -> Result<(), KernelError> {
+    arith_in(a, b, result_type2(&a, &b), out_arg, args, op)
+}
+
+/// [`arith`] with the result type already known.
+#[inline(always)]
+fn arith_in(
+    a: Operand<'_>,
+    b: Operand<'_>,
+    result: DType,
+    out_arg: usize,
+    args: &KernelArgs<'_>,
+    op: impl Arith,
+) -> Result<(), KernelError> {
     let mut out = args.tensor_mut(out_arg)?;
-    let result = result_type(&[a, b]);
     check_out_cast(result, &out)?;
     if result == DType::Bool && !op_bool_ok(&op) {
         return Err(KernelError::UnsupportedDtype { arg: 0, dtype: DType::Bool });
@@ -146,29 +161,33 @@ fn alpha_arg(args: &KernelArgs<'_>, arg: usize, result: DType) -> Result<Scalar,
 /// `aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
 pub fn add_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?));
-    let alpha = alpha_arg(args, 2, result_type(&[a, b]))?;
-    arith(a, b, 3, args, Add { alpha })
+    let result = result_type2(&a, &b);
+    let alpha = alpha_arg(args, 2, result)?;
+    arith_in(a, b, result, 3, args, Add { alpha })
 }
 
 /// `aten::add.Scalar_out(Tensor self, Scalar other, Scalar alpha=1, *, Tensor(a!) out)`
 pub fn add_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Scalar(args.scalar(1)?));
-    let alpha = alpha_arg(args, 2, result_type(&[a, b]))?;
-    arith(a, b, 3, args, Add { alpha })
+    let result = result_type2(&a, &b);
+    let alpha = alpha_arg(args, 2, result)?;
+    arith_in(a, b, result, 3, args, Add { alpha })
 }
 
 /// `aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
 pub fn sub_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?));
-    let alpha = alpha_arg(args, 2, result_type(&[a, b]))?;
-    arith(a, b, 3, args, Sub { alpha })
+    let result = result_type2(&a, &b);
+    let alpha = alpha_arg(args, 2, result)?;
+    arith_in(a, b, result, 3, args, Sub { alpha })
 }
 
 /// `aten::sub.Scalar_out(Tensor self, Scalar other, Scalar alpha=1, *, Tensor(a!) out)`
 pub fn sub_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Scalar(args.scalar(1)?));
-    let alpha = alpha_arg(args, 2, result_type(&[a, b]))?;
-    arith(a, b, 3, args, Sub { alpha })
+    let result = result_type2(&a, &b);
+    let alpha = alpha_arg(args, 2, result)?;
+    arith_in(a, b, result, 3, args, Sub { alpha })
 }
 
 /// `aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out)`
@@ -194,7 +213,7 @@ pub fn minimum_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
 /// True division: integer inputs give a floating result.
 fn div(a: Operand<'_>, b: Operand<'_>, args: &KernelArgs<'_>, out_arg: usize) -> Result<(), KernelError> {
     let mut out = args.tensor_mut(out_arg)?;
-    let mut result = result_type(&[a, b]);
+    let mut result = result_type2(&a, &b);
     if !result.is_floating_point() {
         result = DType::Float;
     }
@@ -220,7 +239,7 @@ pub fn pow_tensor_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let a = Operand::Tensor(args.tensor(0)?);
     let e = args.scalar(1)?;
     let mut out = args.tensor_mut(2)?;
-    let result = result_type(&[a, Operand::Scalar(e)]);
+    let result = result_type2(&a, &Operand::Scalar(e));
     check_out_cast(result, &out)?;
     let b = Operand::Scalar(e);
     match compute_for(result) {
@@ -257,7 +276,7 @@ fn compare(
     op: fn(core::cmp::Ordering) -> bool,
 ) -> Result<(), KernelError> {
     let mut out = args.tensor_mut(out_arg)?;
-    let common = result_type(&[a, b]);
+    let common = result_type2(&a, &b);
     // NaN compares unequal and unordered: every comparison but `ne` is false.
     let nan_result =
         op(core::cmp::Ordering::Less) && op(core::cmp::Ordering::Greater) && !op(core::cmp::Ordering::Equal);
@@ -300,7 +319,7 @@ pub fn where_self_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     }
     let (a, b) = (Operand::Tensor(args.tensor(1)?), Operand::Tensor(args.tensor(2)?));
     let mut out = args.tensor_mut(3)?;
-    let result = result_type(&[a, b]);
+    let result = result_type2(&a, &b);
     check_out_cast(result, &out)?;
     crate::dispatch_dtype!(result, R => ternary_map::<R>([Operand::Tensor(cond), a, b], &mut out, |s, [c, x, y]| {
         if s[0].get::<Bool>(c).get() { s[1].get::<R>(x) } else { s[2].get::<R>(y) }

@@ -79,6 +79,18 @@ pub fn result_type(operands: &[Operand<'_>]) -> DType {
     combine(dim, combine(zero, wrapped)).unwrap_or(DType::Float)
 }
 
+/// [`result_type`] of two operands, with the common case (two tensors of one dtype) answered
+/// without building an operand array (which costs a store-forwarding stall per call).
+#[inline]
+pub fn result_type2(a: &Operand<'_>, b: &Operand<'_>) -> DType {
+    if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b) {
+        if x.dtype() == y.dtype() {
+            return x.dtype();
+        }
+    }
+    result_type(&[*a, *b])
+}
+
 /// Whether a scalar's kind fits in the category of `t` (e.g. no float alpha for int tensors).
 pub fn scalar_fits(s: Scalar, t: DType) -> bool {
     let c = match s {
@@ -211,53 +223,89 @@ pub fn broadcast_all(ops: &[Operand<'_>], arg: usize) -> Result<Shape, KernelErr
     Ok(shape)
 }
 
-/// True when the operand can be read in the output's storage order with the same index: same
-/// shape and dim order as the output.
-fn same_layout(op: &Operand<'_>, out: &TensorMut<'_>) -> bool {
-    match op {
-        Operand::Tensor(t) => t.sizes() == out.sizes() && t.dim_order() == out.dim_order(),
-        Operand::Scalar(_) => false,
+/// The operand's value as `C` if it is a scalar or a one-element tensor of dtype `C` with at most
+/// `other_rank` dimensions (so broadcasting it adds none).
+#[inline(always)]
+fn single_value<C: Element>(op: &Operand<'_>, other_rank: usize) -> Result<Option<C>, KernelError> {
+    Ok(match op {
+        Operand::Scalar(s) => Some(if C::IS_FLOAT { C::from_f64(s.to_f64()) } else { C::from_i64(s.to_i64()) }),
+        Operand::Tensor(t) if t.dtype() == C::DTYPE && t.numel() == 1 && t.dim() <= other_rank => {
+            t.data::<C>()?.first().copied()
+        }
+        _ => None,
+    })
+}
+
+/// The common cases without broadcasting machinery: every tensor of dtype `C`, output of dtype
+/// `O`, and either equal shapes in one layout, or one operand a single element (a 0-dim tensor,
+/// a `[1]` tensor or a scalar) that does not add dimensions. Returns `false` when not applicable.
+#[inline(always)]
+fn binary_fast<C: Element, O: Element>(
+    a: &Operand<'_>,
+    b: &Operand<'_>,
+    out: &mut TensorMut<'_>,
+    f: &impl Fn(C, C) -> O,
+) -> Result<bool, KernelError> {
+    if out.dtype() != O::DTYPE {
+        return Ok(false);
+    }
+    match (a, b) {
+        (Operand::Tensor(x), Operand::Tensor(y))
+            if x.dtype() == C::DTYPE
+                && y.dtype() == C::DTYPE
+                && crate::shape::same_sizes(x.sizes(), y.sizes())
+                && x.dim_order() == y.dim_order() =>
+        {
+            out.resize(x.sizes())?;
+            if out.dim_order() != x.dim_order() {
+                return Ok(false);
+            }
+            let (x, y) = (x.data::<C>()?, y.data::<C>()?);
+            for ((o, &x), &y) in out.data_mut::<O>()?.iter_mut().zip(x).zip(y) {
+                *o = f(x, y);
+            }
+            Ok(true)
+        }
+        (Operand::Tensor(x), other) if x.dtype() == C::DTYPE => {
+            let Some(y) = single_value::<C>(other, x.dim())? else { return Ok(false) };
+            out.resize(x.sizes())?;
+            if out.dim_order() != x.dim_order() {
+                return Ok(false);
+            }
+            for (o, &x) in out.data_mut::<O>()?.iter_mut().zip(x.data::<C>()?) {
+                *o = f(x, y);
+            }
+            Ok(true)
+        }
+        (other, Operand::Tensor(y)) if y.dtype() == C::DTYPE => {
+            let Some(x) = single_value::<C>(other, y.dim())? else { return Ok(false) };
+            out.resize(y.sizes())?;
+            if out.dim_order() != y.dim_order() {
+                return Ok(false);
+            }
+            for (o, &y) in out.data_mut::<O>()?.iter_mut().zip(y.data::<C>()?) {
+                *o = f(x, y);
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 
 /// `out = f(a, b)` elementwise with broadcasting. `f` computes in `C` and returns `O`; values are
 /// converted into the output's dtype.
+#[inline(always)]
 pub fn binary_map<C: Element, O: Element>(
     a: Operand<'_>,
     b: Operand<'_>,
     out: &mut TensorMut<'_>,
     f: impl Fn(C, C) -> O,
 ) -> Result<(), KernelError> {
+    if binary_fast(&a, &b, out, &f)? {
+        return Ok(());
+    }
     let shape = broadcast_all(&[a, b], out.arg())?;
     out.resize(&shape)?;
-    // Fast path: one dtype everywhere and matching layouts (or a scalar operand).
-    if out.dtype() == O::DTYPE {
-        let ta = matches!(a, Operand::Tensor(t) if t.dtype() == C::DTYPE) && same_layout(&a, out);
-        let tb = matches!(b, Operand::Tensor(t) if t.dtype() == C::DTYPE) && same_layout(&b, out);
-        let (sa, sb) = (Src::new(&a)?, Src::new(&b)?);
-        if let (true, true, Operand::Tensor(x), Operand::Tensor(y)) = (ta, tb, a, b) {
-            let (x, y) = (x.data::<C>()?, y.data::<C>()?);
-            let o = out.data_mut::<O>()?;
-            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = f(x, y);
-            }
-            return Ok(());
-        }
-        if let (true, Operand::Tensor(x), Src::Const { .. }) = (ta, a, sb) {
-            let (x, y) = (x.data::<C>()?, sb.get::<C>(0));
-            for (o, &x) in out.data_mut::<O>()?.iter_mut().zip(x) {
-                *o = f(x, y);
-            }
-            return Ok(());
-        }
-        if let (true, Src::Const { .. }, Operand::Tensor(y)) = (tb, sa, b) {
-            let (x, y) = (sa.get::<C>(0), y.data::<C>()?);
-            for (o, &y) in out.data_mut::<O>()?.iter_mut().zip(y) {
-                *o = f(x, y);
-            }
-            return Ok(());
-        }
-    }
     let (sa, sb) = (Src::new(&a)?, Src::new(&b)?);
     let strides = [out.strides(), operand_strides(&a, &shape), operand_strides(&b, &shape)];
     let arg = out.arg();
