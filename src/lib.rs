@@ -19,6 +19,8 @@
 //! kernels), `etch-delegates` (the backend interface), `etch-scheduler` (execution order) and
 //! `etch-engine` (Program and Method). See ARCHITECTURE.md.
 
+pub mod npy;
+
 pub use etch_delegates::{self as delegates, BackendInterface, BackendRegistry, DelegateError, DelegateHandle};
 pub use etch_engine::bundled::{self, BundledProgram, CaseReport};
 pub use etch_engine::{

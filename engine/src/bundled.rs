@@ -168,7 +168,8 @@ fn run_case(
                     if !both_nan {
                         worst = worst.max(if err.is_nan() { f64::INFINITY } else { err });
                     }
-                    if !both_nan && !(err <= atol + rtol * b.abs()) {
+                    let within = err <= atol + rtol * b.abs();
+                    if !both_nan && !within {
                         return Ok((false, worst, Some(format!("output {j} element {k}: {a} vs expected {b}"))));
                     }
                 }

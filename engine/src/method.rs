@@ -202,10 +202,11 @@ impl<'mem> Method<'mem> {
 
         // Inputs: tensors must be backed by memory we can copy into.
         for (k, &v) in def.inputs.iter().enumerate() {
-            if let Some(&Some(t)) = tensor_of_value.get(v as usize) {
-                if !tensors[t.0 as usize].has_data() && tensors[t.0 as usize].capacity() > 0 {
-                    return Err(b.invalid(format!("input {k} has no storage"), ErrorKind::InvalidProgram));
-                }
+            if let Some(&Some(t)) = tensor_of_value.get(v as usize)
+                && !tensors[t.0 as usize].has_data()
+                && tensors[t.0 as usize].capacity() > 0
+            {
+                return Err(b.invalid(format!("input {k} has no storage"), ErrorKind::InvalidProgram));
             }
         }
 
@@ -561,7 +562,7 @@ impl Builder<'_> {
                     let offset = offset
                         .ok_or_else(|| bad("planned placement outside its buffer".into(), ErrorKind::InvalidProgram))?;
                     let ptr = base.wrapping_add(offset);
-                    if (ptr as usize) % align != 0 {
+                    if !(ptr as usize).is_multiple_of(align) {
                         return Err(bad(
                             format!("planned offset {offset} is not aligned for {dtype}"),
                             ErrorKind::InvalidProgram,
@@ -584,7 +585,7 @@ impl Builder<'_> {
                     let src = range
                         .slice(file)
                         .ok_or_else(|| bad("constant outside the file".into(), ErrorKind::InvalidProgram))?;
-                    let ptr = if (src.as_ptr() as usize) % align == 0 {
+                    let ptr = if (src.as_ptr() as usize).is_multiple_of(align) {
                         src.as_ptr().cast_mut()
                     } else {
                         // Misaligned in the file (legacy layouts): use an aligned copy.
@@ -789,8 +790,8 @@ impl Builder<'_> {
                     let n = args.len();
                     let outputs = delegates[*delegate as usize].num_outputs().unwrap_or(n).min(n);
                     let mut writable = 0u64;
-                    for p in n - outputs..n {
-                        if matches!(values.get(args[p] as usize), Some(EValue::Tensor(_))) {
+                    for (p, &v) in args.iter().enumerate().skip(n - outputs) {
+                        if matches!(values.get(v as usize), Some(EValue::Tensor(_))) {
                             writable |= 1 << p;
                         }
                     }

@@ -157,14 +157,14 @@ fn split_top_level(s: &str) -> Vec<&str> {
 
 /// `Tensor(a!)[]` → (`Tensor[]`, Some('a'), true).
 fn parse_type(ty: &str) -> (String, Option<char>, bool) {
-    if let (Some(open), Some(close)) = (ty.find('('), ty.find(')')) {
-        if open < close {
-            let inner = &ty[open + 1..close];
-            let mutable = inner.contains('!');
-            let alias = inner.chars().find(|c| c.is_ascii_alphabetic());
-            let stripped = format!("{}{}", &ty[..open], &ty[close + 1..]);
-            return (stripped, alias, mutable);
-        }
+    if let (Some(open), Some(close)) = (ty.find('('), ty.find(')'))
+        && open < close
+    {
+        let inner = &ty[open + 1..close];
+        let mutable = inner.contains('!');
+        let alias = inner.chars().find(|c| c.is_ascii_alphabetic());
+        let stripped = format!("{}{}", &ty[..open], &ty[close + 1..]);
+        return (stripped, alias, mutable);
     }
     (ty.to_string(), None, false)
 }

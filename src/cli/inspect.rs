@@ -34,10 +34,10 @@ pub fn describe(program: &Program) -> Json {
         let m = meta.def();
         let mut op_counts: BTreeMap<String, usize> = BTreeMap::new();
         for ins in &m.instructions {
-            if let InstructionDef::Kernel { op, .. } = ins {
-                if let Some(o) = m.operators.get(*op as usize) {
-                    *op_counts.entry(o.qualified_name()).or_default() += 1;
-                }
+            if let InstructionDef::Kernel { op, .. } = ins
+                && let Some(o) = m.operators.get(*op as usize)
+            {
+                *op_counts.entry(o.qualified_name()).or_default() += 1;
             }
         }
         let [kernels, delegates, moves, jumps, frees] = meta.instruction_counts();

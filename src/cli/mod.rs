@@ -3,7 +3,6 @@
 pub mod bench;
 pub mod inputs;
 pub mod inspect;
-pub mod npy;
 pub mod run;
 pub mod verify;
 
@@ -96,7 +95,7 @@ pub fn set_inputs(method: &mut etch::Method<'_>, files: &[PathBuf]) -> Result<()
         return Err(format!("method '{}' takes {} inputs, {} given", method.name(), method.num_inputs(), files.len()));
     }
     for (i, path) in files.iter().enumerate() {
-        let a = npy::read(path)?;
+        let a = etch::npy::read(path)?;
         let meta = method.method_meta();
         if meta.input_tag(i) != Some(etch::Tag::Tensor) {
             return Err(format!("input {i}: non-tensor inputs cannot be given as .npy"));

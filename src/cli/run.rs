@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use etch::{Program, Value};
 
-use super::{Mode, check_mode, inputs, npy, set_inputs};
+use etch::npy;
+
+use super::{Mode, check_mode, inputs, set_inputs};
 
 pub fn run(
     program: &Path,

@@ -247,8 +247,8 @@ pub fn pow_tensor_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
             // PyTorch special-cases small integral exponents (2 → x*x, ...); so do we, which keeps
             // results bit-identical for the common squares.
             Scalar::Int(2) => binary_map::<f32, f32>(a, b, &mut out, |x, _| x * x),
-            Scalar::Double(v) if v == 2.0 => binary_map::<f32, f32>(a, b, &mut out, |x, _| x * x),
-            Scalar::Double(v) if v == 0.5 => binary_map::<f32, f32>(a, b, &mut out, |x, _| x.sqrt()),
+            Scalar::Double(2.0) => binary_map::<f32, f32>(a, b, &mut out, |x, _| x * x),
+            Scalar::Double(0.5) => binary_map::<f32, f32>(a, b, &mut out, |x, _| x.sqrt()),
             _ => binary_map::<f32, f32>(a, b, &mut out, |x, y| x.powf(y)),
         },
         Compute::F64 => binary_map::<f64, f64>(a, b, &mut out, |x, y| x.powf(y)),

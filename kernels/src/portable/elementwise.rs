@@ -83,10 +83,10 @@ pub fn result_type(operands: &[Operand<'_>]) -> DType {
 /// without building an operand array (which costs a store-forwarding stall per call).
 #[inline]
 pub fn result_type2(a: &Operand<'_>, b: &Operand<'_>) -> DType {
-    if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b) {
-        if x.dtype() == y.dtype() {
-            return x.dtype();
-        }
+    if let (Operand::Tensor(x), Operand::Tensor(y)) = (a, b)
+        && x.dtype() == y.dtype()
+    {
+        return x.dtype();
     }
     result_type(&[*a, *b])
 }

@@ -27,10 +27,11 @@ impl Gemm<'_> {
     fn run(&self, out: &mut TensorMut<'_>, ostr: [usize; 3]) -> Result<(), KernelError> {
         let arg = out.arg();
         let bad = KernelError::ShapeMismatch { arg, reason: "output too small" };
-        if let (Src::F32(a), Src::F32(m), DType::Float) = (self.a.0, self.m.0, out.dtype()) {
-            if self.m.1[2] == 1 && ostr[2] == 1 {
-                return self.run_f32_rows(a, m, out.data_mut::<f32>()?, ostr).ok_or(bad);
-            }
+        if let (Src::F32(a), Src::F32(m), DType::Float) = (self.a.0, self.m.0, out.dtype())
+            && self.m.1[2] == 1
+            && ostr[2] == 1
+        {
+            return self.run_f32_rows(a, m, out.data_mut::<f32>()?, ostr).ok_or(bad);
         }
         crate::dispatch_dtype!(out.dtype(), D => {
             let o = out.data_mut::<D>()?;

@@ -1,10 +1,11 @@
-//! `.npy` files: npyz parses the header; sizes are checked here before any data is read, so a
-//! hostile file cannot make the reader allocate or overflow.
+//! `.npy` files, the format PyTorch and numpy users exchange arrays in. npyz parses the header;
+//! sizes are checked here before any data is read, so a hostile file cannot make the reader
+//! allocate or overflow.
 
 use std::io::Write;
 use std::path::Path;
 
-use etch::DType;
+use crate::DType;
 
 /// A row-major array read from a `.npy` file.
 pub struct Array {
@@ -52,8 +53,13 @@ fn descr_of(dtype: DType) -> Option<&'static str> {
 /// Reads a `.npy` file (little-endian or byte-sized dtypes, C or Fortran order).
 pub fn read(path: &Path) -> Result<Array, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bad = |why: &str| format!("{}: not a readable .npy file: {why}", path.display());
-    let mut cursor = std::io::Cursor::new(&bytes[..]);
+    parse(&bytes).map_err(|why| format!("{}: not a readable .npy file: {why}", path.display()))
+}
+
+/// Parses the bytes of a `.npy` file.
+pub fn parse(bytes: &[u8]) -> Result<Array, String> {
+    let bad = |why: &str| why.to_string();
+    let mut cursor = std::io::Cursor::new(bytes);
     // npyz's header parser multiplies shape entries without overflow checks; keep any panic of it
     // from escaping as a crash.
     let header = std::panic::catch_unwind(move || {
@@ -98,12 +104,12 @@ pub fn read(path: &Path) -> Result<Array, String> {
 fn fortran_to_c(data: &[u8], shape: &[usize], elem: usize) -> Vec<u8> {
     let rank = shape.len();
     let order: Vec<u8> = (0..rank as u8).rev().collect();
-    let Some(s) = etch::kernels::Shape::new(shape) else { return data.to_vec() };
-    let Some(o) = etch::kernels::DimOrder::new(&order) else { return data.to_vec() };
-    let src = etch::kernels::shape::strides_for(&s, &o);
-    let dst = etch::kernels::shape::strides_for(&s, &etch::kernels::DimOrder::contiguous(rank));
+    let Some(s) = crate::kernels::Shape::new(shape) else { return data.to_vec() };
+    let Some(o) = crate::kernels::DimOrder::new(&order) else { return data.to_vec() };
+    let src = crate::kernels::shape::strides_for(&s, &o);
+    let dst = crate::kernels::shape::strides_for(&s, &crate::kernels::DimOrder::contiguous(rank));
     let mut out = vec![0u8; data.len()];
-    for [d, s] in etch::kernels::shape::StridedIter::new(&s, [dst, src]) {
+    for [d, s] in crate::kernels::shape::StridedIter::new(&s, [dst, src]) {
         if let (Some(to), Some(from)) = (out.get_mut(d * elem..(d + 1) * elem), data.get(s * elem..(s + 1) * elem)) {
             to.copy_from_slice(from);
         }
@@ -144,7 +150,7 @@ pub fn write(path: &Path, dtype: DType, shape: &[usize], data: &[u8]) -> Result<
 
 /// Formats up to `n` leading elements of row-major data, for summaries.
 pub fn preview(dtype: DType, data: &[u8], n: usize) -> String {
-    let vals = etch::bundled::as_f64(data, dtype);
+    let vals = crate::bundled::as_f64(data, dtype);
     let shown: Vec<String> = vals
         .iter()
         .take(n)

@@ -1,0 +1,173 @@
+//! Every supported fixture runs through the library and matches PyTorch's outputs within the
+//! case's tolerance. The fixtures are real programs from the official exporter (torch 2.15,
+//! executorch 1.5.1); expected outputs are PyTorch eager results (see tests/fixtures/README.md).
+
+mod common;
+
+use common::{manifest, mismatch};
+use etch::npy::Array;
+use etch::{Program, TensorView, Value};
+
+/// The cases the foundation must run; the kernel library issue extends this list.
+const SUPPORTED: &[&str] = &[
+    "add_broadcast",
+    "binary_mix",
+    "add_int64",
+    "promote_int_float",
+    "linear",
+    "matmul",
+    "softmax",
+    "compare_where",
+    "mlp_towers",
+    "cond",
+    "dynamic_batch",
+    "counter",
+    "two_methods.forward",
+    "two_methods.encode",
+    "dispatch_chain",
+    "dispatch_fan",
+];
+
+fn run_case(case: &common::Case) -> Result<(), String> {
+    let program = Program::load_file(&case.program).map_err(|e| e.to_string())?;
+    // One loaded method for all runs: state carries over (stateful cases).
+    let mut method = program.load_method(&case.method).map_err(|e| e.to_string())?;
+    for (k, (inputs, outputs)) in case.runs.iter().enumerate() {
+        for (i, path) in inputs.iter().enumerate() {
+            let a = etch::npy::read(path)?;
+            method
+                .set_input(i, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data })
+                .map_err(|e| e.to_string())?;
+        }
+        method.execute().map_err(|e| e.to_string())?;
+        if outputs.len() != method.num_outputs() {
+            return Err(format!("run {k}: {} outputs, expected {}", method.num_outputs(), outputs.len()));
+        }
+        for (j, path) in outputs.iter().enumerate() {
+            let want = etch::npy::read(path)?;
+            let Value::Tensor(t) = method.output(j).map_err(|e| e.to_string())? else {
+                return Err(format!("run {k} output {j} is not a tensor"));
+            };
+            let got = Array {
+                dtype: t.dtype(),
+                shape: t.sizes().to_vec(),
+                data: etch::to_contiguous_bytes(&t).map_err(|e| e.to_string())?,
+            };
+            if let Some(why) = mismatch(&got, &want, case.atol, case.rtol) {
+                return Err(format!("run {k} output {j}: {why}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn supported_fixtures_match_pytorch() {
+    let cases = manifest();
+    let mut failures = Vec::new();
+    for name in SUPPORTED {
+        let case = cases.iter().find(|c| c.name == *name).unwrap_or_else(|| panic!("{name} missing from the manifest"));
+        if let Err(why) = run_case(case) {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    assert!(failures.is_empty(), "failing fixtures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn stateful_counter_keeps_state_across_executions() {
+    // Same inputs twice: different outputs, because the buffer advanced.
+    let case = common::case("counter");
+    let program = Program::load_file(&case.program).unwrap();
+    let mut method = program.load_method("forward").unwrap();
+    let a = etch::npy::read(&case.runs[0].0[0]).unwrap();
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        method.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+        method.execute().unwrap();
+        results.push(method.output_tensor(0).unwrap().data::<f32>().unwrap().to_vec());
+    }
+    assert_ne!(results[0], results[1]);
+    // A freshly loaded method starts from the initial state again.
+    let mut fresh = program.load_method("forward").unwrap();
+    fresh.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+    fresh.execute().unwrap();
+    assert_eq!(fresh.output_tensor(0).unwrap().data::<f32>().unwrap(), &results[0][..]);
+}
+
+#[test]
+fn dynamic_batch_resizes_within_its_bound() {
+    let case = common::case("dynamic_batch");
+    let program = Program::load_file(&case.program).unwrap();
+    let mut method = program.load_method("forward").unwrap();
+    let meta = program.method_meta("forward").unwrap();
+    let bound = meta.input_tensor_meta(0).unwrap().sizes.to_vec();
+    // Above the bound: refused with a typed input error.
+    let mut too_big = bound.clone();
+    too_big[0] += 1;
+    let n: usize = too_big.iter().product();
+    let data = vec![0u8; n * 4];
+    let e = method.set_input(0, TensorView { dtype: etch::DType::Float, sizes: &too_big, data: &data }).unwrap_err();
+    assert_eq!(e.kind(), etch::ErrorKind::InvalidArgument, "{e}");
+    // Each run's output has the run's batch size.
+    for (inputs, _) in &case.runs {
+        let a = etch::npy::read(&inputs[0]).unwrap();
+        method.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+        method.execute().unwrap();
+        assert_eq!(method.output_tensor(0).unwrap().sizes()[0], a.shape[0]);
+    }
+}
+
+#[test]
+fn bundled_program_passes_through_the_library() {
+    let bundled = etch::BundledProgram::load_file(common::fixtures().join("programs/add_broadcast.bpte")).unwrap();
+    let reports = bundled.verify(etch::Runtime::global(), 1e-5, 1e-8).unwrap();
+    assert!(!reports.is_empty());
+    for r in &reports {
+        assert!(r.passed, "{r:?}");
+    }
+    // A tolerance nothing can meet makes cases with any rounding fail, proving the check compares.
+    let external =
+        etch::BundledProgram::load_file(common::fixtures().join("external/module_test_bundled_program.bpte"));
+    // ExecuTorch's own test bundle: it loads and every case is reported.
+    let external = external.unwrap();
+    let reports = external.verify(etch::Runtime::global(), 1e-5, 1e-8).unwrap();
+    assert_eq!(reports.len(), 10);
+    assert!(reports.iter().all(|r| r.passed), "{reports:?}");
+}
+
+#[test]
+fn external_programs_from_executorch() {
+    let ext = common::fixtures().join("external");
+    // x + x on ones → 2s (ExecuTorch's own example).
+    let program = Program::load_file(ext.join("arduino_add_model.pte")).unwrap();
+    let mut m = program.load_method("forward").unwrap();
+    let ones = [1f32; 3];
+    m.set_input(0, TensorView { dtype: etch::DType::Float, sizes: &[3], data: bytemuck::cast_slice(&ones) }).unwrap();
+    m.execute().unwrap();
+    assert_eq!(m.output_tensor(0).unwrap().data::<f32>().unwrap(), &[2.0, 2.0, 2.0]);
+
+    let program = Program::load_file(ext.join("apple_add.pte")).unwrap();
+    let mut m = program.load_method("forward").unwrap();
+    for i in 0..2 {
+        m.set_input(i, TensorView { dtype: etch::DType::Float, sizes: &[1], data: bytemuck::cast_slice(&[1f32]) })
+            .unwrap();
+    }
+    m.execute().unwrap();
+    assert_eq!(m.output_tensor(0).unwrap().data::<f32>().unwrap(), &[2.0]);
+
+    // The legacy inline constant_buffer layout, which the 1.5.1 wheel no longer loads:
+    // y = x * a + b, where ExecuTorch's deserializer reads a = 3s and b = 2s from the file.
+    let program = Program::load_file(ext.join("module_linear_legacy_constant_buffer.pte")).unwrap();
+    let mut m = program.load_method("forward").unwrap();
+    m.set_input(0, TensorView { dtype: etch::DType::Float, sizes: &[2, 2], data: bytemuck::cast_slice(&[1f32; 4]) })
+        .unwrap();
+    m.execute().unwrap();
+    assert_eq!(m.output_tensor(0).unwrap().data::<f32>().unwrap(), &[5.0; 4]);
+
+    // The microcontroller model needs cortex_m kernels that etch does not have: a typed error.
+    let program = Program::load_file(ext.join("arduino_keyword_spotting.pte")).unwrap();
+    let e = program.load_method("forward").unwrap_err();
+    assert_eq!(e.kind(), etch::ErrorKind::OperatorMissing, "{e}");
+    assert!(e.to_string().contains("cortex_m::"), "{e}");
+}
