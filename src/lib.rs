@@ -29,3 +29,8 @@ pub use etch_engine::{
 };
 pub use etch_kernels::{self as kernels, DType, KernelError, KernelRegistry, Tensor};
 pub use etch_schema::{self as schema, FormatError};
+
+/// The README's code blocks compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
