@@ -6,7 +6,7 @@ use crate::error::KernelError;
 use crate::portable::elementwise::{
     Compute, Operand, binary_map, check_out_cast, compute_for, result_type2, scalar_fits, ternary_map,
 };
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::value::Scalar;
 
 /// An arithmetic operator in each compute type.
@@ -324,4 +324,68 @@ pub fn where_self_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     crate::dispatch_dtype!(result, R => ternary_map::<R>([Operand::Tensor(cond), a, b], &mut out, |s, [c, x, y]| {
         if s[0].get::<Bool>(c).get() { s[1].get::<R>(x) } else { s[2].get::<R>(y) }
     }), _ => Err(KernelError::UnsupportedDtype { arg: 1, dtype: result }))
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::{ALL_DTYPES, REAL_DTYPES};
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        (
+            "aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            add_out,
+        ),
+        (
+            "aten::add.Scalar_out(Tensor self, Scalar other, Scalar alpha=1, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            add_scalar_out,
+        ),
+        (
+            "aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            sub_out,
+        ),
+        (
+            "aten::sub.Scalar_out(Tensor self, Scalar other, Scalar alpha=1, *, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            sub_scalar_out,
+        ),
+        ("aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, mul_out),
+        (
+            "aten::mul.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            mul_scalar_out,
+        ),
+        ("aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, div_out),
+        (
+            "aten::div.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            div_scalar_out,
+        ),
+        ("aten::maximum.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, maximum_out),
+        ("aten::minimum.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, minimum_out),
+        (
+            "aten::pow.Tensor_Scalar_out(Tensor self, Scalar exponent, *, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            pow_tensor_scalar_out,
+        ),
+        ("aten::eq.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, eq_tensor_out),
+        ("aten::eq.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, eq_scalar_out),
+        ("aten::ne.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, ne_tensor_out),
+        ("aten::ne.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, ne_scalar_out),
+        ("aten::gt.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, gt_tensor_out),
+        ("aten::gt.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, gt_scalar_out),
+        ("aten::ge.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, ge_tensor_out),
+        ("aten::ge.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, ge_scalar_out),
+        ("aten::lt.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, lt_tensor_out),
+        ("aten::lt.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, lt_scalar_out),
+        ("aten::le.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, le_tensor_out),
+        ("aten::le.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, le_scalar_out),
+        (
+            "aten::where.self_out(Tensor condition, Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            where_self_out,
+        ),
+    ];
+    crate::portable::register_table(r, table);
 }

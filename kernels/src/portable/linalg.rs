@@ -5,7 +5,7 @@ use crate::args::KernelArgs;
 use crate::dtype::{DType, Element};
 use crate::error::KernelError;
 use crate::portable::elementwise::{Operand, Src, broadcast_strides_ordered, result_type, scalar_fits};
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::tensor::{Tensor, TensorMut};
 use crate::value::Scalar;
 
@@ -210,4 +210,19 @@ pub fn addmm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
         beta: to_f(beta),
     }
     .run(&mut out, ostr)
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::REAL_DTYPES;
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        ("aten::mm.out(Tensor self, Tensor mat2, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, mm_out),
+        ("aten::bmm.out(Tensor self, Tensor mat2, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, bmm_out),
+        (
+            "aten::addmm.out(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            addmm_out,
+        ),
+    ];
+    crate::portable::register_table(r, table);
 }

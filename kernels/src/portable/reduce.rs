@@ -4,7 +4,7 @@ use crate::args::KernelArgs;
 use crate::dtype::{DType, Element};
 use crate::error::KernelError;
 use crate::portable::elementwise::Src;
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::shape::{Shape, StridedIter, wrap_dim};
 use crate::tensor::{Tensor, TensorMut};
 
@@ -140,4 +140,22 @@ pub fn sum_intlist_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
 /// Tensor(a!) out)`
 pub fn mean_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     sum_like(args, true)
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::{ALL_DTYPES, FLOAT_DTYPES};
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        (
+            "aten::sum.IntList_out(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            sum_intlist_out,
+        ),
+        (
+            "aten::mean.out(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None, Tensor(a!) out) -> Tensor(a!)",
+            FLOAT_DTYPES,
+            mean_out,
+        ),
+    ];
+    crate::portable::register_table(r, table);
 }

@@ -5,7 +5,7 @@ use crate::dtype::can_cast;
 use crate::error::KernelError;
 use crate::portable::elementwise::{Operand, broadcast_all, broadcast_strides_ordered};
 use crate::portable::layout::strided_copy;
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::shape::{Shape, wrap_dim};
 
 /// `aten::permute_copy.out(Tensor self, int[] dims, *, Tensor(a!) out)`
@@ -180,4 +180,34 @@ fn dim_order_copy(args: &KernelArgs<'_>, same_dtype: bool) -> Result<(), KernelE
     out.resize(x.sizes())?;
     let ostr = out.strides();
     strided_copy(&x, 0, x.strides(), x.sizes(), &mut out, 0, ostr)
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::ALL_DTYPES;
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        (
+            "aten::permute_copy.out(Tensor self, int[] dims, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            permute_copy_out,
+        ),
+        (
+            "aten::slice_copy.Tensor_out(Tensor self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            slice_copy_tensor_out,
+        ),
+        ("aten::cat.out(Tensor[] tensors, int dim=0, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, cat_out),
+        ("aten::copy_(Tensor(a!) self, Tensor src, bool non_blocking=False) -> Tensor(a!)", ALL_DTYPES, copy_),
+        (
+            "dim_order_ops::_to_dim_order_copy.out(Tensor self, *, bool non_blocking=False, int[]? dim_order=None, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            to_dim_order_copy_out,
+        ),
+        (
+            "dim_order_ops::_clone_dim_order.out(Tensor self, *, bool non_blocking=False, int[]? dim_order=None, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            clone_dim_order_out,
+        ),
+    ];
+    crate::portable::register_table(r, table);
 }

@@ -4,7 +4,7 @@ use crate::args::KernelArgs;
 use crate::dtype::Element;
 use crate::error::KernelError;
 use crate::portable::elementwise::Src;
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::shape::{StridedIter, wrap_dim};
 
 fn softmax_impl(args: &KernelArgs<'_>, log: bool) -> Result<(), KernelError> {
@@ -56,4 +56,22 @@ pub fn softmax_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
 /// `aten::_log_softmax.out(Tensor self, int dim, bool half_to_float, *, Tensor(a!) out)`
 pub fn log_softmax_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     softmax_impl(args, true)
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::FLOAT_DTYPES;
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        (
+            "aten::_softmax.out(Tensor self, int dim, bool half_to_float, *, Tensor(a!) out) -> Tensor(a!)",
+            FLOAT_DTYPES,
+            softmax_out,
+        ),
+        (
+            "aten::_log_softmax.out(Tensor self, int dim, bool half_to_float, *, Tensor(a!) out) -> Tensor(a!)",
+            FLOAT_DTYPES,
+            log_softmax_out,
+        ),
+    ];
+    crate::portable::register_table(r, table);
 }

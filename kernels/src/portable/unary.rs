@@ -4,7 +4,7 @@ use crate::args::KernelArgs;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
 use crate::portable::elementwise::{Compute, check_out_cast, compute_for, unary_map};
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
 /// A floating-point function: integer and bool inputs produce a float result (PyTorch's
 /// "int to float" unary ops such as `sin`).
@@ -85,4 +85,17 @@ pub fn logical_not_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
         Compute::I64 => unary_map::<i64, Bool>(x, &mut out, |v| Bool::from(v == 0)),
         _ => unary_map::<f64, Bool>(x, &mut out, |v| Bool::from(v == 0.0)),
     }
+}
+
+/// Registers this module's kernels.
+pub fn register(r: &mut KernelRegistry) {
+    use crate::portable::elementwise::{ALL_DTYPES, FLOAT_DTYPES, REAL_DTYPES};
+    let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
+        ("aten::abs.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, abs_out),
+        ("aten::relu.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, relu_out),
+        ("aten::sin.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", FLOAT_DTYPES, sin_out),
+        ("aten::cos.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", FLOAT_DTYPES, cos_out),
+        ("aten::logical_not.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, logical_not_out),
+    ];
+    crate::portable::register_table(r, table);
 }
