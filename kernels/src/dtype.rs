@@ -286,6 +286,7 @@ pub const COMPUTE_DTYPES: [DType; 10] = [
 
 /// PyTorch's `promote_types`: the smallest type both `a` and `b` convert to without losing their
 /// category (bool < integer < floating point).
+#[inline]
 pub fn promote_types(a: DType, b: DType) -> DType {
     use DType::*;
     if a == b {
@@ -347,6 +348,7 @@ fn promote_ints(a: DType, b: DType) -> DType {
 
 /// Whether PyTorch allows casting values of `from` into an output of `to` (`canCast`): no
 /// floating to integral, no non-bool to bool.
+#[inline]
 pub fn can_cast(from: DType, to: DType) -> bool {
     if from.is_floating_point() && to.is_integral(false) {
         return false;

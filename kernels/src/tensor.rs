@@ -351,7 +351,7 @@ impl<'a> TensorMut<'a> {
     }
 
     /// The elements, in storage order; fails unless `T` matches the dtype.
-    #[inline]
+    #[inline(always)]
     pub fn data_mut<T: Element>(&mut self) -> Result<&mut [T], KernelError> {
         let (dtype, arg) = (self.imp.dtype, self.arg);
         typed_mut(self.imp.bytes_mut(arg)?, dtype, arg)

@@ -73,11 +73,13 @@ impl ScalarType {
     }
 
     /// The code written in files.
+    #[inline]
     pub fn code(self) -> i8 {
         self as i8
     }
 
     /// Bytes per element, or `None` for sub-byte packed types (QUInt4x2, QUInt2x4).
+    #[inline]
     pub fn element_size(self) -> Option<usize> {
         use ScalarType::*;
         Some(match self {
@@ -119,10 +121,12 @@ impl ScalarType {
         }
     }
 
+    #[inline]
     pub fn is_floating_point(self) -> bool {
         matches!(self, ScalarType::Half | ScalarType::Float | ScalarType::Double | ScalarType::BFloat16)
     }
 
+    #[inline]
     pub fn is_integral(self, include_bool: bool) -> bool {
         use ScalarType::*;
         match self {

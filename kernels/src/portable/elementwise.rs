@@ -32,6 +32,7 @@ enum Category {
     Floating,
 }
 
+#[inline]
 fn category(t: DType) -> Category {
     if t == DType::Bool {
         Category::Bool
@@ -92,6 +93,7 @@ pub fn result_type2(a: &Operand<'_>, b: &Operand<'_>) -> DType {
 }
 
 /// Whether a scalar's kind fits in the category of `t` (e.g. no float alpha for int tensors).
+#[inline]
 pub fn scalar_fits(s: Scalar, t: DType) -> bool {
     let c = match s {
         Scalar::Bool(_) => Category::Bool,
@@ -110,6 +112,7 @@ pub enum Compute {
     I64,
 }
 
+#[inline]
 pub fn compute_for(t: DType) -> Compute {
     match t {
         DType::Double => Compute::F64,
@@ -119,6 +122,7 @@ pub fn compute_for(t: DType) -> Compute {
 }
 
 /// Checks that results of type `result` may be written into `out` (PyTorch's `canCast`).
+#[inline]
 pub fn check_out_cast(result: DType, out: &TensorMut<'_>) -> Result<(), KernelError> {
     if can_cast(result, out.dtype()) {
         Ok(())
