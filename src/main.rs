@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         cli::Command::Bench { program, method, mode, threads: _, iters, inputs, json } => {
             cli::bench::bench(&program, &method, mode, iters, inputs.as_deref(), json)
         }
+        cli::Command::Ops { missing } => cli::ops::ops(missing),
         cli::Command::Verify { bundled, rtol, atol } => cli::verify::verify(&bundled, rtol, atol),
     };
     match result {

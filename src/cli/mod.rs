@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inputs;
 pub mod inspect;
+pub mod ops;
 pub mod run;
 pub mod verify;
 
@@ -65,6 +66,12 @@ pub enum Command {
         inputs: Option<Vec<PathBuf>>,
         #[arg(long)]
         json: bool,
+    },
+    /// List the registered operators, one `namespace::name.overload` per line with its dtypes.
+    Ops {
+        /// Instead, list ExecuTorch portable operators etch does not register.
+        #[arg(long)]
+        missing: bool,
     },
     /// Run a BundledProgram's test cases and report each.
     Verify {

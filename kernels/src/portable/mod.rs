@@ -13,7 +13,13 @@ pub mod shape_ops;
 pub mod softmax;
 pub mod unary;
 
+#[cfg(test)]
+use crate::OpSchema;
 use crate::registry::{KernelFn, KernelRegistry};
+
+/// The schemas of ExecuTorch's portable operator library (`kernels/portable/functions.yaml`,
+/// 209 entries), as PyTorch prints them: the reference for argument order and for what is missing.
+pub const EXECUTORCH_PORTABLE_SCHEMAS: &str = include_str!("../../portable_schemas.txt");
 
 /// Registers every portable kernel.
 pub fn register_all(r: &mut KernelRegistry) {
@@ -50,6 +56,29 @@ mod tests {
         for (name, k) in r.iter() {
             let schema_text = format!("{name}(Tensor x) -> Tensor");
             assert!(again.register(&schema_text, k.dtypes, k.run).is_err(), "{name}");
+        }
+    }
+
+    /// Kernels registered under an ExecuTorch portable operator carry PyTorch's exact schema
+    /// (`kernels/portable_schemas.txt`, printed from `torch.ops.<ns>.<op>.<overload>._schema`), so
+    /// argument positions match what the exporter emits.
+    #[test]
+    fn schemas_match_pytorch() {
+        let reference: std::collections::BTreeMap<String, OpSchema> = EXECUTORCH_PORTABLE_SCHEMAS
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let s = OpSchema::parse(l).unwrap_or_else(|e| panic!("{e}"));
+                (s.qualified_name.clone(), s)
+            })
+            .collect();
+        assert_eq!(reference.len(), 209);
+        let mut r = KernelRegistry::new();
+        register_all(&mut r);
+        for (name, k) in r.iter() {
+            if let Some(want) = reference.get(name) {
+                assert_eq!(&*k.schema, want, "{name}");
+            }
         }
     }
 }

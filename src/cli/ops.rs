@@ -1,0 +1,25 @@
+//! `etch ops`: the operators the default runtime can run.
+
+use etch::Runtime;
+
+pub fn ops(missing: bool) -> Result<(), String> {
+    let kernels = Runtime::global().kernels();
+    if missing {
+        let mut n = 0;
+        for line in etch::kernels::portable::EXECUTORCH_PORTABLE_SCHEMAS.lines() {
+            let name = line.split('(').next().unwrap_or("").trim();
+            if !name.is_empty() && kernels.get(name).is_none() {
+                println!("{name}");
+                n += 1;
+            }
+        }
+        eprintln!("{n} ExecuTorch portable operators are not registered");
+        return Ok(());
+    }
+    for (name, k) in kernels.iter() {
+        let dtypes: Vec<&str> = k.dtypes.iter().map(|d| d.name()).collect();
+        println!("{name} {}", dtypes.join(","));
+    }
+    eprintln!("{} operators", kernels.len());
+    Ok(())
+}
