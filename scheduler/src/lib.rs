@@ -5,9 +5,15 @@
 //! [`Flow::Jump`] (control flow). The sequential executor ([`run_sequential`]) is a loop with
 //! jumps and an instruction budget, so a hostile program cannot loop forever.
 //!
-//! The concurrent executor will run the same program as a dependency graph: jumps split it into
+//! The concurrent executor runs the same program as a dependency graph: jumps split it into
 //! straight-line blocks that run one after another; inside a block, a task becomes ready when its
-//! predecessors (data and memory-hazard edges computed by the engine) have finished.
+//! predecessors (data and memory-hazard edges computed by the engine) have finished
+//! ([`TaskGraph`], [`GraphRun`]).
+
+mod graph;
+mod sync;
+
+pub use graph::{BadEdge, GraphRun, TaskGraph};
 
 /// What to do after a task ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
