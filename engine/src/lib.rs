@@ -12,14 +12,20 @@
 
 mod alias;
 pub mod bundled;
+mod config;
+mod dag;
 mod error;
+mod exec;
+mod load;
 mod memory;
 mod meta;
 mod method;
 mod program;
 
+pub use config::{AUTO_REPLAN_MAX_GROWTH, ExecutionMode, MethodConfig, PlanChoice};
 pub use error::{Error, ErrorKind, InstructionSite, Result};
+pub use load::{PlanSummary, plan_summary};
 pub use memory::{AlignedBuf, BUFFER_ALIGN, MemoryManager};
 pub use meta::{MethodMeta, Tag, TensorInfo};
-pub use method::{Method, TensorView, Value, to_contiguous_bytes};
+pub use method::{BlockProfile, Method, TensorView, Value, to_contiguous_bytes};
 pub use program::{Program, Runtime};

@@ -7,7 +7,8 @@ use etch_delegates::BackendRegistry;
 use etch_kernels::KernelRegistry;
 use etch_schema::{MethodDef, ProgramDef, parse_program};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::config::MethodConfig;
+use crate::error::{Error, Result};
 use crate::memory::{AlignedBuf, MemoryManager};
 use crate::meta::MethodMeta;
 use crate::method::Method;
@@ -129,37 +130,93 @@ impl Program {
         self.load_method_with(name, Runtime::global(), None)
     }
 
-    /// Loads a method with a chosen runtime and, optionally, caller-provided planned memory.
+    /// Loads a method with a chosen runtime and, optionally, caller-provided planned memory
+    /// (sequential mode, the exporter's memory plan).
     pub fn load_method_with<'a>(
         &self,
         name: &str,
         runtime: &Runtime,
         memory: Option<MemoryManager<'a>>,
     ) -> Result<Method<'a>> {
-        let def = self.method_def(name)?;
-        let memory = match memory {
-            Some(m) => m,
-            None => MemoryManager::owned(&def.planned_buffer_sizes).ok_or_else(|| Error::InvalidMethod {
-                method: name.to_string(),
-                reason: "planned memory too large to allocate".into(),
-                kind: ErrorKind::MemoryAllocationFailed,
-            })?,
-        };
-        Method::load(self.clone(), name, runtime, memory)
+        Method::load(self.clone(), name, &MethodConfig::sequential(runtime.clone()), memory)
+    }
+
+    /// Loads a method with full control: runtime, execution mode (sequential or parallel) and
+    /// memory plan. With caller-provided memory, each buffer must fit the chosen plan
+    /// ([`Program::plan_summary`] tells the sizes).
+    pub fn load_method_configured<'a>(
+        &self,
+        name: &str,
+        config: &MethodConfig,
+        memory: Option<MemoryManager<'a>>,
+    ) -> Result<Method<'a>> {
+        Method::load(self.clone(), name, config, memory)
     }
 }
 
-/// The kernels and backends methods are loaded with. Registries are values (not global tables),
-/// built before loading and shared.
-#[derive(Clone, Debug)]
+/// The kernels and backends methods are loaded with, and the thread pool parallel methods run on.
+/// Registries are values (not global tables), built before loading and shared. Clones share the
+/// registries and the pool.
+#[derive(Clone)]
 pub struct Runtime {
     kernels: Arc<KernelRegistry>,
     backends: Arc<BackendRegistry>,
+    threads: usize,
+    pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("kernels", &self.kernels.len())
+            .field("backends", &self.backends)
+            .field("threads", &self.threads)
+            .finish()
+    }
 }
 
 impl Runtime {
     pub fn new(kernels: KernelRegistry, backends: BackendRegistry) -> Runtime {
-        Runtime { kernels: Arc::new(kernels), backends: Arc::new(backends) }
+        Runtime { kernels: Arc::new(kernels), backends: Arc::new(backends), threads: 0, pool: Arc::default() }
+    }
+
+    /// The same registries with a pool of `threads` worker threads (0: one per core).
+    pub fn with_threads(&self, threads: usize) -> Runtime {
+        Runtime { threads, pool: Arc::default(), ..self.clone() }
+    }
+
+    /// Worker threads of the pool (after it was created, the actual number).
+    pub fn threads(&self) -> usize {
+        match self.pool.get() {
+            Some(p) => p.current_num_threads(),
+            None => self.threads,
+        }
+    }
+
+    /// The work-stealing pool shared by every parallel method loaded with this runtime (and its
+    /// clones): one pool for inter-op and, later, intra-op work, so concurrent requests never
+    /// oversubscribe the cores. Created on first use.
+    pub fn pool(&self) -> Arc<rayon::ThreadPool> {
+        self.pool
+            .get_or_init(|| {
+                let threads = if self.threads == 0 {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                } else {
+                    self.threads
+                };
+                let build = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("etch-worker-{i}"))
+                    .build();
+                // Building a pool fails only if threads cannot be spawned; fall back to one thread,
+                // and if even that fails there is nothing sensible left to do.
+                Arc::new(
+                    build
+                        .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+                        .unwrap_or_else(|e| panic!("cannot start a thread: {e}")),
+                )
+            })
+            .clone()
     }
 
     /// Portable kernels and the built-in backends.
@@ -183,7 +240,8 @@ impl Runtime {
 }
 
 impl Default for Runtime {
+    /// A clone of [`Runtime::global`].
     fn default() -> Self {
-        Runtime::portable()
+        Runtime::global().clone()
     }
 }

@@ -1,0 +1,184 @@
+//! Running instructions: one step, the sequential loop, and the parallel block executor.
+
+use std::sync::Arc;
+
+use etch_delegates::{DelegateError, DelegateHandle};
+use etch_kernels::{DType, EValue, KernelArgs, KernelContext, KernelError, KernelFn, Span, Tensor, ValueTable};
+use etch_scheduler::{Flow, GraphRun, TaskGraph};
+
+use crate::dag::BlockRange;
+
+/// One resolved instruction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    Kernel { run: KernelFn, args: Span, writable: u64 },
+    Delegate { delegate: u32, args: Span, writable: u64 },
+    Move { from: u32, to: u32 },
+    JumpFalse { cond: u32, destination: u32 },
+    Free { value: u32 },
+}
+
+/// Why one step failed.
+#[derive(Debug)]
+pub(crate) enum StepError {
+    Kernel(KernelError),
+    Delegate(DelegateError),
+    Invalid(&'static str),
+}
+
+/// What a step needs besides the value table.
+pub(crate) struct StepEnv<'a> {
+    pub arg_pool: &'a [u32],
+    pub delegates: &'a [Box<dyn DelegateHandle>],
+    /// Operator names for tracing spans.
+    pub names: &'a [(Arc<str>, usize)],
+}
+
+pub(crate) fn pool_slice(pool: &[u32], s: Span) -> &[u32] {
+    pool.get(s.start as usize..s.start as usize + s.len as usize).unwrap_or(&[])
+}
+
+/// Runs instruction `index`.
+///
+/// # Safety
+/// While this runs, no other thread may access the values and tensors the step reads or writes
+/// (in the sense of `KernelArgs::new`'s contract 2). The sequential loop satisfies this by running
+/// one step at a time; the parallel executor by the dependency graph's edges, which order every
+/// pair of conflicting steps. Contract 1 of `KernelArgs::new` (no aliasing inside a call) was
+/// proven at load by the alias check.
+pub(crate) unsafe fn run_step(
+    index: usize,
+    step: &Step,
+    values: &ValueTable,
+    env: &StepEnv<'_>,
+    context: &mut KernelContext,
+) -> Result<Flow, StepError> {
+    let _span = tracing::trace_span!(
+        "instruction",
+        index,
+        op = %env.names.get(index).map(|n| &*n.0).unwrap_or("?")
+    )
+    .entered();
+    match *step {
+        Step::Kernel { run, args, writable } => {
+            let args = pool_slice(env.arg_pool, args);
+            // SAFETY: contract 1 from the load-time alias check; contract 2 from this function's
+            // own contract; contract 3 because calls with more than MAX_ARGS arguments were
+            // refused at load and schemas have at most MAX_ARGS arguments.
+            let kernel_args = unsafe { KernelArgs::new(values, args, writable) };
+            run(context, &kernel_args).map_err(StepError::Kernel)?;
+            Ok(Flow::Next)
+        }
+        Step::Delegate { delegate, args, writable } => {
+            let args = pool_slice(env.arg_pool, args);
+            let handle = env.delegates.get(delegate as usize).ok_or(StepError::Invalid("delegate index"))?;
+            // SAFETY: as for kernel calls.
+            let delegate_args = unsafe { KernelArgs::new(values, args, writable) };
+            handle.execute(&delegate_args).map_err(StepError::Delegate)?;
+            Ok(Flow::Next)
+        }
+        Step::Move { from, to } => {
+            // SAFETY: this step reads `from` and writes `to`; by our contract nothing else touches
+            // them now. EValues are copied, no reference into a cell is kept.
+            let v = unsafe { values.read(from) }.ok_or(StepError::Invalid("move source out of range"))?;
+            // SAFETY: as above.
+            unsafe { values.write(to, v) };
+            Ok(Flow::Next)
+        }
+        Step::JumpFalse { cond, destination } => {
+            // SAFETY: the condition is only read; by our contract nobody writes it now.
+            let c = unsafe { condition(values, cond) }?;
+            Ok(if c { Flow::Next } else { Flow::Jump(destination as usize) })
+        }
+        Step::Free { value } => {
+            // SAFETY: this step writes the tensor behind `value`; by our contract nothing else
+            // accesses it now, so the exclusive reference is unique while it lives.
+            if let Some(EValue::Tensor(id)) = unsafe { values.read(value) }
+                && let Some(t) = unsafe { values.tensor_excl(id) }
+            {
+                t.free_data();
+            }
+            Ok(Flow::Next)
+        }
+    }
+}
+
+/// The value of a jump condition: a Bool, or a bool tensor that is true when every element is.
+///
+/// # Safety
+/// Nobody may write `cond` or its tensor during the call.
+pub(crate) unsafe fn condition(values: &ValueTable, cond: u32) -> Result<bool, StepError> {
+    // SAFETY: the caller guarantees no concurrent writer.
+    match unsafe { values.read(cond) } {
+        Some(EValue::Bool(b)) => Ok(b),
+        Some(EValue::Tensor(id)) => {
+            // SAFETY: as above; only read.
+            let t = unsafe { values.tensor_ref(id) }.ok_or(StepError::Invalid("condition tensor"))?;
+            let t = Tensor::new(t, 0);
+            if t.dtype() != DType::Bool {
+                return Err(StepError::Invalid("jump condition tensor is not bool"));
+            }
+            Ok(t.data::<etch_kernels::Bool>().map_err(StepError::Kernel)?.iter().all(|b| b.get()))
+        }
+        _ => Err(StepError::Invalid("jump condition is not a Bool or bool tensor")),
+    }
+}
+
+/// A block of the method as a task graph.
+pub(crate) struct Block {
+    pub range: BlockRange,
+    pub graph: TaskGraph,
+    pub run: GraphRun,
+}
+
+/// Runs `block`'s graph on `pool`: roots are spawned, finishing threads continue with one ready
+/// successor and spawn the rest. Returns the first failing instruction.
+///
+/// # Safety
+/// `values` must be accessed by nothing else while the block runs, and `block.graph` must order
+/// every pair of the block's instructions that conflict (the engine's edges do).
+pub(crate) unsafe fn run_block_parallel(
+    pool: &rayon::ThreadPool,
+    block: &Block,
+    steps: &[Step],
+    values: &ValueTable,
+    env: &StepEnv<'_>,
+) -> Result<(), (usize, StepError)> {
+    block.run.reset(&block.graph);
+    let failure: std::sync::Mutex<Option<(usize, StepError)>> = std::sync::Mutex::new(None);
+    let start = block.range.start;
+    let task = |node: u32| -> bool {
+        let index = start + node as usize;
+        let Some(step) = steps.get(index) else { return false };
+        let mut context = KernelContext::new();
+        // SAFETY: the graph runs this step only after every conflicting predecessor finished and
+        // never concurrently with a conflicting step (our contract); the drive loop's AcqRel
+        // counters order the memory effects.
+        match unsafe { run_step(index, step, values, env, &mut context) } {
+            Ok(_) => true,
+            Err(e) => {
+                if let Ok(mut slot) = failure.lock() {
+                    slot.get_or_insert((index, e));
+                }
+                false
+            }
+        }
+    };
+    let task: &(dyn Fn(u32) -> bool + Sync) = &task;
+    pool.scope(|scope| {
+        for &root in block.graph.roots() {
+            spawn_drive(scope, block, task, root);
+        }
+    });
+    match failure.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(f)) => Err(f),
+        Err(_) => Err((start, StepError::Invalid("a parallel task panicked"))),
+    }
+}
+
+fn spawn_drive<'s>(scope: &rayon::Scope<'s>, block: &'s Block, task: &'s (dyn Fn(u32) -> bool + Sync), node: u32) {
+    scope.spawn(move |scope| {
+        block.run.drive(&block.graph, node, task, &|next| spawn_drive(scope, block, task, next));
+    });
+}

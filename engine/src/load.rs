@@ -1,0 +1,606 @@
+//! Method load: from a checked `MethodDef` to placed tensors, runtime values and resolved steps,
+//! plus the dependency analysis both `Method` and `etch inspect` use.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use etch_delegates::{CompileSpec, DelegateHandle, InitContext, NamedData};
+use etch_kernels::{DType, DimOrder, EValue, ListPool, MAX_ARGS, NONE_INDEX, Shape, Span, TensorId, TensorImpl};
+use etch_schema::{InstructionDef, MethodDef, ShapeDynamism, TensorData, ValueDef};
+
+use crate::alias::{PointsTo, Region};
+use crate::dag::{self, Accesses, BlockRange, PlannedTensor, Replan, StepShape};
+use crate::error::{Error, ErrorKind, InstructionSite, Result};
+use crate::exec::Step;
+use crate::memory::{AlignedBuf, MemoryManager};
+use crate::program::{Program, Runtime};
+
+/// Named data of a program, for backends.
+struct ProgramNamedData<'a> {
+    program: &'a Program,
+}
+
+impl NamedData for ProgramNamedData<'_> {
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        let def = self.program.def();
+        def.named_data.iter().find(|n| n.key == key).and_then(|n| n.data.slice(self.program.bytes()))
+    }
+}
+
+pub(crate) fn align_of(dtype: DType) -> usize {
+    dtype.element_size().unwrap_or(1).max(1)
+}
+
+/// Whether value kind `v` can be passed where the schema says `ty` (a light check at load; kernels
+/// check again when they read).
+fn kind_fits(ty: &str, v: &ValueDef) -> bool {
+    let ty = ty.trim();
+    if let Some(base) = ty.strip_suffix('?') {
+        return matches!(v, ValueDef::None) || kind_fits(base, v);
+    }
+    let list = ty.ends_with(']');
+    let base = ty.split('[').next().unwrap_or(ty);
+    match (base, list) {
+        ("Tensor", false) => matches!(v, ValueDef::Tensor(_)),
+        ("Tensor", true) => matches!(v, ValueDef::TensorList(_)),
+        ("Tensor?", true) => matches!(v, ValueDef::OptionalTensorList(_) | ValueDef::TensorList(_)),
+        ("int" | "SymInt", true) => matches!(v, ValueDef::IntList(_)),
+        ("int" | "SymInt" | "ScalarType" | "Layout" | "MemoryFormat", false) => matches!(v, ValueDef::Int(_)),
+        ("float", false) => matches!(v, ValueDef::Double(_) | ValueDef::Int(_)),
+        ("float", true) => matches!(v, ValueDef::DoubleList(_)),
+        ("bool", false) => matches!(v, ValueDef::Bool(_)),
+        ("bool", true) => matches!(v, ValueDef::BoolList(_)),
+        ("Scalar", false) => matches!(v, ValueDef::Int(_) | ValueDef::Double(_) | ValueDef::Bool(_)),
+        ("str", false) => matches!(v, ValueDef::String(_)),
+        _ => true,
+    }
+}
+
+fn span(start: usize, len: usize) -> Option<Span> {
+    Some(Span { start: u32::try_from(start).ok()?, len: u32::try_from(len).ok()? })
+}
+
+pub(crate) type Instructions =
+    (Vec<Step>, Vec<u32>, Vec<(Arc<str>, usize)>, Vec<Box<dyn DelegateHandle>>, Vec<(u32, u32)>);
+
+/// Builds a method's runtime pieces from its definition.
+pub(crate) struct Builder<'p> {
+    pub program: &'p Program,
+    pub def: &'p MethodDef,
+    pub method: Arc<str>,
+}
+
+impl Builder<'_> {
+    pub(crate) fn site(&self, instruction: usize, operator: &str) -> InstructionSite {
+        InstructionSite {
+            method: self.method.clone(),
+            instruction,
+            byte_offset: self.def.instruction_offsets.get(instruction).copied().unwrap_or(0),
+            operator: operator.into(),
+        }
+    }
+
+    pub(crate) fn invalid(&self, reason: String, kind: ErrorKind) -> Error {
+        Error::InvalidMethod { method: self.method.to_string(), reason, kind }
+    }
+
+    /// Tensor id of each value (None for non-tensors), in value order.
+    pub(crate) fn tensor_ids(&self) -> Vec<Option<TensorId>> {
+        let mut next = 0u32;
+        self.def
+            .values
+            .iter()
+            .map(|v| match v {
+                ValueDef::Tensor(_) => {
+                    let id = TensorId(next);
+                    next += 1;
+                    Some(id)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The exporter's placement of every tensor, as regions (for hazards and plan comparison).
+    pub(crate) fn exporter_regions(&self) -> Vec<Region> {
+        self.def
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                ValueDef::Tensor(t) => Some(match &t.data {
+                    TensorData::Planned { buffer, offset, .. } => {
+                        Region::Planned { buffer: *buffer, start: *offset, end: offset.saturating_add(t.nbytes as u64) }
+                    }
+                    TensorData::Constant(_) => Region::Constant,
+                    _ => Region::Private,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Creates every tensor: placement (the exporter's offsets, or `plan`'s), alignment, initial
+    /// data.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn tensors(
+        &self,
+        memory: &mut MemoryManager<'_>,
+        plan: Option<&Replan>,
+    ) -> Result<(Vec<TensorImpl>, Vec<Region>, Vec<Option<TensorId>>, Vec<AlignedBuf>)> {
+        let file = self.program.bytes();
+        let inputs: BTreeSet<u32> = self.def.inputs.iter().copied().collect();
+        let (mut tensors, mut regions, mut of_value, mut owned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (vi, v) in self.def.values.iter().enumerate() {
+            let ValueDef::Tensor(t) = v else {
+                of_value.push(None);
+                continue;
+            };
+            let bad = |reason: String, kind| self.invalid(format!("value {vi}: {reason}"), kind);
+            if t.dynamism == ShapeDynamism::DynamicUnbound {
+                return Err(bad("DYNAMIC_UNBOUND tensors are not supported".into(), ErrorKind::NotSupported));
+            }
+            let dtype = t.scalar_type;
+            let align = align_of(dtype);
+            let shape = Shape::new(&t.sizes).ok_or_else(|| bad("rank above 16".into(), ErrorKind::InvalidProgram))?;
+            let order =
+                DimOrder::new(&t.dim_order).ok_or_else(|| bad("bad dim order".into(), ErrorKind::InvalidProgram))?;
+            let (ptr, writable, region) = match &t.data {
+                TensorData::Planned { buffer, offset, initial } => {
+                    let id = tensors.len();
+                    let offset = &plan.and_then(|p| p.offsets.get(id).copied().flatten()).unwrap_or(*offset);
+                    let (base, len) = memory
+                        .base(*buffer)
+                        .ok_or_else(|| bad("planned buffer missing".into(), ErrorKind::InvalidProgram))?;
+                    // The parser checked offset + nbytes <= planned size <= len.
+                    let offset =
+                        usize::try_from(*offset).ok().filter(|o| o.checked_add(t.nbytes).is_some_and(|e| e <= len));
+                    let offset = offset
+                        .ok_or_else(|| bad("planned placement outside its buffer".into(), ErrorKind::InvalidProgram))?;
+                    let ptr = base.wrapping_add(offset);
+                    if !(ptr as usize).is_multiple_of(align) {
+                        return Err(bad(
+                            format!("planned offset {offset} is not aligned for {dtype}"),
+                            ErrorKind::InvalidProgram,
+                        ));
+                    }
+                    if let Some(init) = initial {
+                        let src = init.slice(file).filter(|s| s.len() == t.nbytes);
+                        let src =
+                            src.ok_or_else(|| bad("initial data outside the file".into(), ErrorKind::InvalidProgram))?;
+                        // SAFETY: `ptr..ptr + nbytes` lies inside planned buffer `buffer` (checked
+                        // above), which the memory manager holds exclusively; `src` is program bytes,
+                        // a different allocation.
+                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr, t.nbytes) };
+                    }
+                    let region =
+                        Region::Planned { buffer: *buffer, start: offset as u64, end: (offset + t.nbytes) as u64 };
+                    (ptr, true, region)
+                }
+                TensorData::Constant(range) => {
+                    let src = range
+                        .slice(file)
+                        .ok_or_else(|| bad("constant outside the file".into(), ErrorKind::InvalidProgram))?;
+                    let ptr = if (src.as_ptr() as usize).is_multiple_of(align) {
+                        src.as_ptr().cast_mut()
+                    } else {
+                        // Misaligned in the file (legacy layouts): use an aligned copy.
+                        let mut buf = AlignedBuf::copy_of(src)
+                            .ok_or_else(|| bad("constant too large".into(), ErrorKind::MemoryAllocationFailed))?;
+                        let p = buf.as_mut_ptr();
+                        owned.push(buf);
+                        p
+                    };
+                    (ptr, false, Region::Constant)
+                }
+                TensorData::External(fqn) => {
+                    return Err(bad(
+                        format!("external tensor data '{fqn}' is not supported"),
+                        ErrorKind::InvalidExternalData,
+                    ));
+                }
+                TensorData::Unplanned if inputs.contains(&(vi as u32)) => {
+                    let mut buf = AlignedBuf::zeroed(t.nbytes)
+                        .ok_or_else(|| bad("input too large".into(), ErrorKind::MemoryAllocationFailed))?;
+                    let p = buf.as_mut_ptr();
+                    owned.push(buf);
+                    (p, true, Region::Private)
+                }
+                TensorData::Unplanned => (std::ptr::null_mut(), true, Region::Private),
+            };
+            let capacity = if ptr.is_null() { 0 } else { t.nbytes };
+            let id = TensorId(
+                u32::try_from(tensors.len()).map_err(|_| bad("too many tensors".into(), ErrorKind::InvalidProgram))?,
+            );
+            // SAFETY: `ptr` is null, or valid for `capacity` bytes: planned memory owned by the
+            // manager, program bytes kept alive by the Program the method holds (read-only: not
+            // writable), or an AlignedBuf the method keeps in `_owned`. Only tensor views derived
+            // from this TensorImpl access those bytes, under the method's alias rules.
+            let imp = unsafe {
+                TensorImpl::new(dtype, shape, order, t.dynamism == ShapeDynamism::DynamicBound, writable, ptr, capacity)
+            };
+            tensors.push(imp);
+            regions.push(region);
+            of_value.push(Some(id));
+        }
+        Ok((tensors, regions, of_value, owned))
+    }
+
+    /// Converts values to runtime values and list pools.
+    pub(crate) fn values(&self, tensor_of_value: &[Option<TensorId>]) -> Result<(Vec<EValue>, ListPool)> {
+        let (mut indices, mut doubles, mut bools, mut strings) = (Vec::new(), Vec::new(), Vec::new(), String::new());
+        let mut values = Vec::with_capacity(self.def.values.len());
+        let too_big = || self.invalid("list data too large".into(), ErrorKind::InvalidProgram);
+        for (vi, v) in self.def.values.iter().enumerate() {
+            let e = match v {
+                ValueDef::None => EValue::None,
+                ValueDef::Int(i) => EValue::Int(*i),
+                ValueDef::Bool(b) => EValue::Bool(*b),
+                ValueDef::Double(d) => EValue::Double(*d),
+                ValueDef::String(s) => {
+                    let sp = span(strings.len(), s.len()).ok_or_else(too_big)?;
+                    strings.push_str(s);
+                    EValue::String(sp)
+                }
+                ValueDef::IntList(items) | ValueDef::TensorList(items) => {
+                    let sp = span(indices.len(), items.len()).ok_or_else(too_big)?;
+                    indices.extend_from_slice(items);
+                    if matches!(v, ValueDef::IntList(_)) { EValue::IntList(sp) } else { EValue::TensorList(sp) }
+                }
+                ValueDef::OptionalTensorList(items) => {
+                    let sp = span(indices.len(), items.len()).ok_or_else(too_big)?;
+                    indices.extend(items.iter().map(|i| i.unwrap_or(NONE_INDEX)));
+                    EValue::OptionalTensorList(sp)
+                }
+                ValueDef::DoubleList(items) => {
+                    let sp = span(doubles.len(), items.len()).ok_or_else(too_big)?;
+                    doubles.extend_from_slice(items);
+                    EValue::DoubleList(sp)
+                }
+                ValueDef::BoolList(items) => {
+                    let sp = span(bools.len(), items.len()).ok_or_else(too_big)?;
+                    bools.extend_from_slice(items);
+                    EValue::BoolList(sp)
+                }
+                ValueDef::Tensor(_) => match tensor_of_value.get(vi) {
+                    Some(Some(id)) => EValue::Tensor(*id),
+                    _ => return Err(self.invalid(format!("value {vi}: tensor missing"), ErrorKind::Internal)),
+                },
+            };
+            values.push(e);
+        }
+        let pool =
+            ListPool { indices: indices.into(), doubles: doubles.into(), bools: bools.into(), strings: strings.into() };
+        Ok((values, pool))
+    }
+
+    /// Resolves kernels and, if `init_delegates`, initialises delegates; checks each call against
+    /// its schema. Without delegate handles, every tensor argument of a delegate call counts as
+    /// written.
+    pub(crate) fn instructions(
+        &self,
+        runtime: &Runtime,
+        values: &[EValue],
+        init_delegates: bool,
+    ) -> Result<Instructions> {
+        let def = self.def;
+        let file = self.program.bytes();
+        let named = ProgramNamedData { program: self.program };
+        let mut delegates: Vec<Box<dyn DelegateHandle>> = Vec::new();
+        for (di, d) in def.delegates.iter().enumerate().filter(|_| init_delegates) {
+            // The first call of each delegate names it in errors.
+            let first = def
+                .instructions
+                .iter()
+                .position(|i| matches!(i, InstructionDef::Delegate { delegate, .. } if *delegate as usize == di))
+                .unwrap_or(0);
+            let at = self.site(first, &d.backend_id);
+            let backend = runtime
+                .backends()
+                .get(&d.backend_id)
+                .filter(|b| b.is_available())
+                .ok_or_else(|| Error::BackendMissing { at: at.clone(), backend: d.backend_id.clone() })?;
+            let processed = d.processed.slice(file).unwrap_or(&[]);
+            let specs: Vec<CompileSpec<'_>> = d
+                .compile_specs
+                .iter()
+                .map(|s| CompileSpec { key: &s.key, value: s.value.slice(file).unwrap_or(&[]) })
+                .collect();
+            let ctx = InitContext { method_name: &def.name, named_data: &named };
+            let handle = backend.init(&ctx, processed, &specs).map_err(|source| Error::Delegate { at, source })?;
+            delegates.push(handle);
+        }
+
+        let op_names: Vec<Arc<str>> = def.operators.iter().map(|o| Arc::from(o.qualified_name())).collect();
+        let (mut steps, mut pool, mut sites, mut moves) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let push_args = |pool: &mut Vec<u32>, args: &[u32], i: usize, name: &str| -> Result<Span> {
+            span(pool.len(), args.len()).inspect(|_| pool.extend_from_slice(args)).ok_or_else(|| {
+                Error::InvalidInstruction { at: self.site(i, name), reason: "too many arguments".into() }
+            })
+        };
+        for (i, ins) in def.instructions.iter().enumerate() {
+            let offset = def.instruction_offsets.get(i).copied().unwrap_or(0);
+            let (step, name): (Step, Arc<str>) = match ins {
+                InstructionDef::Kernel { op, args } => {
+                    let name = op_names.get(*op as usize).cloned().unwrap_or_else(|| "?".into());
+                    let at = || self.site(i, &name);
+                    let kernel = runtime
+                        .kernels()
+                        .get(&name)
+                        .ok_or_else(|| Error::OperatorMissing { at: at(), operator: name.to_string() })?;
+                    let schema = &kernel.schema;
+                    if args.len() != schema.slot_count() {
+                        return Err(Error::InvalidInstruction {
+                            at: at(),
+                            reason: format!(
+                                "the operator takes {} values ({} arguments, {} returns), the call passes {}",
+                                schema.slot_count(),
+                                schema.args.len(),
+                                schema.returns.len(),
+                                args.len()
+                            ),
+                        });
+                    }
+                    let n_args = schema.args.len();
+                    for (p, spec) in schema.args.iter().enumerate() {
+                        let v = &def.values[args[p] as usize];
+                        if !kind_fits(&spec.ty, v) {
+                            return Err(Error::InvalidInstruction {
+                                at: at(),
+                                reason: format!(
+                                    "argument {p} '{}' is {} (value {}), the schema says {}",
+                                    spec.name,
+                                    v.kind_name(),
+                                    args[p],
+                                    spec.ty
+                                ),
+                            });
+                        }
+                    }
+                    // Returns that alias an `out` argument must repeat it; the kernel never sees them.
+                    let mut all_alias = true;
+                    for (j, r) in schema.returns.iter().enumerate() {
+                        match r.aliases_arg {
+                            Some(a) if args[n_args + j] == args[a] => {}
+                            Some(_) => {
+                                return Err(Error::InvalidInstruction {
+                                    at: at(),
+                                    reason: format!("return {j} does not repeat its out argument"),
+                                });
+                            }
+                            None => all_alias = false,
+                        }
+                    }
+                    let shown = if all_alias { &args[..n_args] } else { &args[..] };
+                    if !all_alias && schema.returns.iter().any(|r| r.aliases_arg.is_some()) {
+                        return Err(Error::InvalidInstruction {
+                            at: at(),
+                            reason: "mixed aliased and fresh returns are not supported".into(),
+                        });
+                    }
+                    let span = push_args(&mut pool, shown, i, &name)?;
+                    (Step::Kernel { run: kernel.run, args: span, writable: schema.writable_mask() }, name)
+                }
+                InstructionDef::Delegate { delegate, args } => {
+                    let d = &def.delegates[*delegate as usize];
+                    let name: Arc<str> = Arc::from(format!("delegate {}", d.backend_id));
+                    if args.len() > MAX_ARGS {
+                        return Err(Error::InvalidInstruction {
+                            at: self.site(i, &name),
+                            reason: format!("{} arguments; etch supports {MAX_ARGS}", args.len()),
+                        });
+                    }
+                    let n = args.len();
+                    let outputs = delegates.get(*delegate as usize).and_then(|h| h.num_outputs()).unwrap_or(n).min(n);
+                    let mut writable = 0u64;
+                    for (p, &v) in args.iter().enumerate().skip(n - outputs) {
+                        if matches!(values.get(v as usize), Some(EValue::Tensor(_))) {
+                            writable |= 1 << p;
+                        }
+                    }
+                    let span = push_args(&mut pool, args, i, &name)?;
+                    (Step::Delegate { delegate: *delegate, args: span, writable }, name)
+                }
+                InstructionDef::Move { from, to } => {
+                    moves.push((*from, *to));
+                    (Step::Move { from: *from, to: *to }, "MoveCall".into())
+                }
+                InstructionDef::JumpFalse { cond, destination } => {
+                    (Step::JumpFalse { cond: *cond, destination: *destination }, "JumpFalseCall".into())
+                }
+                InstructionDef::Free { value } => (Step::Free { value: *value }, "FreeCall".into()),
+            };
+            steps.push(step);
+            sites.push((name, offset));
+        }
+        Ok((steps, pool, sites, delegates, moves))
+    }
+}
+
+/// Per-step shapes for the dependency analysis.
+pub(crate) fn step_shapes<'a>(steps: &[Step], arg_pool: &'a [u32]) -> Vec<StepShape<'a>> {
+    steps
+        .iter()
+        .map(|s| match *s {
+            Step::Kernel { args, writable, .. } | Step::Delegate { args, writable, .. } => {
+                StepShape::Call { args: crate::exec::pool_slice(arg_pool, args), writable }
+            }
+            Step::Move { from, to } => StepShape::Move { from, to },
+            Step::JumpFalse { cond, destination } => StepShape::JumpFalse { cond, destination },
+            Step::Free { value } => StepShape::Free { value },
+        })
+        .collect()
+}
+
+/// The dependency structure of a method, independent of where tensors are placed.
+pub(crate) struct Analysis {
+    pub accesses: Vec<Accesses>,
+    pub blocks: Vec<BlockRange>,
+    pub tensor_count: usize,
+    pub value_count: usize,
+}
+
+impl Analysis {
+    pub(crate) fn new(
+        shapes: &[StepShape<'_>],
+        values: &[EValue],
+        pool: &ListPool,
+        pt: &PointsTo,
+        tensor_count: usize,
+    ) -> Analysis {
+        let accesses = shapes.iter().map(|s| dag::accesses(*s, values, pool, pt)).collect();
+        Analysis { accesses, blocks: dag::blocks(shapes), tensor_count, value_count: values.len() }
+    }
+
+    /// Edges of block `b` under the placement described by `regions` (hazards where bytes overlap).
+    pub(crate) fn block_edges(&self, b: &BlockRange, overlaps: &[Vec<TensorId>]) -> Vec<(u32, u32)> {
+        let acc: Vec<&Accesses> = self.accesses[b.start..b.end].iter().collect();
+        dag::edges(&acc, self.tensor_count, self.value_count, overlaps)
+    }
+
+    /// A concurrency-aware placement, or `None` when the method has control flow (several blocks)
+    /// or no planned tensors.
+    pub(crate) fn replan(
+        &self,
+        def: &MethodDef,
+        tensor_ids: &[Option<TensorId>],
+        outputs_live: &BTreeSet<TensorId>,
+    ) -> Option<Replan> {
+        if self.blocks.len() != 1 || def.planned_buffer_sizes.is_empty() {
+            return None;
+        }
+        let block = self.blocks[0];
+        let graph = dag::block_graph(self.block_edges(&block, &[]), block.end - block.start);
+        let before = graph.reachability();
+        // Accesses per tensor, in block-relative instruction indices.
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); self.tensor_count];
+        let mut first_is_read = vec![None::<bool>; self.tensor_count];
+        let mut written = vec![false; self.tensor_count];
+        for (i, a) in self.accesses[block.start..block.end].iter().enumerate() {
+            for t in a.tensors() {
+                if let Some(l) = lists.get_mut(t.0 as usize) {
+                    l.push(i as u32);
+                }
+            }
+            for &t in &a.read_tensors {
+                if let Some(f) = first_is_read.get_mut(t.0 as usize) {
+                    f.get_or_insert(!a.write_tensors.contains(&t));
+                }
+            }
+            for &t in &a.write_tensors {
+                if let Some(f) = first_is_read.get_mut(t.0 as usize) {
+                    f.get_or_insert(false);
+                }
+                if let Some(w) = written.get_mut(t.0 as usize) {
+                    *w = true;
+                }
+            }
+        }
+        let inputs: BTreeSet<u32> = def.inputs.iter().copied().collect();
+        let mut planned = Vec::new();
+        for (vi, v) in def.values.iter().enumerate() {
+            let (ValueDef::Tensor(t), Some(Some(id))) = (v, tensor_ids.get(vi)) else { continue };
+            let TensorData::Planned { buffer, initial, .. } = &t.data else { continue };
+            let k = id.0 as usize;
+            // Read before any write: the value comes from outside this execution (an input, or
+            // state kept in planned memory between executions).
+            let read_first = first_is_read.get(k).copied().flatten().unwrap_or(false);
+            let state = initial.is_some() || (read_first && written.get(k).copied().unwrap_or(false));
+            planned.push(PlannedTensor {
+                tensor: *id,
+                buffer: *buffer,
+                nbytes: t.nbytes as u64,
+                live_in: inputs.contains(&(vi as u32)) || read_first || state,
+                live_out: outputs_live.contains(id) || state,
+            });
+        }
+        if planned.is_empty() {
+            return None;
+        }
+        Some(dag::replan(&planned, &lists, &before, def.planned_buffer_sizes.len(), self.tensor_count))
+    }
+}
+
+/// The exporter's memory plan against etch's concurrency-aware re-plan, for one method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSummary {
+    pub instructions: usize,
+    /// Straight-line blocks (jumps split methods; each block is its own graph).
+    pub blocks: usize,
+    /// Sum of instruction costs (the cost model's units: ns when measured, else 1 per instruction).
+    pub total_work: f64,
+    /// Planned bytes and critical path with the exporter's placement (data + hazard edges).
+    pub exporter_bytes: u64,
+    pub exporter_edges: usize,
+    pub exporter_critical_path: f64,
+    /// Critical path of data edges alone: the parallelism the program itself allows.
+    pub data_edges: usize,
+    pub data_critical_path: f64,
+    /// The re-plan's bytes and critical path (`None` for methods with control flow).
+    pub replan_bytes: Option<u64>,
+    pub replan_critical_path: Option<f64>,
+}
+
+/// Compares memory plans of method `name`: bytes against critical path. `costs` gives each
+/// instruction's cost (e.g. ns from `Method::profile_instructions`); without it every instruction
+/// costs 1. Needs only the kernels' schemas: delegates are not initialised.
+pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Option<&[f64]>) -> Result<PlanSummary> {
+    let def = program.method_def(name)?;
+    let b = Builder { program, def, method: name.into() };
+    let ids = b.tensor_ids();
+    let (values, pool) = b.values(&ids)?;
+    let (steps, arg_pool, _, _, moves) = b.instructions(runtime, &values, false)?;
+    let pt = PointsTo::new(&values, &moves);
+    let shapes = step_shapes(&steps, &arg_pool);
+    let tensor_count = ids.iter().flatten().count();
+    let analysis = Analysis::new(&shapes, &values, &pool, &pt, tensor_count);
+    let unit = vec![1.0; steps.len()];
+    let costs = costs.filter(|c| c.len() == steps.len()).unwrap_or(&unit);
+    let measure = |overlaps: &[Vec<TensorId>]| -> (usize, f64) {
+        let mut edges = 0;
+        let mut cp = 0.0;
+        for block in &analysis.blocks {
+            let e = analysis.block_edges(block, overlaps);
+            edges += e.len();
+            let g = dag::block_graph(e, block.end - block.start);
+            cp += g.critical_path(&costs[block.start..block.end]);
+            // A terminator runs after its block.
+            if let Some(t) = block.terminator {
+                cp += costs[t];
+            }
+        }
+        (edges, cp)
+    };
+    let (exporter_edges, exporter_critical_path) = measure(&dag::overlaps(&b.exporter_regions()));
+    let (data_edges, data_critical_path) = measure(&[]);
+    let mut live = BTreeSet::new();
+    for &o in &def.outputs {
+        live.extend(pt.position_tensors(o, &values, &pool));
+    }
+    let replan = analysis.replan(def, &ids, &live);
+    let replan_critical_path = replan.as_ref().map(|r| {
+        let regions: Vec<Region> = b
+            .exporter_regions()
+            .into_iter()
+            .enumerate()
+            .map(|(t, region)| match (region, r.offsets.get(t).copied().flatten()) {
+                (Region::Planned { buffer, start, end }, Some(o)) => {
+                    Region::Planned { buffer, start: o, end: o + (end - start) }
+                }
+                (other, _) => other,
+            })
+            .collect();
+        measure(&dag::overlaps(&regions)).1
+    });
+    Ok(PlanSummary {
+        instructions: steps.len(),
+        blocks: analysis.blocks.len(),
+        total_work: costs.iter().sum(),
+        exporter_bytes: def.planned_buffer_sizes.iter().sum(),
+        exporter_edges,
+        exporter_critical_path,
+        data_edges,
+        data_critical_path,
+        replan_bytes: replan.as_ref().map(|r| r.buffer_sizes.iter().sum()),
+        replan_critical_path,
+    })
+}
