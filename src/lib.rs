@@ -24,8 +24,9 @@ pub mod npy;
 pub use etch_delegates::{self as delegates, BackendInterface, BackendRegistry, DelegateError, DelegateHandle};
 pub use etch_engine::bundled::{self, BundledProgram, CaseReport};
 pub use etch_engine::{
-    AlignedBuf, Error, ErrorKind, InstructionSite, MemoryManager, Method, MethodMeta, Program, Result, Runtime, Tag,
-    TensorInfo, TensorView, Value, to_contiguous_bytes,
+    AUTO_REPLAN_MAX_GROWTH, AlignedBuf, BlockProfile, Error, ErrorKind, ExecutionMode, InstructionSite, MemoryManager,
+    Method, MethodConfig, MethodMeta, PlanChoice, PlanSummary, Program, Result, Runtime, Tag, TensorInfo, TensorView,
+    Value, plan_summary, to_contiguous_bytes,
 };
 pub use etch_kernels::{self as kernels, DType, KernelError, KernelRegistry, Tensor};
 pub use etch_schema::{self as schema, FormatError};

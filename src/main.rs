@@ -8,14 +8,20 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let result = match args.command {
-        cli::Command::Run { program, method, inputs, outputs, mode, threads: _ } => {
+        cli::Command::Run { program, method, inputs, outputs, mode, threads, plan } => {
             let groups: Vec<_> = inputs.iter().map(|g| cli::input_group(g)).collect();
-            cli::run::run(&program, &method, &groups, outputs.as_deref(), mode)
+            cli::run::run(&program, &method, &groups, outputs.as_deref(), &cli::config(mode, plan, threads))
         }
         cli::Command::Inspect { program, json } => cli::inspect::inspect(&program, json),
-        cli::Command::Bench { program, method, mode, threads: _, iters, inputs, json } => {
-            cli::bench::bench(&program, &method, mode, iters, inputs.as_deref(), json)
-        }
+        cli::Command::Bench { program, method, mode, threads, plan, iters, inputs, json, trace } => cli::bench::bench(
+            &program,
+            &method,
+            &cli::config(mode, plan, threads),
+            iters,
+            inputs.as_deref(),
+            json,
+            trace.as_deref(),
+        ),
         cli::Command::Ops { missing } => cli::ops::ops(missing),
         cli::Command::Verify { bundled, rtol, atol } => cli::verify::verify(&bundled, rtol, atol),
     };

@@ -267,13 +267,32 @@ pub(crate) struct Replan {
 /// Alignment of re-planned tensors (the exporter's own is 16).
 const REPLAN_ALIGN: u64 = 16;
 
-/// Lays planned tensors out again so that two tensors share bytes only when every access of one is
-/// ordered before every access of the other by `before` (transitive predecessors, from the graph of
-/// data edges). Greedy by size, lowest offset first, like the exporter's planner.
+/// When each instruction would run in an "as late as possible" schedule on unlimited threads:
+/// `(start, finish)` per instruction. Such a schedule reaches the critical path, so ordering work
+/// the way it does never lengthens the critical path.
+pub(crate) fn alap_schedule(graph: &TaskGraph, cost: &[f64]) -> Vec<(f64, f64)> {
+    let n = graph.len();
+    let cp = graph.critical_path(cost);
+    let mut finish = vec![cp; n];
+    // Reverse index order is a reverse topological order (edges point forward).
+    for i in (0..n).rev() {
+        let latest = graph.successors(i as u32).iter().map(|&s| finish[s as usize] - cost.get(s as usize).copied().unwrap_or(0.0)).fold(cp, f64::min);
+        finish[i] = latest;
+    }
+    (0..n).map(|i| (finish[i] - cost.get(i).copied().unwrap_or(0.0), finish[i])).collect()
+}
+
+/// Lays planned tensors out again so that two tensors share bytes only when that costs no
+/// parallelism: either every access of one precedes every access of the other in the dependency
+/// graph (`before`: transitive predecessors, data edges only), or in the as-late-as-possible
+/// schedule `when` one's lifetime ends before the other's begins *and* program order agrees (so the
+/// hazard edges the sharing adds point forward and follow that schedule, which keeps the critical
+/// path). Greedy by size, lowest offset first, like the exporter's planner.
 pub(crate) fn replan(
     planned: &[PlannedTensor],
     access_lists: &[Vec<u32>],
     before: &[Vec<u64>],
+    when: &[(f64, f64)],
     buffer_count: usize,
     tensor_count: usize,
 ) -> Replan {
@@ -282,10 +301,26 @@ pub(crate) fn replan(
     };
     let empty = Vec::new();
     let acc = |t: TensorId| access_lists.get(t.0 as usize).unwrap_or(&empty);
-    // x entirely before y: every access of x precedes every access of y, and x need not survive
-    // nor y exist before.
-    let ordered = |x: &PlannedTensor, y: &PlannedTensor| -> bool {
-        !x.live_out && !y.live_in && acc(x.tensor).iter().all(|&a| acc(y.tensor).iter().all(|&b| precedes(a, b)))
+    // Lifetime of each planned tensor in the schedule, and its first and last instruction.
+    let span = |t: &PlannedTensor| -> (f64, f64, u32, u32) {
+        let a = acc(t.tensor);
+        let start = if t.live_in { f64::NEG_INFINITY } else { a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.0)).fold(f64::INFINITY, f64::min) };
+        let end = if t.live_out { f64::INFINITY } else { a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.1)).fold(f64::NEG_INFINITY, f64::max) };
+        let first = a.iter().copied().min().unwrap_or(0);
+        let last = a.iter().copied().max().unwrap_or(0);
+        (start, end, first, last)
+    };
+    let spans: Vec<(f64, f64, u32, u32)> = planned.iter().map(span).collect();
+    // x entirely before y.
+    let ordered = |xi: usize, yi: usize| -> bool {
+        let (x, y) = (&planned[xi], &planned[yi]);
+        if x.live_out || y.live_in {
+            return false;
+        }
+        let (_, x_end, _, x_last) = spans[xi];
+        let (y_start, _, y_first, _) = spans[yi];
+        let by_graph = acc(x.tensor).iter().all(|&a| acc(y.tensor).iter().all(|&b| precedes(a, b)));
+        by_graph || (x_end <= y_start && x_last < y_first)
     };
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by(|&a, &b| planned[b].nbytes.cmp(&planned[a].nbytes).then(a.cmp(&b)));
@@ -296,9 +331,7 @@ pub(crate) fn replan(
         let t = &planned[i];
         let mut busy: Vec<(u64, u64)> = placed
             .iter()
-            .filter(|&&(j, _, _)| {
-                planned[j].buffer == t.buffer && !(ordered(t, &planned[j]) || ordered(&planned[j], t))
-            })
+            .filter(|&&(j, _, _)| planned[j].buffer == t.buffer && !(ordered(i, j) || ordered(j, i)))
             .map(|&(_, s, e)| (s, e))
             .collect();
         busy.sort_unstable();
@@ -384,13 +417,23 @@ mod tests {
             PlannedTensor { tensor: TensorId(2), buffer: 0, nbytes: 64, live_in: false, live_out: true },
         ];
         let lists = vec![vec![0, 1], vec![1, 2], vec![2]];
-        let r = replan(&planned, &lists, &before, 1, 3);
+        let when = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)];
+        let r = replan(&planned, &lists, &before, &when, 1, 3);
         assert_eq!(r.buffer_sizes, vec![128]);
         assert_eq!(r.offsets[0], r.offsets[2]);
         assert_ne!(r.offsets[0], r.offsets[1]);
-        // With no order at all (all independent), nothing shares.
-        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], 1, 3);
+        // With no order and overlapping lifetimes (all concurrent), nothing shares.
+        let when = [(0.0, 3.0), (0.0, 3.0), (0.0, 3.0)];
+        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], &when, 1, 3);
         assert_eq!(r.buffer_sizes, vec![192]);
+    }
+
+    #[test]
+    fn alap_delays_independent_work() {
+        // 0 → 2 (cost 1 each), 1 → 2 where 1 is cheap: 1 should start late.
+        let g = TaskGraph::new(3, [(0, 2), (1, 2)]).unwrap();
+        let w = alap_schedule(&g, &[4.0, 1.0, 1.0]);
+        assert_eq!(w, vec![(0.0, 4.0), (3.0, 4.0), (4.0, 5.0)]);
     }
 
     #[test]

@@ -471,6 +471,21 @@ impl Analysis {
         let block = self.blocks[0];
         let graph = dag::block_graph(self.block_edges(&block, &[]), block.end - block.start);
         let before = graph.reachability();
+        // A static cost model for the schedule: bytes an instruction touches (a proxy for memory
+        // traffic; exact costs are only known after running).
+        let mut tensor_bytes = vec![0u64; self.tensor_count];
+        for (vi, v) in def.values.iter().enumerate() {
+            if let (ValueDef::Tensor(t), Some(Some(id))) = (v, tensor_ids.get(vi))
+                && let Some(b) = tensor_bytes.get_mut(id.0 as usize)
+            {
+                *b = t.nbytes as u64;
+            }
+        }
+        let costs: Vec<f64> = self.accesses[block.start..block.end]
+            .iter()
+            .map(|a| 1.0 + a.tensors().map(|t| tensor_bytes.get(t.0 as usize).copied().unwrap_or(0) as f64).sum::<f64>())
+            .collect();
+        let when = dag::alap_schedule(&graph, &costs);
         // Accesses per tensor, in block-relative instruction indices.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); self.tensor_count];
         let mut first_is_read = vec![None::<bool>; self.tensor_count];
@@ -516,7 +531,7 @@ impl Analysis {
         if planned.is_empty() {
             return None;
         }
-        Some(dag::replan(&planned, &lists, &before, def.planned_buffer_sizes.len(), self.tensor_count))
+        Some(dag::replan(&planned, &lists, &before, &when, def.planned_buffer_sizes.len(), self.tensor_count))
     }
 }
 

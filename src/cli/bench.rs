@@ -1,12 +1,14 @@
-//! `etch bench`: load time, first-run time, then latency statistics over repeated runs.
+//! `etch bench`: load time, first-run time, then latency statistics over repeated runs; in
+//! parallel mode also the ideal bound `max(critical path, work / threads)` from measured
+//! per-instruction times.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use etch::Program;
+use etch::{ExecutionMode, Program};
 use serde_json::json;
 
-use super::{Mode, check_mode, inputs, set_inputs};
+use super::{inputs, set_inputs};
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -21,19 +23,27 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// Installs a Chrome-trace subscriber for the rest of the process; the guard flushes the file.
+fn start_trace(path: &Path) -> tracing_chrome::FlushGuard {
+    use tracing_subscriber::prelude::*;
+    let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    guard
+}
+
 pub fn bench(
     path: &Path,
     method_name: &str,
-    mode: Mode,
+    config: &etch::MethodConfig,
     iters: usize,
     input_files: Option<&[PathBuf]>,
     as_json: bool,
+    trace: Option<&Path>,
 ) -> Result<(), String> {
-    check_mode(mode)?;
     let iters = iters.max(1);
     let t0 = Instant::now();
     let program = Program::load_file(path).map_err(|e| e.to_string())?;
-    let mut method = program.load_method(method_name).map_err(|e| e.to_string())?;
+    let mut method = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
     let load = t0.elapsed();
     match input_files {
         Some(files) => set_inputs(&mut method, files)?,
@@ -44,20 +54,30 @@ pub fn bench(
     let t1 = Instant::now();
     method.execute().map_err(|e| e.to_string())?;
     let first = t1.elapsed();
+    // Parallel mode measures its first executions to decide what to run as graphs; finish that
+    // warm-up (and warm caches) before timing.
+    for _ in 0..3 {
+        method.execute().map_err(|e| e.to_string())?;
+    }
+    let guard = trace.map(start_trace);
     let mut samples = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
         method.execute().map_err(|e| e.to_string())?;
         samples.push(ms(t.elapsed()));
     }
+    drop(guard);
     samples.sort_by(f64::total_cmp);
     let median = quantile(&samples, 0.5);
     let instructions = method.num_instructions();
-    let report = json!({
+    let threads = if config.mode == ExecutionMode::Parallel { config.runtime.pool().current_num_threads() } else { 1 };
+    let (planned, replanned) = method.planned_memory();
+    let planned_bytes: u64 = planned.iter().sum();
+    let mut report = json!({
         "program": path.display().to_string(),
         "method": method_name,
-        "mode": format!("{mode:?}").to_lowercase(),
-        "threads": 1,
+        "mode": format!("{:?}", config.mode).to_lowercase(),
+        "threads": threads,
         "instructions": instructions,
         "load_ms": ms(load),
         "first_run_ms": ms(first),
@@ -67,11 +87,27 @@ pub fn bench(
         "mean_ms": samples.iter().sum::<f64>() / samples.len() as f64,
         "iters": iters,
         "ns_per_instruction": if instructions > 0 { median * 1e6 / instructions as f64 } else { 0.0 },
+        "planned_bytes": planned_bytes,
+        "replanned": replanned,
     });
+    if config.mode == ExecutionMode::Parallel {
+        // Per-instruction times, measured one at a time in program order.
+        let costs = method.profile_instructions(5).map_err(|e| e.to_string())?;
+        let blocks = method.parallel_profile(&costs);
+        let work: f64 = blocks.iter().map(|b| b.work_ns).sum();
+        let cp: f64 = blocks.iter().map(|b| b.critical_path_ns).sum();
+        let ideal: f64 = blocks.iter().map(|b| b.critical_path_ns.max(b.work_ns / threads as f64)).sum();
+        report["total_work_ms"] = json!(work / 1e6);
+        report["critical_path_ms"] = json!(cp / 1e6);
+        report["ideal_ms"] = json!(ideal / 1e6);
+        report["median_over_ideal"] = json!(median / (ideal / 1e6));
+        report["blocks"] = json!(blocks.len());
+        report["blocks_as_graph"] = json!(blocks.iter().filter(|b| b.runs_as_graph == Some(true)).count());
+    }
     if as_json {
         println!("{report}");
     } else {
-        println!("{} ({method_name}, {} instructions, {mode:?})", path.display(), instructions);
+        println!("{} ({method_name}, {} instructions, {:?}, {threads} thread(s))", path.display(), instructions, config.mode);
         println!("  load        {:10.3} ms", ms(load));
         println!("  first run   {:10.3} ms", ms(first));
         println!(
@@ -81,6 +117,20 @@ pub fn bench(
         );
         println!("  min         {:10.4} ms", samples[0]);
         println!("  p90         {:10.4} ms   over {iters} runs", quantile(&samples, 0.9));
+        println!("  planned     {planned_bytes:10} bytes{}", if replanned { " (etch re-plan)" } else { " (exporter plan)" });
+        if let Some(ideal) = report["ideal_ms"].as_f64() {
+            println!(
+                "  ideal       {:10.4} ms   (work {:.4} ms, critical path {:.4} ms; {} of {} blocks as graphs)",
+                ideal,
+                report["total_work_ms"].as_f64().unwrap_or(0.0),
+                report["critical_path_ms"].as_f64().unwrap_or(0.0),
+                report["blocks_as_graph"],
+                report["blocks"]
+            );
+        }
+    }
+    if let Some(p) = trace {
+        eprintln!("trace written to {}", p.display());
     }
     Ok(())
 }

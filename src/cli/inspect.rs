@@ -49,8 +49,20 @@ pub fn describe(program: &Program) -> Json {
                 _ => None,
             })
             .sum();
+        let plans = match etch::plan_summary(program, name, etch::Runtime::global(), None) {
+            Ok(p) => json!({
+                "cost_model": "1 per instruction",
+                "total_work": p.total_work,
+                "blocks": p.blocks,
+                "exporter": { "bytes": p.exporter_bytes, "edges": p.exporter_edges, "critical_path": p.exporter_critical_path },
+                "data_only": { "edges": p.data_edges, "critical_path": p.data_critical_path },
+                "replan": p.replan_bytes.map(|b| json!({ "bytes": b, "critical_path": p.replan_critical_path })),
+            }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
         methods.push(json!({
             "name": name,
+            "memory_plans": plans,
             "inputs": (0..meta.num_inputs()).map(|i| io_json(meta.input_value(i), meta.input_tensor_meta(i))).collect::<Vec<_>>(),
             "outputs": (0..meta.num_outputs()).map(|i| io_json(m.outputs.get(i).and_then(|&v| m.values.get(v as usize)), meta.output_tensor_meta(i))).collect::<Vec<_>>(),
             "instructions": { "total": meta.num_instructions(), "kernel": kernels, "delegate": delegates, "move": moves, "jump_false": jumps, "free": frees },
@@ -130,6 +142,26 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), String> {
         );
         println!("  planned buffers (bytes): {}", m["planned_buffers"]);
         println!("  values: {}, constant bytes: {}", m["values"], m["constant_bytes"]);
+        let p = &m["memory_plans"];
+        if p["error"].is_string() {
+            println!("  memory plans: not analysed ({})", p["error"].as_str().unwrap_or(""));
+        } else {
+            println!(
+                "  memory plans (critical path in instructions, of {} total; {} block(s)):",
+                p["total_work"], p["blocks"]
+            );
+            println!(
+                "    exporter plan   {:>10} bytes   critical path {:>6}   ({} edges incl. memory hazards)",
+                p["exporter"]["bytes"], p["exporter"]["critical_path"], p["exporter"]["edges"]
+            );
+            match p["replan"].as_object() {
+                Some(r) => println!(
+                    "    etch re-plan    {:>10} bytes   critical path {:>6}   (data edges only: {})",
+                    r["bytes"], r["critical_path"], p["data_only"]["critical_path"]
+                ),
+                None => println!("    etch re-plan    not available (control flow)"),
+            }
+        }
         println!("  operators:");
         for (name, count) in m["operators"].as_object().cloned().unwrap_or_default() {
             println!("    {name} x{count}");

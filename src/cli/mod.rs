@@ -22,8 +22,36 @@ pub struct Cli {
 pub enum Mode {
     /// One instruction after another, nothing allocated while running.
     Sequential,
-    /// Independent instructions concurrently (not yet available).
+    /// Independent instructions concurrently on a work-stealing pool.
     Parallel,
+}
+
+/// Memory plan for parallel mode.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Plan {
+    /// The re-plan when it costs at most 1.25x the exporter's bytes.
+    Auto,
+    /// The exporter's plan, with hazard edges.
+    Exporter,
+    /// etch's concurrency-aware re-plan.
+    Concurrent,
+}
+
+/// The method configuration for a mode, plan and thread count.
+pub fn config(mode: Mode, plan: Plan, threads: Option<usize>) -> etch::MethodConfig {
+    let runtime = match threads {
+        Some(n) => etch::Runtime::global().with_threads(n),
+        None => etch::Runtime::global().clone(),
+    };
+    let plan = match plan {
+        Plan::Auto => etch::PlanChoice::Auto,
+        Plan::Exporter => etch::PlanChoice::Exporter,
+        Plan::Concurrent => etch::PlanChoice::Concurrent,
+    };
+    match mode {
+        Mode::Sequential => etch::MethodConfig { plan, ..etch::MethodConfig::sequential(runtime) },
+        Mode::Parallel => etch::MethodConfig { plan, ..etch::MethodConfig::parallel(runtime) },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,8 +69,11 @@ pub enum Command {
         outputs: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "sequential")]
         mode: Mode,
+        /// Worker threads for parallel mode (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        #[arg(long, value_enum, default_value = "auto")]
+        plan: Plan,
     },
     /// Describe a program: methods, inputs, outputs, operators, delegates, memory, segments.
     Inspect {
@@ -57,10 +88,16 @@ pub enum Command {
         method: String,
         #[arg(long, value_enum, default_value = "sequential")]
         mode: Mode,
+        /// Worker threads for parallel mode (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        #[arg(long, value_enum, default_value = "auto")]
+        plan: Plan,
         #[arg(long, default_value_t = 100)]
         iters: usize,
+        /// Write a Chrome/Perfetto trace of the timed runs (one span per instruction).
+        #[arg(long)]
+        trace: Option<PathBuf>,
         /// Comma-separated .npy inputs (default: deterministic inputs).
         #[arg(long, value_delimiter = ',')]
         inputs: Option<Vec<PathBuf>>,
@@ -86,14 +123,6 @@ pub enum Command {
 /// Splits one `--inputs a.npy,b.npy` group into paths.
 pub fn input_group(group: &str) -> Vec<PathBuf> {
     group.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
-}
-
-/// Refuses modes that do not exist yet.
-pub fn check_mode(mode: Mode) -> Result<(), String> {
-    match mode {
-        Mode::Sequential => Ok(()),
-        Mode::Parallel => Err("--mode parallel is not yet supported (the concurrent engine is not built yet)".into()),
-    }
 }
 
 /// Loads the inputs of one execution into the method.

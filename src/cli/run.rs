@@ -2,22 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
+use etch::npy;
 use etch::{Program, Value};
 
-use etch::npy;
-
-use super::{Mode, check_mode, inputs, set_inputs};
+use super::{inputs, set_inputs};
 
 pub fn run(
     program: &Path,
     method_name: &str,
     groups: &[Vec<PathBuf>],
     outputs: Option<&Path>,
-    mode: Mode,
+    config: &etch::MethodConfig,
 ) -> Result<(), String> {
-    check_mode(mode)?;
     let program = Program::load_file(program).map_err(|e| e.to_string())?;
-    let mut method = program.load_method(method_name).map_err(|e| e.to_string())?;
+    let mut method = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
     if let Some(dir) = outputs {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
