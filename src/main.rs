@@ -2,11 +2,25 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::Parser as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // Usage errors too are one line, as the contract says for every failure.
+            let text = e.to_string();
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("bad arguments");
+            eprintln!("{first} (see etch --help)");
+            return ExitCode::from(2);
+        }
+    };
     let result = match args.command {
         cli::Command::Run { program, method, inputs, outputs, mode, threads, plan } => {
             let groups: Vec<_> = inputs.iter().map(|g| cli::input_group(g)).collect();

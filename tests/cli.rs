@@ -63,9 +63,9 @@ fn failures_are_one_line_and_non_zero() {
     assert!(!o.status.success());
     assert!(stderr_line(&o).contains(".npy"));
     std::fs::remove_file(&bad).ok();
-    let o = etch(&["run", &fixture("programs/add_broadcast.pte"), "--mode", "parallel"]);
+    let o = etch(&["run", &fixture("programs/add_broadcast.pte"), "--mode", "sideways"]);
     assert!(!o.status.success());
-    assert!(stderr_line(&o).contains("not yet supported"));
+    assert!(stderr_line(&o).contains("sideways"));
 }
 
 #[test]

@@ -37,16 +37,20 @@ pub struct MethodConfig {
     pub runtime: Runtime,
     pub mode: ExecutionMode,
     pub plan: PlanChoice,
+    /// Parallel mode: run every block with independent instructions as a task graph, however
+    /// little work it holds (normally small blocks run inline, where scheduling would cost more
+    /// than it saves). For tests and experiments.
+    pub always_graph: bool,
 }
 
 impl MethodConfig {
     /// Sequential execution with the given runtime and the exporter's plan.
     pub fn sequential(runtime: Runtime) -> Self {
-        MethodConfig { runtime, mode: ExecutionMode::Sequential, plan: PlanChoice::Exporter }
+        MethodConfig { runtime, mode: ExecutionMode::Sequential, plan: PlanChoice::Exporter, always_graph: false }
     }
 
     /// Parallel execution with the given runtime and the automatic plan choice.
     pub fn parallel(runtime: Runtime) -> Self {
-        MethodConfig { runtime, mode: ExecutionMode::Parallel, plan: PlanChoice::Auto }
+        MethodConfig { runtime, mode: ExecutionMode::Parallel, plan: PlanChoice::Auto, always_graph: false }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) enum StepShape<'a> {
     Free {
         value: u32,
     },
+    /// A folded call: no effect at run time.
+    Nop,
 }
 
 /// What one instruction reads and writes.
@@ -90,6 +92,7 @@ pub(crate) fn accesses(step: StepShape<'_>, values: &[EValue], pool: &ListPool, 
             a.read_values.push(value);
             a.write_tensors.extend(pt.position_tensors(value, values, pool));
         }
+        StepShape::Nop => {}
     }
     for list in [&mut a.read_values, &mut a.write_values] {
         list.sort_unstable();
@@ -276,7 +279,11 @@ pub(crate) fn alap_schedule(graph: &TaskGraph, cost: &[f64]) -> Vec<(f64, f64)> 
     let mut finish = vec![cp; n];
     // Reverse index order is a reverse topological order (edges point forward).
     for i in (0..n).rev() {
-        let latest = graph.successors(i as u32).iter().map(|&s| finish[s as usize] - cost.get(s as usize).copied().unwrap_or(0.0)).fold(cp, f64::min);
+        let latest = graph
+            .successors(i as u32)
+            .iter()
+            .map(|&s| finish[s as usize] - cost.get(s as usize).copied().unwrap_or(0.0))
+            .fold(cp, f64::min);
         finish[i] = latest;
     }
     (0..n).map(|i| (finish[i] - cost.get(i).copied().unwrap_or(0.0), finish[i])).collect()
@@ -304,8 +311,16 @@ pub(crate) fn replan(
     // Lifetime of each planned tensor in the schedule, and its first and last instruction.
     let span = |t: &PlannedTensor| -> (f64, f64, u32, u32) {
         let a = acc(t.tensor);
-        let start = if t.live_in { f64::NEG_INFINITY } else { a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.0)).fold(f64::INFINITY, f64::min) };
-        let end = if t.live_out { f64::INFINITY } else { a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.1)).fold(f64::NEG_INFINITY, f64::max) };
+        let start = if t.live_in {
+            f64::NEG_INFINITY
+        } else {
+            a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.0)).fold(f64::INFINITY, f64::min)
+        };
+        let end = if t.live_out {
+            f64::INFINITY
+        } else {
+            a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.1)).fold(f64::NEG_INFINITY, f64::max)
+        };
         let first = a.iter().copied().min().unwrap_or(0);
         let last = a.iter().copied().max().unwrap_or(0);
         (start, end, first, last)

@@ -11,11 +11,29 @@ use crate::dag::BlockRange;
 /// One resolved instruction.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Step {
-    Kernel { run: KernelFn, args: Span, writable: u64 },
-    Delegate { delegate: u32, args: Span, writable: u64 },
-    Move { from: u32, to: u32 },
-    JumpFalse { cond: u32, destination: u32 },
-    Free { value: u32 },
+    Kernel {
+        run: KernelFn,
+        args: Span,
+        writable: u64,
+    },
+    Delegate {
+        delegate: u32,
+        args: Span,
+        writable: u64,
+    },
+    Move {
+        from: u32,
+        to: u32,
+    },
+    JumpFalse {
+        cond: u32,
+        destination: u32,
+    },
+    Free {
+        value: u32,
+    },
+    /// A call evaluated at load (constant folding).
+    Nop,
 }
 
 /// Why one step failed.
@@ -90,13 +108,16 @@ pub(crate) unsafe fn run_step(
             let c = unsafe { condition(values, cond) }?;
             Ok(if c { Flow::Next } else { Flow::Jump(destination as usize) })
         }
+        Step::Nop => Ok(Flow::Next),
         Step::Free { value } => {
-            // SAFETY: this step writes the tensor behind `value`; by our contract nothing else
-            // accesses it now, so the exclusive reference is unique while it lives.
-            if let Some(EValue::Tensor(id)) = unsafe { values.read(value) }
-                && let Some(t) = unsafe { values.tensor_excl(id) }
-            {
-                t.free_data();
+            // SAFETY: this step reads `value`; by our contract nobody writes it now.
+            let v = unsafe { values.read(value) };
+            if let Some(EValue::Tensor(id)) = v {
+                // SAFETY: this step writes the tensor behind `value`; by our contract nothing else
+                // accesses it now, so the exclusive reference is unique while it lives.
+                if let Some(t) = unsafe { values.tensor_excl(id) } {
+                    t.free_data();
+                }
             }
             Ok(Flow::Next)
         }

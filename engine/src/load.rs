@@ -60,8 +60,18 @@ fn span(start: usize, len: usize) -> Option<Span> {
     Some(Span { start: u32::try_from(start).ok()?, len: u32::try_from(len).ok()? })
 }
 
-pub(crate) type Instructions =
-    (Vec<Step>, Vec<u32>, Vec<(Arc<str>, usize)>, Vec<Box<dyn DelegateHandle>>, Vec<(u32, u32)>);
+/// A method's instructions resolved against a runtime.
+pub(crate) struct Instructions {
+    pub steps: Vec<Step>,
+    pub arg_pool: Vec<u32>,
+    /// Per instruction: operator name (or backend id / kind) and byte offset.
+    pub sites: Vec<(Arc<str>, usize)>,
+    pub delegates: Vec<Box<dyn DelegateHandle>>,
+    /// (from, to) of every MoveCall.
+    pub moves: Vec<(u32, u32)>,
+    /// Per instruction: a kernel call whose kernel is pure (may be constant-folded).
+    pub pure: Vec<bool>,
+}
 
 /// Builds a method's runtime pieces from its definition.
 pub(crate) struct Builder<'p> {
@@ -101,6 +111,71 @@ impl Builder<'_> {
             .collect()
     }
 
+    /// Kernel calls that can run once at load: a pure kernel whose read arguments are all constant
+    /// tensors or literals nothing writes, and whose written arguments are static planned tensors
+    /// that only this call writes and that are neither inputs nor outputs of the method.
+    pub(crate) fn foldable(
+        &self,
+        ins: &Instructions,
+        values: &[EValue],
+        pool: &ListPool,
+        pt: &PointsTo,
+        ids: &[Option<TensorId>],
+    ) -> Vec<bool> {
+        let shapes = step_shapes(&ins.steps, &ins.arg_pool);
+        let accesses: Vec<Accesses> = shapes.iter().map(|s| dag::accesses(*s, values, pool, pt)).collect();
+        let tensor_count = ids.iter().flatten().count();
+        let mut writers = vec![0u32; tensor_count];
+        let mut written_values = vec![false; values.len()];
+        for a in &accesses {
+            for t in &a.write_tensors {
+                if let Some(w) = writers.get_mut(t.0 as usize) {
+                    *w += 1;
+                }
+            }
+            for &v in &a.write_values {
+                if let Some(w) = written_values.get_mut(v as usize) {
+                    *w = true;
+                }
+            }
+        }
+        let mut tensor_def = vec![None; tensor_count];
+        for (vi, v) in self.def.values.iter().enumerate() {
+            if let (ValueDef::Tensor(t), Some(Some(id))) = (v, ids.get(vi))
+                && let Some(slot) = tensor_def.get_mut(id.0 as usize)
+            {
+                *slot = Some(t);
+            }
+        }
+        let external: BTreeSet<u32> = self.def.inputs.iter().chain(&self.def.outputs).copied().collect();
+        let is_constant = |t: &TensorId| matches!(tensor_def.get(t.0 as usize), Some(Some(d)) if matches!(d.data, TensorData::Constant(_)));
+        shapes
+            .iter()
+            .zip(&accesses)
+            .zip(&ins.pure)
+            .map(|((shape, a), &pure)| {
+                let StepShape::Call { args, writable } = *shape else { return false };
+                if !pure || writable == 0 || args.iter().any(|v| external.contains(v)) {
+                    return false;
+                }
+                let reads_constants = a.read_tensors.iter().all(is_constant)
+                    && a.read_values.iter().all(|&v| !written_values.get(v as usize).copied().unwrap_or(true));
+                let writes_private = a.write_tensors.iter().all(|t| {
+                    writers.get(t.0 as usize) == Some(&1)
+                        && matches!(tensor_def.get(t.0 as usize), Some(Some(d))
+                            if d.dynamism == ShapeDynamism::Static && matches!(d.data, TensorData::Planned { initial: None, .. }))
+                });
+                // Every written position must be a plain tensor (no lists, no scalar returns).
+                let tensor_outputs = args
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, _)| *p < 64 && writable & (1 << p) != 0)
+                    .all(|(_, &v)| matches!(values.get(v as usize), Some(EValue::Tensor(_))));
+                reads_constants && writes_private && tensor_outputs && !a.write_tensors.is_empty()
+            })
+            .collect()
+    }
+
     /// The exporter's placement of every tensor, as regions (for hazards and plan comparison).
     pub(crate) fn exporter_regions(&self) -> Vec<Region> {
         self.def
@@ -126,6 +201,7 @@ impl Builder<'_> {
         &self,
         memory: &mut MemoryManager<'_>,
         plan: Option<&Replan>,
+        folded: &BTreeSet<TensorId>,
     ) -> Result<(Vec<TensorImpl>, Vec<Region>, Vec<Option<TensorId>>, Vec<AlignedBuf>)> {
         let file = self.program.bytes();
         let inputs: BTreeSet<u32> = self.def.inputs.iter().copied().collect();
@@ -145,6 +221,14 @@ impl Builder<'_> {
             let order =
                 DimOrder::new(&t.dim_order).ok_or_else(|| bad("bad dim order".into(), ErrorKind::InvalidProgram))?;
             let (ptr, writable, region) = match &t.data {
+                // Computed once at load: memory of its own, read-only afterwards.
+                TensorData::Planned { .. } if folded.contains(&TensorId(tensors.len() as u32)) => {
+                    let mut buf = AlignedBuf::zeroed(t.nbytes)
+                        .ok_or_else(|| bad("folded constant too large".into(), ErrorKind::MemoryAllocationFailed))?;
+                    let p = buf.as_mut_ptr();
+                    owned.push(buf);
+                    (p, true, Region::Constant)
+                }
                 TensorData::Planned { buffer, offset, initial } => {
                     let id = tensors.len();
                     let offset = &plan.and_then(|p| p.offsets.get(id).copied().flatten()).unwrap_or(*offset);
@@ -312,6 +396,7 @@ impl Builder<'_> {
 
         let op_names: Vec<Arc<str>> = def.operators.iter().map(|o| Arc::from(o.qualified_name())).collect();
         let (mut steps, mut pool, mut sites, mut moves) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut pure = Vec::new();
         let push_args = |pool: &mut Vec<u32>, args: &[u32], i: usize, name: &str| -> Result<Span> {
             span(pool.len(), args.len()).inspect(|_| pool.extend_from_slice(args)).ok_or_else(|| {
                 Error::InvalidInstruction { at: self.site(i, name), reason: "too many arguments".into() }
@@ -378,6 +463,8 @@ impl Builder<'_> {
                         });
                     }
                     let span = push_args(&mut pool, shown, i, &name)?;
+                    pure.resize(i, false);
+                    pure.push(kernel.pure);
                     (Step::Kernel { run: kernel.run, args: span, writable: schema.writable_mask() }, name)
                 }
                 InstructionDef::Delegate { delegate, args } => {
@@ -412,8 +499,32 @@ impl Builder<'_> {
             steps.push(step);
             sites.push((name, offset));
         }
-        Ok((steps, pool, sites, delegates, moves))
+        pure.resize(steps.len(), false);
+        Ok(Instructions { steps, arg_pool: pool, sites, delegates, moves, pure })
     }
+}
+
+/// Output tensors of folded calls: computed once at load into memory of their own.
+pub(crate) fn folded_outputs(
+    steps: &[Step],
+    folded: &[bool],
+    arg_pool: &[u32],
+    values: &[EValue],
+) -> BTreeSet<TensorId> {
+    let mut out = BTreeSet::new();
+    for (s, _) in steps.iter().zip(folded).filter(|(_, f)| **f) {
+        if let Step::Kernel { args, writable, .. } = s {
+            for (p, &v) in crate::exec::pool_slice(arg_pool, *args).iter().enumerate() {
+                if p < 64
+                    && writable & (1 << p) != 0
+                    && let Some(EValue::Tensor(id)) = values.get(v as usize)
+                {
+                    out.insert(*id);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Per-step shapes for the dependency analysis.
@@ -427,6 +538,7 @@ pub(crate) fn step_shapes<'a>(steps: &[Step], arg_pool: &'a [u32]) -> Vec<StepSh
             Step::Move { from, to } => StepShape::Move { from, to },
             Step::JumpFalse { cond, destination } => StepShape::JumpFalse { cond, destination },
             Step::Free { value } => StepShape::Free { value },
+            Step::Nop => StepShape::Nop,
         })
         .collect()
 }
@@ -464,6 +576,7 @@ impl Analysis {
         def: &MethodDef,
         tensor_ids: &[Option<TensorId>],
         outputs_live: &BTreeSet<TensorId>,
+        folded: &BTreeSet<TensorId>,
     ) -> Option<Replan> {
         if self.blocks.len() != 1 || def.planned_buffer_sizes.is_empty() {
             return None;
@@ -483,7 +596,9 @@ impl Analysis {
         }
         let costs: Vec<f64> = self.accesses[block.start..block.end]
             .iter()
-            .map(|a| 1.0 + a.tensors().map(|t| tensor_bytes.get(t.0 as usize).copied().unwrap_or(0) as f64).sum::<f64>())
+            .map(|a| {
+                1.0 + a.tensors().map(|t| tensor_bytes.get(t.0 as usize).copied().unwrap_or(0) as f64).sum::<f64>()
+            })
             .collect();
         let when = dag::alap_schedule(&graph, &costs);
         // Accesses per tensor, in block-relative instruction indices.
@@ -515,6 +630,9 @@ impl Analysis {
         for (vi, v) in def.values.iter().enumerate() {
             let (ValueDef::Tensor(t), Some(Some(id))) = (v, tensor_ids.get(vi)) else { continue };
             let TensorData::Planned { buffer, initial, .. } = &t.data else { continue };
+            if folded.contains(id) {
+                continue;
+            }
             let k = id.0 as usize;
             // Read before any write: the value comes from outside this execution (an input, or
             // state kept in planned memory between executions).
@@ -563,8 +681,11 @@ pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Opt
     let b = Builder { program, def, method: name.into() };
     let ids = b.tensor_ids();
     let (values, pool) = b.values(&ids)?;
-    let (steps, arg_pool, _, _, moves) = b.instructions(runtime, &values, false)?;
-    let pt = PointsTo::new(&values, &moves);
+    let ins = b.instructions(runtime, &values, false)?;
+    let pt = PointsTo::new(&values, &ins.moves);
+    let folded = b.foldable(&ins, &values, &pool, &pt, &ids);
+    let steps: Vec<Step> = ins.steps.iter().zip(&folded).map(|(s, &f)| if f { Step::Nop } else { *s }).collect();
+    let arg_pool = ins.arg_pool;
     let shapes = step_shapes(&steps, &arg_pool);
     let tensor_count = ids.iter().flatten().count();
     let analysis = Analysis::new(&shapes, &values, &pool, &pt, tensor_count);
@@ -585,19 +706,28 @@ pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Opt
         }
         (edges, cp)
     };
-    let (exporter_edges, exporter_critical_path) = measure(&dag::overlaps(&b.exporter_regions()));
+    let folded_set = folded_outputs(&ins.steps, &folded, &arg_pool, &values);
+    let exporter_regions: Vec<Region> = b
+        .exporter_regions()
+        .into_iter()
+        .enumerate()
+        .map(|(t, r)| if folded_set.contains(&TensorId(t as u32)) { Region::Constant } else { r })
+        .collect();
+    let (exporter_edges, exporter_critical_path) = measure(&dag::overlaps(&exporter_regions));
     let (data_edges, data_critical_path) = measure(&[]);
     let mut live = BTreeSet::new();
     for &o in &def.outputs {
         live.extend(pt.position_tensors(o, &values, &pool));
     }
-    let replan = analysis.replan(def, &ids, &live);
+    let folded_tensors = folded_outputs(&ins.steps, &folded, &arg_pool, &values);
+    let replan = analysis.replan(def, &ids, &live, &folded_tensors);
     let replan_critical_path = replan.as_ref().map(|r| {
         let regions: Vec<Region> = b
             .exporter_regions()
             .into_iter()
             .enumerate()
             .map(|(t, region)| match (region, r.offsets.get(t).copied().flatten()) {
+                _ if folded_tensors.contains(&TensorId(t as u32)) => Region::Constant,
                 (Region::Planned { buffer, start, end }, Some(o)) => {
                     Region::Planned { buffer, start: o, end: o + (end - start) }
                 }

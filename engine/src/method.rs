@@ -19,7 +19,7 @@ use crate::config::{AUTO_REPLAN_MAX_GROWTH, ExecutionMode, MethodConfig, PlanCho
 use crate::dag::{self, Replan};
 use crate::error::{Error, ErrorKind, InstructionSite, Result};
 use crate::exec::{Block, Step, StepEnv, StepError, condition, run_block_parallel, run_step};
-use crate::load::{Analysis, Builder, align_of, step_shapes};
+use crate::load::{Analysis, Builder, Instructions, align_of, folded_outputs, step_shapes};
 use crate::memory::{AlignedBuf, MemoryManager};
 use crate::meta::MethodMeta;
 use crate::program::Program;
@@ -55,10 +55,11 @@ struct Parallel {
     warmup_left: AtomicU32,
     /// Per block: run as a graph (true) or inline in program order (false). Set after warm-up.
     as_graph: OnceLock<Vec<bool>>,
+    always_graph: bool,
 }
 
 /// Executions measured (inline, timed) before parallel mode decides which blocks to run as graphs.
-const WARMUP_EXECUTIONS: u32 = 2;
+const WARMUP_EXECUTIONS: u32 = 1;
 
 /// A block runs as a graph only if its instructions take at least this long in total; below it,
 /// handing tasks to the pool costs more than overlapping them saves (measured on `dispatch_fan`:
@@ -87,6 +88,8 @@ struct Inner<'mem> {
     /// Planned buffer sizes in use (the exporter's, or the re-plan's).
     planned_sizes: Vec<u64>,
     replanned: bool,
+    /// Calls evaluated once at load (constant folding).
+    folded: usize,
     /// Set while a shared-access execution runs, so two can never overlap.
     busy: AtomicBool,
     /// Keeps planned memory alive (tensors point into it).
@@ -188,8 +191,13 @@ impl<'mem> Method<'mem> {
         // Values, steps and the dependency structure do not depend on placement.
         let ids = b.tensor_ids();
         let (values, pool) = b.values(&ids)?;
-        let (steps, arg_pool, sites, delegates, moves) = b.instructions(&config.runtime, &values, true)?;
-        let pt = PointsTo::new(&values, &moves);
+        let ins = b.instructions(&config.runtime, &values, true)?;
+        let pt = PointsTo::new(&values, &ins.moves);
+        // Calls on constants only run once, here; at run time they are no-ops.
+        let fold = b.foldable(&ins, &values, &pool, &pt, &ids);
+        let folded_tensors = folded_outputs(&ins.steps, &fold, &ins.arg_pool, &values);
+        let Instructions { steps: original_steps, arg_pool, sites, delegates, .. } = ins;
+        let steps: Vec<Step> = original_steps.iter().zip(&fold).map(|(s, &f)| if f { Step::Nop } else { *s }).collect();
         let shapes = step_shapes(&steps, &arg_pool);
         let tensor_count = ids.iter().flatten().count();
         let analysis = Analysis::new(&shapes, &values, &pool, &pt, tensor_count);
@@ -199,7 +207,7 @@ impl<'mem> Method<'mem> {
             (_, PlanChoice::Exporter) | (ExecutionMode::Sequential, PlanChoice::Auto) => None,
             (mode, choice) => {
                 let live = output_tensors(def, &ids, &pt, &values, &pool);
-                let candidate = analysis.replan(def, &ids, &live);
+                let candidate = analysis.replan(def, &ids, &live, &folded_tensors);
                 match (candidate, choice) {
                     (Some(r), PlanChoice::Concurrent) => Some(r),
                     (Some(r), _) if mode == ExecutionMode::Parallel => {
@@ -238,7 +246,7 @@ impl<'mem> Method<'mem> {
             }
         }
         memory.zero();
-        let (tensors, regions, tensor_of_value, owned) = b.tensors(&mut memory, replan.as_ref())?;
+        let (tensors, regions, tensor_of_value, owned) = b.tensors(&mut memory, replan.as_ref(), &folded_tensors)?;
         debug_assert_eq!(tensor_of_value, ids);
 
         // The precondition of KernelArgs::new: no call can alias a written argument.
@@ -279,22 +287,53 @@ impl<'mem> Method<'mem> {
                     let run = GraphRun::new(&graph);
                     blocks.push(Block { range: *range, graph, run });
                 }
+                // Forced graphs need no measurements: decide now.
+                let as_graph = if config.always_graph {
+                    OnceLock::from(blocks.iter().map(|b| b.graph.len() >= 2).collect::<Vec<_>>())
+                } else {
+                    OnceLock::new()
+                };
                 Some(Parallel {
                     blocks,
                     block_at,
                     pool: config.runtime.pool(),
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
                     warmup_left: AtomicU32::new(WARMUP_EXECUTIONS),
-                    as_graph: OnceLock::new(),
+                    as_graph,
+                    always_graph: config.always_graph,
                 })
             }
         };
+
+        let mut values = ValueTable::new(values, tensors, pool);
+        {
+            let env = StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites };
+            let mut context = KernelContext::new();
+            for (i, step) in original_steps.iter().enumerate().filter(|(i, _)| fold[*i]) {
+                // SAFETY: the method is not built yet: this is the only access to `values`, and
+                // the call passed the alias check as written (its outputs are private tensors).
+                unsafe { run_step(i, step, &values, &env, &mut context) }.map_err(|e| {
+                    let at = b.site(i, &sites[i].0);
+                    match e {
+                        StepError::Kernel(source) => Error::Kernel { at, source },
+                        StepError::Delegate(source) => Error::Delegate { at, source },
+                        StepError::Invalid(reason) => Error::InvalidInstruction { at, reason: reason.into() },
+                    }
+                })?;
+            }
+            for &t in &folded_tensors {
+                if let Some(t) = values.tensor_mut(t) {
+                    t.make_read_only();
+                }
+            }
+        }
+        let folded = fold.iter().filter(|f| **f).count();
 
         Ok(Method {
             inner: Arc::new(Inner {
                 program,
                 name: name.into(),
-                values: ValueTable::new(values, tensors, pool),
+                values,
                 steps: steps.into(),
                 arg_pool: arg_pool.into(),
                 sites: sites.into(),
@@ -307,6 +346,7 @@ impl<'mem> Method<'mem> {
                 parallel,
                 planned_sizes,
                 replanned: replan.is_some(),
+                folded,
                 busy: AtomicBool::new(false),
                 _memory: memory,
                 _owned: owned,
@@ -351,6 +391,11 @@ impl<'mem> Method<'mem> {
 
     pub fn mode(&self) -> ExecutionMode {
         self.inner.mode
+    }
+
+    /// Calls on constants that ran once at load (e.g. weight transposes) and are skipped at run time.
+    pub fn folded_instructions(&self) -> usize {
+        self.inner.folded
     }
 
     /// Planned buffer sizes in use, and whether they are etch's re-plan (not the exporter's).
@@ -712,7 +757,8 @@ impl Inner<'_> {
                         let c = costs.get(b.range.start..b.range.end).unwrap_or(&[]);
                         let work: f64 = c.iter().sum();
                         let cp = b.graph.critical_path(c);
-                        b.graph.len() >= 2 && work >= MIN_GRAPH_WORK_NS && work >= MIN_GRAPH_PARALLELISM * cp
+                        let worth = work >= MIN_GRAPH_WORK_NS && work >= MIN_GRAPH_PARALLELISM * cp;
+                        b.graph.len() >= 2 && (p.always_graph || worth)
                     })
                     .collect();
                 let _ = p.as_graph.set(decision);

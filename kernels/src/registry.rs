@@ -32,6 +32,9 @@ pub struct OpKernel {
     pub run: KernelFn,
     /// The dtypes the kernel accepts, for listings (`etch ops`).
     pub dtypes: &'static [crate::DType],
+    /// Same inputs always give the same outputs and nothing else changes: a call whose inputs are
+    /// all constants may be evaluated once at load (constant folding).
+    pub pure: bool,
 }
 
 /// Why a registration failed.
@@ -69,11 +72,33 @@ impl KernelRegistry {
         dtypes: &'static [crate::DType],
         run: KernelFn,
     ) -> Result<(), RegistryError> {
+        self.insert(schema, dtypes, run, false, false)
+    }
+
+    /// Registers a kernel that is a pure function of its inputs (see [`OpKernel::pure`]); etch may
+    /// then evaluate calls on constant inputs once, at load.
+    pub fn register_pure(
+        &mut self,
+        schema: &str,
+        dtypes: &'static [crate::DType],
+        run: KernelFn,
+    ) -> Result<(), RegistryError> {
+        self.insert(schema, dtypes, run, true, false)
+    }
+
+    fn insert(
+        &mut self,
+        schema: &str,
+        dtypes: &'static [crate::DType],
+        run: KernelFn,
+        pure: bool,
+        replace: bool,
+    ) -> Result<(), RegistryError> {
         let schema = OpSchema::parse(schema)?;
-        if self.kernels.contains_key(&schema.qualified_name) {
+        if !replace && self.kernels.contains_key(&schema.qualified_name) {
             return Err(RegistryError::AlreadyRegistered(schema.qualified_name));
         }
-        self.kernels.insert(schema.qualified_name.clone(), OpKernel { schema: Arc::new(schema), run, dtypes });
+        self.kernels.insert(schema.qualified_name.clone(), OpKernel { schema: Arc::new(schema), run, dtypes, pure });
         Ok(())
     }
 
@@ -84,9 +109,7 @@ impl KernelRegistry {
         dtypes: &'static [crate::DType],
         run: KernelFn,
     ) -> Result<(), RegistryError> {
-        let schema = OpSchema::parse(schema)?;
-        self.kernels.insert(schema.qualified_name.clone(), OpKernel { schema: Arc::new(schema), run, dtypes });
-        Ok(())
+        self.insert(schema, dtypes, run, false, true)
     }
 
     /// The kernel for `name.overload` (or `name` alone when the overload is empty).

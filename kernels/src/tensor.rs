@@ -118,6 +118,11 @@ impl TensorImpl {
         self.data as usize
     }
 
+    /// Forbids further writes (a constant computed at load).
+    pub fn make_read_only(&mut self) {
+        self.writable = false;
+    }
+
     /// Drops the data pointer (FreeCall).
     pub fn free_data(&mut self) {
         self.data = core::ptr::null_mut();

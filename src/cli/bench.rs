@@ -107,7 +107,12 @@ pub fn bench(
     if as_json {
         println!("{report}");
     } else {
-        println!("{} ({method_name}, {} instructions, {:?}, {threads} thread(s))", path.display(), instructions, config.mode);
+        println!(
+            "{} ({method_name}, {} instructions, {:?}, {threads} thread(s))",
+            path.display(),
+            instructions,
+            config.mode
+        );
         println!("  load        {:10.3} ms", ms(load));
         println!("  first run   {:10.3} ms", ms(first));
         println!(
@@ -117,7 +122,10 @@ pub fn bench(
         );
         println!("  min         {:10.4} ms", samples[0]);
         println!("  p90         {:10.4} ms   over {iters} runs", quantile(&samples, 0.9));
-        println!("  planned     {planned_bytes:10} bytes{}", if replanned { " (etch re-plan)" } else { " (exporter plan)" });
+        println!(
+            "  planned     {planned_bytes:10} bytes{}",
+            if replanned { " (etch re-plan)" } else { " (exporter plan)" }
+        );
         if let Some(ideal) = report["ideal_ms"].as_f64() {
             println!(
                 "  ideal       {:10.4} ms   (work {:.4} ms, critical path {:.4} ms; {} of {} blocks as graphs)",

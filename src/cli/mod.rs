@@ -50,7 +50,12 @@ pub fn config(mode: Mode, plan: Plan, threads: Option<usize>) -> etch::MethodCon
     };
     match mode {
         Mode::Sequential => etch::MethodConfig { plan, ..etch::MethodConfig::sequential(runtime) },
-        Mode::Parallel => etch::MethodConfig { plan, ..etch::MethodConfig::parallel(runtime) },
+        Mode::Parallel => etch::MethodConfig {
+            plan,
+            // For experiments: ETCH_ALWAYS_GRAPH=1 runs even tiny blocks as task graphs.
+            always_graph: std::env::var_os("ETCH_ALWAYS_GRAPH").is_some(),
+            ..etch::MethodConfig::parallel(runtime)
+        },
     }
 }
 

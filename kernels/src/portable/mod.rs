@@ -36,7 +36,7 @@ pub(crate) fn register_table(r: &mut KernelRegistry, table: &[(&str, &'static [c
     for (schema, dtypes, run) in table {
         // The tables are etch's own; a bad schema or a duplicate is a bug caught by the tests
         // (`every_portable_schema_parses_once`).
-        if let Err(e) = r.register(schema, dtypes, *run) {
+        if let Err(e) = r.register_pure(schema, dtypes, *run) {
             debug_assert!(false, "{e}");
         }
     }

@@ -1,0 +1,242 @@
+//! The parallel engine: outputs bit-identical to sequential execution on every supported fixture
+//! (repeated, with every memory plan, graphs forced even for tiny blocks), many methods of several
+//! programs executing at once on shared pools, and `execute_async` on tokio.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etch::{ExecutionMode, MethodConfig, PlanChoice, Program, Runtime, TensorView, Value};
+
+const CASES: &[&str] = &[
+    "add_broadcast",
+    "binary_mix",
+    "add_int64",
+    "promote_int_float",
+    "linear",
+    "matmul",
+    "softmax",
+    "compare_where",
+    "mlp_towers",
+    "cond",
+    "dynamic_batch",
+    "counter",
+    "two_methods.forward",
+    "two_methods.encode",
+    "dispatch_chain",
+    "dispatch_fan",
+];
+
+/// Every output of every run of `case` on `method`, as (dtype, shape, bytes).
+fn outputs(case: &common::Case, method: &mut etch::Method<'_>) -> Vec<(etch::DType, Vec<usize>, Vec<u8>)> {
+    let mut all = Vec::new();
+    for (inputs, _) in &case.runs {
+        for (i, path) in inputs.iter().enumerate() {
+            let a = etch::npy::read(path).unwrap();
+            method.set_input(i, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+        }
+        method.execute().unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        for j in 0..method.num_outputs() {
+            let Value::Tensor(t) = method.output(j).unwrap() else { panic!("{}: non-tensor output", case.name) };
+            all.push((t.dtype(), t.sizes().to_vec(), etch::to_contiguous_bytes(&t).unwrap()));
+        }
+    }
+    all
+}
+
+fn parallel_config(runtime: &Runtime, plan: PlanChoice) -> MethodConfig {
+    MethodConfig { runtime: runtime.clone(), mode: ExecutionMode::Parallel, plan, always_graph: true }
+}
+
+#[test]
+fn parallel_is_bit_identical_to_sequential() {
+    let runtime = Runtime::global().with_threads(2);
+    for name in CASES {
+        let case = common::case(name);
+        let program = Program::load_file(&case.program).unwrap();
+        let mut seq = program.load_method(&case.method).unwrap();
+        let want = outputs(&case, &mut seq);
+        for plan in [PlanChoice::Auto, PlanChoice::Exporter, PlanChoice::Concurrent] {
+            let mut par = program.load_method_configured(&case.method, &parallel_config(&runtime, plan), None).unwrap();
+            // Stateful programs advance per execution: compare fresh methods only, run many times.
+            for round in 0..8 {
+                let mut fresh = if round == 0 {
+                    None
+                } else {
+                    Some(program.load_method_configured(&case.method, &parallel_config(&runtime, plan), None).unwrap())
+                };
+                let m = fresh.as_mut().unwrap_or(&mut par);
+                let got = outputs(&case, m);
+                assert!(got == want, "{name} ({plan:?}, round {round}): parallel differs from sequential");
+            }
+        }
+    }
+}
+
+#[test]
+fn graphs_really_run_in_parallel_mode() {
+    // Guards the test above: with forced graphs, mlp_towers' block is a graph with independent
+    // towers (critical path shorter than total work).
+    let case = common::case("mlp_towers");
+    let program = Program::load_file(&case.program).unwrap();
+    let runtime = Runtime::global().with_threads(2);
+    let mut m = program.load_method_configured("forward", &parallel_config(&runtime, PlanChoice::Auto), None).unwrap();
+    let a = etch::npy::read(&case.runs[0].0[0]).unwrap();
+    m.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+    m.execute().unwrap();
+    let costs = vec![1.0; m.num_instructions()];
+    let blocks = m.parallel_profile(&costs);
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].runs_as_graph, Some(true));
+    assert!(blocks[0].critical_path_ns < blocks[0].work_ns / 3.0, "{blocks:?}");
+    // The re-plan is used and smaller than the exporter's plan once weight transposes are folded.
+    let (sizes, replanned) = m.planned_memory();
+    assert!(replanned);
+    assert!(sizes.iter().sum::<u64>() < program.method_meta("forward").unwrap().planned_buffer_sizes().iter().sum());
+    assert_eq!(m.folded_instructions(), 12);
+}
+
+/// Runs `case` on `method` and checks every output against PyTorch's (panics otherwise).
+fn check_against_expected(case: &common::Case, method: &mut etch::Method<'_>) {
+    for (k, (inputs, expected)) in case.runs.iter().enumerate() {
+        for (i, path) in inputs.iter().enumerate() {
+            let a = etch::npy::read(path).unwrap();
+            method.set_input(i, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+        }
+        method.execute().unwrap();
+        for (j, path) in expected.iter().enumerate() {
+            let want = etch::npy::read(path).unwrap();
+            let t = method.output_tensor(j).unwrap();
+            let got = etch::npy::Array {
+                dtype: t.dtype(),
+                shape: t.sizes().to_vec(),
+                data: etch::to_contiguous_bytes(&t).unwrap(),
+            };
+            assert_eq!(common::mismatch(&got, &want, case.atol, case.rtol), None, "{} run {k} output {j}", case.name);
+        }
+    }
+}
+
+#[test]
+fn stress_many_methods_of_several_programs_at_once() {
+    // Several programs shared by threads; each thread loads its own methods (sequential and
+    // parallel, on one 2-thread pool) and executes them for a bounded time, checking every output.
+    let runtime = Runtime::global().with_threads(2);
+    let names = ["mlp_towers", "dispatch_fan", "cond", "two_methods.encode", "compare_where", "dynamic_batch"];
+    let programs: Vec<(common::Case, Program)> = names
+        .iter()
+        .map(|n| {
+            let c = common::case(n);
+            let p = Program::load_file(&c.program).unwrap();
+            (c, p)
+        })
+        .collect();
+    let programs = Arc::new(programs);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let programs = programs.clone();
+        let runtime = runtime.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut executions = 0usize;
+            let mut methods: Vec<_> = programs
+                .iter()
+                .enumerate()
+                .map(|(i, (case, program))| {
+                    let config = if (i + t) % 2 == 0 {
+                        parallel_config(&runtime, PlanChoice::Auto)
+                    } else {
+                        MethodConfig::sequential(runtime.clone())
+                    };
+                    (case, program.load_method_configured(&case.method, &config, None).unwrap())
+                })
+                .collect();
+            while Instant::now() < deadline {
+                for (case, m) in methods.iter_mut() {
+                    check_against_expected(case, m);
+                    executions += 1;
+                }
+            }
+            executions
+        }));
+    }
+    let total: usize = handles.into_iter().map(|h| h.join().expect("a stress thread failed")).sum();
+    assert!(total > 0);
+}
+
+#[test]
+fn execute_async_does_not_block_the_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let case = common::case("mlp_towers");
+    let program = Program::load_file(&case.program).unwrap();
+    let runtime = Runtime::global().with_threads(2);
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let mode = if i % 2 == 0 { ExecutionMode::Parallel } else { ExecutionMode::Sequential };
+            let config =
+                MethodConfig { runtime: runtime.clone(), mode, plan: PlanChoice::Auto, always_graph: i % 4 == 0 };
+            let mut m = program.load_method_configured("forward", &config, None).unwrap();
+            let case = common::case("mlp_towers");
+            tasks.push(tokio::spawn(async move {
+                let a = etch::npy::read(&case.runs[0].0[0]).unwrap();
+                let want = etch::npy::read(&case.runs[0].1[0]).unwrap();
+                for _ in 0..5 {
+                    m.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+                    m.execute_async().await.unwrap();
+                    let t = m.output_tensor(0).unwrap();
+                    let got = etch::npy::Array {
+                        dtype: t.dtype(),
+                        shape: t.sizes().to_vec(),
+                        data: etch::to_contiguous_bytes(&t).unwrap(),
+                    };
+                    assert_eq!(common::mismatch(&got, &want, case.atol, case.rtol), None);
+                }
+            }));
+        }
+        // While kernels run on the pool, the tokio workers stay free for other tasks.
+        let ticker = tokio::spawn(async {
+            let mut ticks = 0;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks += 1;
+            }
+            ticks
+        });
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(ticker.await.unwrap(), 10);
+    });
+    // A dropped future: the execution finishes in the background; the method stays usable.
+    let mut m = program.load_method_configured("forward", &parallel_config(&runtime, PlanChoice::Auto), None).unwrap();
+    let a = etch::npy::read(&case.runs[0].0[0]).unwrap();
+    m.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
+    rt.block_on(async {
+        // Polled (so it starts on the pool), then dropped when the timeout fires first.
+        let _ = tokio::time::timeout(Duration::from_micros(1), m.execute_async()).await;
+    });
+    // The next call waits for the detached execution, then runs normally.
+    check_against_expected(&case, &mut m);
+}
+
+#[test]
+fn program_is_shared_by_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Program>();
+    fn assert_send<T: Send>() {}
+    assert_send::<etch::Method<'static>>();
+    let case = common::case("two_methods.forward");
+    let program = Program::load_file(&case.program).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut m = program.load_method("forward").unwrap();
+                for _ in 0..50 {
+                    check_against_expected(&case, &mut m);
+                }
+            });
+        }
+    });
+}
