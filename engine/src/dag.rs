@@ -265,36 +265,67 @@ pub(crate) struct Replan {
     pub buffer_sizes: Vec<u64>,
     /// New offset per tensor id (None for tensors not planned).
     pub offsets: Vec<Option<u64>>,
+    /// The block's instructions (block-relative) in the order of the schedule the plan assumes:
+    /// a topological order in which every byte shared by two tensors is used by one before the
+    /// other. Executions in this order (sequential or as a graph built in it) are correct.
+    pub order: Vec<u32>,
 }
 
 /// Alignment of re-planned tensors (the exporter's own is 16).
 const REPLAN_ALIGN: u64 = 16;
 
-/// When each instruction would run in an "as late as possible" schedule on unlimited threads:
-/// `(start, finish)` per instruction. Such a schedule reaches the critical path, so ordering work
-/// the way it does never lengthens the critical path.
-pub(crate) fn alap_schedule(graph: &TaskGraph, cost: &[f64]) -> Vec<(f64, f64)> {
+/// A list schedule of `graph` on `workers` identical workers: highest "bottom level" (longest
+/// remaining path) first, each task on the worker that frees up first. Returns `(start, finish)`
+/// per task. Its makespan is close to `max(critical path, work / workers)`; tensors whose lifetimes
+/// do not overlap in it can share bytes without costing that parallelism.
+pub(crate) fn list_schedule(graph: &TaskGraph, cost: &[f64], workers: usize) -> Vec<(f64, f64)> {
     let n = graph.len();
-    let cp = graph.critical_path(cost);
-    let mut finish = vec![cp; n];
-    // Reverse index order is a reverse topological order (edges point forward).
+    let c = |i: usize| cost.get(i).copied().unwrap_or(0.0).max(1e-9);
+    // Bottom level: cost of the longest path from the task to the end.
+    let mut level = vec![0f64; n];
     for i in (0..n).rev() {
-        let latest = graph
-            .successors(i as u32)
-            .iter()
-            .map(|&s| finish[s as usize] - cost.get(s as usize).copied().unwrap_or(0.0))
-            .fold(cp, f64::min);
-        finish[i] = latest;
+        let tail = graph.successors(i as u32).iter().map(|&s| level[s as usize]).fold(0.0, f64::max);
+        level[i] = c(i) + tail;
     }
-    (0..n).map(|i| (finish[i] - cost.get(i).copied().unwrap_or(0.0), finish[i])).collect()
+    let mut remaining: Vec<u32> = (0..n).map(|i| graph.predecessor_count(i as u32)).collect();
+    let mut ready_at = vec![0f64; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut free = vec![0f64; workers.max(1)];
+    let mut when = vec![(0f64, 0f64); n];
+    for _ in 0..n {
+        // The worker that frees first takes the ready task with the highest level (ties: program
+        // order), starting when both are available.
+        let (w, &t_free) = free.iter().enumerate().fold((0, &f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+        let Some(pos) = (0..ready.len()).max_by(|&a, &b| {
+            let (ta, tb) = (ready[a], ready[b]);
+            // Prefer tasks already ready when the worker frees, then the longest remaining path.
+            let (ra, rb) = (ready_at[ta] <= t_free, ready_at[tb] <= t_free);
+            ra.cmp(&rb).then(level[ta].total_cmp(&level[tb])).then(tb.cmp(&ta))
+        }) else {
+            break;
+        };
+        let task = ready.swap_remove(pos);
+        let start = t_free.max(ready_at[task]);
+        let finish = start + c(task);
+        when[task] = (start, finish);
+        free[w] = finish;
+        for &s in graph.successors(task as u32) {
+            let s = s as usize;
+            ready_at[s] = ready_at[s].max(finish);
+            remaining[s] -= 1;
+            if remaining[s] == 0 {
+                ready.push(s);
+            }
+        }
+    }
+    when
 }
 
 /// Lays planned tensors out again so that two tensors share bytes only when that costs no
-/// parallelism: either every access of one precedes every access of the other in the dependency
-/// graph (`before`: transitive predecessors, data edges only), or in the as-late-as-possible
-/// schedule `when` one's lifetime ends before the other's begins *and* program order agrees (so the
-/// hazard edges the sharing adds point forward and follow that schedule, which keeps the critical
-/// path). Greedy by size, lowest offset first, like the exporter's planner.
+/// parallelism that `when` (a schedule of the block, e.g. [`list_schedule`] on the pool's workers)
+/// uses: either every access of one precedes every access of the other in the dependency graph
+/// (`before`: transitive predecessors, data edges only), or in the schedule one's lifetime ends
+/// before the other's begins. Greedy by size, lowest offset first, like the exporter's planner.
 pub(crate) fn replan(
     planned: &[PlannedTensor],
     access_lists: &[Vec<u32>],
@@ -308,8 +339,8 @@ pub(crate) fn replan(
     };
     let empty = Vec::new();
     let acc = |t: TensorId| access_lists.get(t.0 as usize).unwrap_or(&empty);
-    // Lifetime of each planned tensor in the schedule, and its first and last instruction.
-    let span = |t: &PlannedTensor| -> (f64, f64, u32, u32) {
+    // Lifetime of each planned tensor in the schedule.
+    let span = |t: &PlannedTensor| -> (f64, f64) {
         let a = acc(t.tensor);
         let start = if t.live_in {
             f64::NEG_INFINITY
@@ -321,21 +352,19 @@ pub(crate) fn replan(
         } else {
             a.iter().map(|&i| when.get(i as usize).map_or(0.0, |w| w.1)).fold(f64::NEG_INFINITY, f64::max)
         };
-        let first = a.iter().copied().min().unwrap_or(0);
-        let last = a.iter().copied().max().unwrap_or(0);
-        (start, end, first, last)
+        (start, end)
     };
-    let spans: Vec<(f64, f64, u32, u32)> = planned.iter().map(span).collect();
+    let spans: Vec<(f64, f64)> = planned.iter().map(span).collect();
     // x entirely before y.
     let ordered = |xi: usize, yi: usize| -> bool {
         let (x, y) = (&planned[xi], &planned[yi]);
         if x.live_out || y.live_in {
             return false;
         }
-        let (_, x_end, _, x_last) = spans[xi];
-        let (y_start, _, y_first, _) = spans[yi];
+        let x_end = spans[xi].1;
+        let y_start = spans[yi].0;
         let by_graph = acc(x.tensor).iter().all(|&a| acc(y.tensor).iter().all(|&b| precedes(a, b)));
-        by_graph || (x_end <= y_start && x_last < y_first)
+        by_graph || x_end <= y_start
     };
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by(|&a, &b| planned[b].nbytes.cmp(&planned[a].nbytes).then(a.cmp(&b)));
@@ -366,7 +395,11 @@ pub(crate) fn replan(
             *s = (*s).max(end.next_multiple_of(REPLAN_ALIGN));
         }
     }
-    Replan { buffer_sizes: sizes, offsets }
+    // Execution order: by start time in the schedule (ties: program order). Data edges and the
+    // sharing above both point forward in it.
+    let mut order: Vec<u32> = (0..when.len() as u32).collect();
+    order.sort_by(|&a, &b| when[a as usize].0.total_cmp(&when[b as usize].0).then(a.cmp(&b)));
+    Replan { buffer_sizes: sizes, offsets, order }
 }
 
 /// Builds a block's task graph (block-relative indices).
@@ -434,6 +467,7 @@ mod tests {
         let lists = vec![vec![0, 1], vec![1, 2], vec![2]];
         let when = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)];
         let r = replan(&planned, &lists, &before, &when, 1, 3);
+        assert_eq!(r.order, vec![0, 1, 2]);
         assert_eq!(r.buffer_sizes, vec![128]);
         assert_eq!(r.offsets[0], r.offsets[2]);
         assert_ne!(r.offsets[0], r.offsets[1]);
@@ -444,11 +478,16 @@ mod tests {
     }
 
     #[test]
-    fn alap_delays_independent_work() {
-        // 0 → 2 (cost 1 each), 1 → 2 where 1 is cheap: 1 should start late.
-        let g = TaskGraph::new(3, [(0, 2), (1, 2)]).unwrap();
-        let w = alap_schedule(&g, &[4.0, 1.0, 1.0]);
-        assert_eq!(w, vec![(0.0, 4.0), (3.0, 4.0), (4.0, 5.0)]);
+    fn list_schedule_uses_the_workers() {
+        // Two independent chains of two tasks, then a join: two workers run the chains side by side.
+        let g = TaskGraph::new(5, [(0, 1), (2, 3), (1, 4), (3, 4)]).unwrap();
+        let w = list_schedule(&g, &[1.0; 5], 2);
+        assert_eq!(w[4], (2.0, 3.0));
+        assert_eq!(w[0].0, 0.0);
+        assert_eq!(w[2].0, 0.0);
+        // One worker: everything in sequence.
+        let w = list_schedule(&g, &[1.0; 5], 1);
+        assert_eq!(w.iter().map(|x| x.1).fold(0.0, f64::max), 5.0);
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub(crate) unsafe fn condition(values: &ValueTable, cond: u32) -> Result<bool, S
 /// A block of the method as a task graph.
 pub(crate) struct Block {
     pub range: BlockRange,
+    /// Instruction index of each graph node; the node order is a topological order.
+    pub instructions: Vec<usize>,
     pub graph: TaskGraph,
     pub run: GraphRun,
 }
@@ -169,7 +171,7 @@ pub(crate) unsafe fn run_block_parallel(
     let failure: std::sync::Mutex<Option<(usize, StepError)>> = std::sync::Mutex::new(None);
     let start = block.range.start;
     let task = |node: u32| -> bool {
-        let index = start + node as usize;
+        let Some(&index) = block.instructions.get(node as usize) else { return false };
         let Some(step) = steps.get(index) else { return false };
         let mut context = KernelContext::new();
         // SAFETY: the graph runs this step only after every conflicting predecessor finished and

@@ -563,9 +563,17 @@ impl Analysis {
         Analysis { accesses, blocks: dag::blocks(shapes), tensor_count, value_count: values.len() }
     }
 
-    /// Edges of block `b` under the placement described by `regions` (hazards where bytes overlap).
+    /// Edges of block `b` under the placement described by `overlaps` (hazards where bytes
+    /// overlap), in program order; nodes are block-relative instruction indices.
     pub(crate) fn block_edges(&self, b: &BlockRange, overlaps: &[Vec<TensorId>]) -> Vec<(u32, u32)> {
         let acc: Vec<&Accesses> = self.accesses[b.start..b.end].iter().collect();
+        dag::edges(&acc, self.tensor_count, self.value_count, overlaps)
+    }
+
+    /// Edges of block `b` when its instructions run in `order` (block-relative indices); node `k`
+    /// of the result is instruction `b.start + order[k]`.
+    pub(crate) fn block_edges_in(&self, b: &BlockRange, order: &[u32], overlaps: &[Vec<TensorId>]) -> Vec<(u32, u32)> {
+        let acc: Vec<&Accesses> = order.iter().filter_map(|&i| self.accesses.get(b.start + i as usize)).collect();
         dag::edges(&acc, self.tensor_count, self.value_count, overlaps)
     }
 
@@ -577,6 +585,7 @@ impl Analysis {
         tensor_ids: &[Option<TensorId>],
         outputs_live: &BTreeSet<TensorId>,
         folded: &BTreeSet<TensorId>,
+        workers: usize,
     ) -> Option<Replan> {
         if self.blocks.len() != 1 || def.planned_buffer_sizes.is_empty() {
             return None;
@@ -600,7 +609,7 @@ impl Analysis {
                 1.0 + a.tensors().map(|t| tensor_bytes.get(t.0 as usize).copied().unwrap_or(0) as f64).sum::<f64>()
             })
             .collect();
-        let when = dag::alap_schedule(&graph, &costs);
+        let when = dag::list_schedule(&graph, &costs, workers);
         // Accesses per tensor, in block-relative instruction indices.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); self.tensor_count];
         let mut first_is_read = vec![None::<bool>; self.tensor_count];
@@ -676,7 +685,13 @@ pub struct PlanSummary {
 /// Compares memory plans of method `name`: bytes against critical path. `costs` gives each
 /// instruction's cost (e.g. ns from `Method::profile_instructions`); without it every instruction
 /// costs 1. Needs only the kernels' schemas: delegates are not initialised.
-pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Option<&[f64]>) -> Result<PlanSummary> {
+pub fn plan_summary(
+    program: &Program,
+    name: &str,
+    runtime: &Runtime,
+    costs: Option<&[f64]>,
+    workers: usize,
+) -> Result<PlanSummary> {
     let def = program.method_def(name)?;
     let b = Builder { program, def, method: name.into() };
     let ids = b.tensor_ids();
@@ -720,7 +735,7 @@ pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Opt
         live.extend(pt.position_tensors(o, &values, &pool));
     }
     let folded_tensors = folded_outputs(&ins.steps, &folded, &arg_pool, &values);
-    let replan = analysis.replan(def, &ids, &live, &folded_tensors);
+    let replan = analysis.replan(def, &ids, &live, &folded_tensors, workers);
     let replan_critical_path = replan.as_ref().map(|r| {
         let regions: Vec<Region> = b
             .exporter_regions()
@@ -734,7 +749,12 @@ pub fn plan_summary(program: &Program, name: &str, runtime: &Runtime, costs: Opt
                 (other, _) => other,
             })
             .collect();
-        measure(&dag::overlaps(&regions)).1
+        // The re-plan runs its single block in the schedule's order.
+        let block = analysis.blocks[0];
+        let e = analysis.block_edges_in(&block, &r.order, &dag::overlaps(&regions));
+        let g = dag::block_graph(e, block.end - block.start);
+        let ordered: Vec<f64> = r.order.iter().map(|&i| costs[block.start + i as usize]).collect();
+        g.critical_path(&ordered)
     });
     Ok(PlanSummary {
         instructions: steps.len(),

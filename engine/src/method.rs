@@ -207,7 +207,8 @@ impl<'mem> Method<'mem> {
             (_, PlanChoice::Exporter) | (ExecutionMode::Sequential, PlanChoice::Auto) => None,
             (mode, choice) => {
                 let live = output_tensors(def, &ids, &pt, &values, &pool);
-                let candidate = analysis.replan(def, &ids, &live, &folded_tensors);
+                let workers = config.runtime.pool().current_num_threads();
+                let candidate = analysis.replan(def, &ids, &live, &folded_tensors, workers);
                 match (candidate, choice) {
                     (Some(r), PlanChoice::Concurrent) => Some(r),
                     (Some(r), _) if mode == ExecutionMode::Parallel => {
@@ -282,10 +283,18 @@ impl<'mem> Method<'mem> {
                 let mut blocks = Vec::new();
                 let mut block_at = vec![usize::MAX; steps.len() + 1];
                 for range in &analysis.blocks {
-                    let graph = dag::block_graph(analysis.block_edges(range, &overlaps), range.end - range.start);
+                    // The re-plan's block runs in the order its placement assumes; others in
+                    // program order.
+                    let order: Vec<u32> = match (&replan, analysis.blocks.len()) {
+                        (Some(r), 1) => r.order.clone(),
+                        _ => (0..(range.end - range.start) as u32).collect(),
+                    };
+                    let edges = analysis.block_edges_in(range, &order, &overlaps);
+                    let graph = dag::block_graph(edges, range.end - range.start);
                     block_at[range.start] = blocks.len();
                     let run = GraphRun::new(&graph);
-                    blocks.push(Block { range: *range, graph, run });
+                    let instructions = order.iter().map(|&o| range.start + o as usize).collect();
+                    blocks.push(Block { range: *range, instructions, graph, run });
                 }
                 // Forced graphs need no measurements: decide now.
                 let as_graph = if config.always_graph {
@@ -521,7 +530,8 @@ impl<'mem> Method<'mem> {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let c = costs.get(b.range.start..b.range.end).unwrap_or(&[]);
+                let c: Vec<f64> = b.instructions.iter().map(|&i| costs.get(i).copied().unwrap_or(0.0)).collect();
+                let c = &c[..];
                 BlockProfile {
                     start: b.range.start,
                     end: b.range.end,
@@ -754,9 +764,10 @@ impl Inner<'_> {
                     .blocks
                     .iter()
                     .map(|b| {
-                        let c = costs.get(b.range.start..b.range.end).unwrap_or(&[]);
+                        let c: Vec<f64> =
+                            b.instructions.iter().map(|&i| costs.get(i).copied().unwrap_or(0.0)).collect();
                         let work: f64 = c.iter().sum();
-                        let cp = b.graph.critical_path(c);
+                        let cp = b.graph.critical_path(&c);
                         let worth = work >= MIN_GRAPH_WORK_NS && work >= MIN_GRAPH_PARALLELISM * cp;
                         b.graph.len() >= 2 && (p.always_graph || worth)
                     })
@@ -800,7 +811,7 @@ impl Inner<'_> {
                 unsafe { run_block_parallel(&p.pool, block, &self.steps, &self.values, &env) }
                     .map_err(|(i, e)| self.step_error(i, e))?;
             } else {
-                for i in block.range.start..block.range.end {
+                for &i in &block.instructions {
                     // SAFETY: one step at a time; the busy flag excludes other executions.
                     unsafe { run_step(i, &self.steps[i], &self.values, &env, &mut context) }
                         .map_err(|e| self.step_error(i, e))?;

@@ -49,9 +49,11 @@ pub fn describe(program: &Program) -> Json {
                 _ => None,
             })
             .sum();
-        let plans = match etch::plan_summary(program, name, etch::Runtime::global(), None) {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let plans = match etch::plan_summary(program, name, etch::Runtime::global(), None, workers) {
             Ok(p) => json!({
                 "cost_model": "1 per instruction",
+                "workers": workers,
                 "total_work": p.total_work,
                 "blocks": p.blocks,
                 "exporter": { "bytes": p.exporter_bytes, "edges": p.exporter_edges, "critical_path": p.exporter_critical_path },
@@ -147,8 +149,8 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), String> {
             println!("  memory plans: not analysed ({})", p["error"].as_str().unwrap_or(""));
         } else {
             println!(
-                "  memory plans (critical path in instructions, of {} total; {} block(s)):",
-                p["total_work"], p["blocks"]
+                "  memory plans (critical path in instructions, of {} total; {} block(s); re-plan for {} workers):",
+                p["total_work"], p["blocks"], p["workers"]
             );
             println!(
                 "    exporter plan   {:>10} bytes   critical path {:>6}   ({} edges incl. memory hazards)",

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Exports etch's own multi-branch models (inter-op parallelism benchmarks) with the official
+toolchain, with inputs and expected outputs, in the layout of ../shared/fixtures.
+
+usage: /path/to/venv/bin/python tools/export_multibranch.py OUT_DIR
+(needs `pip install executorch==1.5.1 torch`)
+
+Models (random weights, seed 0, eval mode):
+- wide_towers: 6 independent 3-layer MLP towers (batch 32, width 256) concatenated.
+- inception_v1: two GoogLeNet-style inception modules (1x1, 1x1→3x3, 1x1→5x5, pool→1x1 branches).
+- moe: a dense mixture-of-experts layer: 8 expert MLPs weighted by a softmax gate.
+"""
+import json, os, sys
+
+import numpy as np
+import torch
+from torch import nn
+from executorch.exir import to_edge
+from executorch.exir._serialize._program import deserialize_pte_binary
+
+
+class Tower(nn.Module):
+    def __init__(self, width, depth):
+        super().__init__()
+        self.layers = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())])
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class WideTowers(nn.Module):
+    def __init__(self, towers=6, width=256, depth=3):
+        super().__init__()
+        self.towers = nn.ModuleList([Tower(width, depth) for _ in range(towers)])
+
+    def forward(self, x):
+        return torch.cat([t(x) for t in self.towers], dim=1)
+
+
+class Inception(nn.Module):
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, cp):
+        super().__init__()
+        conv = lambda a, b, k: nn.Sequential(nn.Conv2d(a, b, k, padding=k // 2), nn.ReLU())
+        self.b1 = conv(cin, c1, 1)
+        self.b3 = nn.Sequential(conv(cin, c3r, 1), conv(c3r, c3, 3))
+        self.b5 = nn.Sequential(conv(cin, c5r, 1), conv(c5r, c5, 5))
+        self.bp = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), conv(cin, cp, 1))
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)
+
+
+class InceptionV1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU())
+        self.a = Inception(64, 32, 48, 64, 8, 16, 16)
+        self.b = Inception(128, 64, 64, 96, 16, 48, 32)
+        self.head = nn.Linear(240, 10)
+
+    def forward(self, x):
+        x = self.b(self.a(self.stem(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class MoE(nn.Module):
+    def __init__(self, experts=8, dim=128, hidden=256):
+        super().__init__()
+        self.gate = nn.Linear(dim, experts)
+        self.experts = nn.ModuleList([nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim)) for _ in range(experts)])
+
+    def forward(self, x):
+        w = torch.softmax(self.gate(x), dim=-1)
+        out = self.experts[0](x) * w[:, 0:1]
+        for i, e in enumerate(self.experts[1:], start=1):
+            out = out + e(x) * w[:, i : i + 1]
+        return out
+
+
+MODELS = {
+    "wide_towers": (WideTowers, lambda: (torch.randn(32, 256),)),
+    "inception_v1": (InceptionV1, lambda: (torch.randn(1, 3, 28, 28),)),
+    "moe": (MoE, lambda: (torch.randn(64, 128),)),
+}
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(os.path.join(out, "programs"), exist_ok=True)
+    cases = []
+    for name, (cls, make_inputs) in MODELS.items():
+        torch.manual_seed(0)
+        model = cls().eval()
+        inputs = make_inputs()
+        with torch.no_grad():
+            expected = model(*inputs)
+        program = to_edge(torch.export.export(model, inputs)).to_executorch()
+        path = os.path.join("programs", f"{name}.pte")
+        with open(os.path.join(out, path), "wb") as f:
+            f.write(program.buffer)
+        data = os.path.join("data", name)
+        os.makedirs(os.path.join(out, data), exist_ok=True)
+        ins = []
+        for j, x in enumerate(inputs):
+            p = os.path.join(data, f"run0_in{j}.npy")
+            np.save(os.path.join(out, p), x.numpy())
+            ins.append(p)
+        p = os.path.join(data, "run0_out0.npy")
+        np.save(os.path.join(out, p), expected.numpy())
+        plan = deserialize_pte_binary(program.buffer)
+        plan = plan.program if hasattr(plan, "program") else plan
+        ops = sorted({o.name + ("." + o.overload if o.overload else "") for o in plan.execution_plan[0].operators})
+        cases.append({
+            "name": name, "program": path, "method": "forward", "category": "multibranch",
+            "runs": [{"inputs": ins, "outputs": [p]}], "atol": 1e-3, "rtol": 1e-3,
+            "operators": ops, "delegates": [], "stateful": False,
+        })
+        print(name, os.path.getsize(os.path.join(out, path)), "bytes", ops)
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"produced_by": f"torch {torch.__version__}, tools/export_multibranch.py", "cases": cases}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
