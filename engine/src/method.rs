@@ -721,6 +721,11 @@ impl Inner<'_> {
         let _guard = BusyGuard(&self.busy);
         // SAFETY: the busy flag excludes any other execution.
         unsafe { self.restore_freed() };
+        // Parallel-mode methods may run blocks in an order other than program order (the re-plan's
+        // placement relies on it): time them block by block, inline.
+        if let Some(p) = &self.parallel {
+            return self.catch(|| self.run_blocks(p, &[], Some(costs)));
+        }
         let env = self.env();
         self.catch(|| {
             let mut context = KernelContext::new();
@@ -787,10 +792,12 @@ impl Inner<'_> {
         // SAFETY: the busy flag excludes any other execution.
         unsafe { self.restore_freed() };
         let as_graph = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
-        self.catch(|| self.run_blocks(p, as_graph))
+        self.catch(|| self.run_blocks(p, as_graph, None))
     }
 
-    fn run_blocks(&self, p: &Parallel, as_graph: &[bool]) -> Result<()> {
+    /// Runs the blocks, following jumps: as graphs where `as_graph` says so, otherwise inline in
+    /// the block's order, timing each instruction into `timing` if given.
+    fn run_blocks(&self, p: &Parallel, as_graph: &[bool], mut timing: Option<&mut [f64]>) -> Result<()> {
         let env = self.env();
         let n = self.steps.len();
         let mut pc = 0usize;
@@ -812,9 +819,13 @@ impl Inner<'_> {
                     .map_err(|(i, e)| self.step_error(i, e))?;
             } else {
                 for &i in &block.instructions {
+                    let t = Instant::now();
                     // SAFETY: one step at a time; the busy flag excludes other executions.
                     unsafe { run_step(i, &self.steps[i], &self.values, &env, &mut context) }
                         .map_err(|e| self.step_error(i, e))?;
+                    if let Some(c) = timing.as_deref_mut().and_then(|c| c.get_mut(i)) {
+                        *c = c.min(t.elapsed().as_nanos() as f64);
+                    }
                 }
             }
             pc = match block.range.terminator {
