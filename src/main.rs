@@ -27,15 +27,28 @@ fn main() -> ExitCode {
             cli::run::run(&program, &method, &groups, outputs.as_deref(), &cli::config(mode, plan, threads))
         }
         cli::Command::Inspect { program, json } => cli::inspect::inspect(&program, json),
-        cli::Command::Bench { program, method, mode, threads, plan, iters, inputs, json, trace } => cli::bench::bench(
-            &program,
-            &method,
-            &cli::config(mode, plan, threads),
-            iters,
-            inputs.as_deref(),
-            json,
-            trace.as_deref(),
-        ),
+        cli::Command::Bench { program, method, mode, threads, plan, iters, inputs, json, trace, concurrent } => {
+            match concurrent {
+                Some(levels) => cli::bench::throughput(
+                    &program,
+                    &method,
+                    &cli::config(mode, plan, threads),
+                    &levels,
+                    iters,
+                    inputs.as_deref(),
+                    json,
+                ),
+                None => cli::bench::bench(
+                    &program,
+                    &method,
+                    &cli::config(mode, plan, threads),
+                    iters,
+                    inputs.as_deref(),
+                    json,
+                    trace.as_deref(),
+                ),
+            }
+        }
         cli::Command::Ops { missing } => cli::ops::ops(missing),
         cli::Command::Verify { bundled, rtol, atol } => cli::verify::verify(&bundled, rtol, atol),
     };

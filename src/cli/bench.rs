@@ -142,3 +142,84 @@ pub fn bench(
     }
     Ok(())
 }
+
+/// Several requests at once: for each level N, N threads each execute their own Method of the one
+/// shared Program `iters` times; reports executions per second against N = 1.
+pub fn throughput(
+    path: &Path,
+    method_name: &str,
+    config: &etch::MethodConfig,
+    levels: &[usize],
+    iters: usize,
+    input_files: Option<&[PathBuf]>,
+    as_json: bool,
+) -> Result<(), String> {
+    let program = Program::load_file(path).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut base = None;
+    for &n in levels {
+        let n = n.max(1);
+        // Load and warm every method before timing.
+        let mut methods = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut m = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
+            match input_files {
+                Some(files) => set_inputs(&mut m, files)?,
+                None => {
+                    inputs::set_deterministic(&mut m)?;
+                }
+            }
+            for _ in 0..3 {
+                m.execute().map_err(|e| e.to_string())?;
+            }
+            methods.push(m);
+        }
+        let start = Instant::now();
+        let results: Vec<Result<Vec<f64>, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = methods
+                .iter_mut()
+                .map(|m| {
+                    s.spawn(move || {
+                        let mut lat = Vec::with_capacity(iters);
+                        for _ in 0..iters.max(1) {
+                            let t = Instant::now();
+                            m.execute().map_err(|e| e.to_string())?;
+                            lat.push(ms(t.elapsed()));
+                        }
+                        Ok(lat)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a request thread panicked".into()))).collect()
+        });
+        let elapsed = start.elapsed().as_secs_f64();
+        let mut lat = Vec::new();
+        for r in results {
+            lat.extend(r?);
+        }
+        lat.sort_by(f64::total_cmp);
+        let per_s = lat.len() as f64 / elapsed;
+        let base_rate = *base.get_or_insert(per_s);
+        rows.push(json!({
+            "requests": n,
+            "executions_per_s": per_s,
+            "vs_one": per_s / base_rate,
+            "median_ms": quantile(&lat, 0.5),
+            "p90_ms": quantile(&lat, 0.9),
+        }));
+    }
+    if as_json {
+        println!("{}", json!({ "program": path.display().to_string(), "mode": format!("{:?}", config.mode).to_lowercase(), "levels": rows }));
+    } else {
+        println!("{} ({method_name}, {:?}): throughput with concurrent requests", path.display(), config.mode);
+        println!("  requests   executions/s   vs 1   median ms   p90 ms");
+        for r in &rows {
+            println!(
+                "  {:>8}   {:>12.1}   {:>4.2}   {:>9.4}   {:>6.4}",
+                r["requests"], r["executions_per_s"].as_f64().unwrap_or(0.0), r["vs_one"].as_f64().unwrap_or(0.0),
+                r["median_ms"].as_f64().unwrap_or(0.0), r["p90_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}

@@ -103,6 +103,10 @@ pub enum Command {
         /// Write a Chrome/Perfetto trace of the timed runs (one span per instruction).
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Throughput with N concurrent requests (each thread its own Method of the shared
+        /// Program, all on one pool); a comma-separated list such as 1,2,4,8.
+        #[arg(long, value_delimiter = ',')]
+        concurrent: Option<Vec<usize>>,
         /// Comma-separated .npy inputs (default: deterministic inputs).
         #[arg(long, value_delimiter = ',')]
         inputs: Option<Vec<PathBuf>>,
