@@ -50,6 +50,9 @@ pub(crate) struct StepEnv<'a> {
     pub delegates: &'a [Box<dyn DelegateHandle>],
     /// Operator names for tracing spans.
     pub names: &'a [(Arc<str>, usize)],
+    /// Whether a tracing subscriber exists: checked once per execution, so that instructions pay
+    /// nothing for spans nobody records.
+    pub traced: bool,
 }
 
 pub(crate) fn pool_slice(pool: &[u32], s: Span) -> &[u32] {
@@ -64,6 +67,7 @@ pub(crate) fn pool_slice(pool: &[u32], s: Span) -> &[u32] {
 /// one step at a time; the parallel executor by the dependency graph's edges, which order every
 /// pair of conflicting steps. Contract 1 of `KernelArgs::new` (no aliasing inside a call) was
 /// proven at load by the alias check.
+#[inline(always)]
 pub(crate) unsafe fn run_step(
     index: usize,
     step: &Step,
@@ -71,12 +75,43 @@ pub(crate) unsafe fn run_step(
     env: &StepEnv<'_>,
     context: &mut KernelContext,
 ) -> Result<Flow, StepError> {
-    let _span = tracing::trace_span!(
-        "instruction",
-        index,
-        op = %env.names.get(index).map(|n| &*n.0).unwrap_or("?")
-    )
-    .entered();
+    if env.traced && !matches!(step, Step::Nop) {
+        // SAFETY: our own contract, passed on unchanged.
+        return unsafe { run_step_traced(index, step, values, env, context) };
+    }
+    // SAFETY: our own contract, passed on unchanged.
+    unsafe { run_step_plain(step, values, env, context) }
+}
+
+/// [`run_step`] inside a tracing span (operator name, index; the subscriber adds thread and time).
+///
+/// # Safety
+/// As for [`run_step`].
+#[inline(never)]
+unsafe fn run_step_traced(
+    index: usize,
+    step: &Step,
+    values: &ValueTable,
+    env: &StepEnv<'_>,
+    context: &mut KernelContext,
+) -> Result<Flow, StepError> {
+    let _span =
+        tracing::trace_span!("instruction", index, op = %env.names.get(index).map(|n| &*n.0).unwrap_or("?")).entered();
+    // SAFETY: our own contract, passed on unchanged.
+    unsafe { run_step_plain(step, values, env, context) }
+}
+
+/// [`run_step`] without tracing.
+///
+/// # Safety
+/// As for [`run_step`].
+#[inline(always)]
+unsafe fn run_step_plain(
+    step: &Step,
+    values: &ValueTable,
+    env: &StepEnv<'_>,
+    context: &mut KernelContext,
+) -> Result<Flow, StepError> {
     match *step {
         Step::Kernel { run, args, writable } => {
             let args = pool_slice(env.arg_pool, args);

@@ -316,7 +316,7 @@ impl<'mem> Method<'mem> {
 
         let mut values = ValueTable::new(values, tensors, pool);
         {
-            let env = StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites };
+            let env = StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites, traced: false };
             let mut context = KernelContext::new();
             for (i, step) in original_steps.iter().enumerate().filter(|(i, _)| fold[*i]) {
                 // SAFETY: the method is not built yet: this is the only access to `values`, and
@@ -636,7 +636,12 @@ impl Inner<'_> {
     }
 
     fn env(&self) -> StepEnv<'_> {
-        StepEnv { arg_pool: &self.arg_pool, delegates: &self.delegates, names: &self.sites }
+        StepEnv {
+            arg_pool: &self.arg_pool,
+            delegates: &self.delegates,
+            names: &self.sites,
+            traced: tracing::dispatcher::has_been_set(),
+        }
     }
 
     fn check_inputs(&self) -> Result<()> {

@@ -209,15 +209,21 @@ pub fn throughput(
         }));
     }
     if as_json {
-        println!("{}", json!({ "program": path.display().to_string(), "mode": format!("{:?}", config.mode).to_lowercase(), "levels": rows }));
+        println!(
+            "{}",
+            json!({ "program": path.display().to_string(), "mode": format!("{:?}", config.mode).to_lowercase(), "levels": rows })
+        );
     } else {
         println!("{} ({method_name}, {:?}): throughput with concurrent requests", path.display(), config.mode);
         println!("  requests   executions/s   vs 1   median ms   p90 ms");
         for r in &rows {
             println!(
                 "  {:>8}   {:>12.1}   {:>4.2}   {:>9.4}   {:>6.4}",
-                r["requests"], r["executions_per_s"].as_f64().unwrap_or(0.0), r["vs_one"].as_f64().unwrap_or(0.0),
-                r["median_ms"].as_f64().unwrap_or(0.0), r["p90_ms"].as_f64().unwrap_or(0.0)
+                r["requests"],
+                r["executions_per_s"].as_f64().unwrap_or(0.0),
+                r["vs_one"].as_f64().unwrap_or(0.0),
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["p90_ms"].as_f64().unwrap_or(0.0)
             );
         }
     }
