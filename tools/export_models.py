@@ -325,6 +325,7 @@ ZOO = [
          "nn.GRU(16, 32, num_layers=2, batch_first=True), sequence 8"),
     # --- large: canonical torchvision configurations (not committed) -------------------------------
     Spec("resnet18", "ResNet", tvm.resnet18, image(64), False, "torchvision resnet18, 64x64"),
+    Spec("mobilenet_v2", "MobileNet v2", tvm.mobilenet_v2, image(64), False, "torchvision mobilenet_v2, 64x64"),
     Spec("mobilenet_v3_small", "MobileNet v3", tvm.mobilenet_v3_small, image(64), False,
          "torchvision mobilenet_v3_small, 64x64"),
     Spec("efficientnet_b0", "EfficientNet", tvm.efficientnet_b0, image(64), False, "torchvision efficientnet_b0, 64x64"),
