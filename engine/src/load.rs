@@ -413,7 +413,13 @@ impl Builder<'_> {
                         .get(&name)
                         .ok_or_else(|| Error::OperatorMissing { at: at(), operator: name.to_string() })?;
                     let schema = &kernel.schema;
-                    if args.len() != schema.slot_count() {
+                    let n_args = schema.args.len();
+                    // The exporter passes several returns as one TensorList value naming the out
+                    // tensors (e.g. batch norm's output, mean and invstd).
+                    let packed_returns = schema.returns.len() > 1
+                        && args.len() == n_args + 1
+                        && matches!(def.values.get(args[n_args] as usize), Some(ValueDef::TensorList(_)));
+                    if args.len() != schema.slot_count() && !packed_returns {
                         return Err(Error::InvalidInstruction {
                             at: at(),
                             reason: format!(
@@ -425,7 +431,6 @@ impl Builder<'_> {
                             ),
                         });
                     }
-                    let n_args = schema.args.len();
                     for (p, spec) in schema.args.iter().enumerate() {
                         let v = &def.values[args[p] as usize];
                         if !kind_fits(&spec.ty, v) {
@@ -442,10 +447,28 @@ impl Builder<'_> {
                         }
                     }
                     // Returns that alias an `out` argument must repeat it; the kernel never sees them.
+                    let return_value = |j: usize| -> Option<u32> {
+                        if packed_returns {
+                            match def.values.get(args[n_args] as usize) {
+                                Some(ValueDef::TensorList(items)) => items.get(j).copied(),
+                                _ => None,
+                            }
+                        } else {
+                            args.get(n_args + j).copied()
+                        }
+                    };
+                    if packed_returns
+                        && !matches!(def.values.get(args[n_args] as usize), Some(ValueDef::TensorList(items)) if items.len() == schema.returns.len())
+                    {
+                        return Err(Error::InvalidInstruction {
+                            at: at(),
+                            reason: format!("the returns list must name {} tensors", schema.returns.len()),
+                        });
+                    }
                     let mut all_alias = true;
                     for (j, r) in schema.returns.iter().enumerate() {
                         match r.aliases_arg {
-                            Some(a) if args[n_args + j] == args[a] => {}
+                            Some(a) if return_value(j) == Some(args[a]) => {}
                             Some(_) => {
                                 return Err(Error::InvalidInstruction {
                                     at: at(),
