@@ -1,5 +1,7 @@
 //! The sequential path allocates nothing inside `execute` once the method is loaded: a counting
-//! global allocator sees zero allocations over many executions of real programs.
+//! global allocator sees zero allocations over many executions of real programs. This is the
+//! portable (reference, heapless) configuration, `Runtime::portable()`; optimized kernels may
+//! allocate scratch (the GEMM's packing buffers).
 
 mod common;
 
@@ -62,7 +64,7 @@ fn allocations(f: impl FnOnce()) -> usize {
 fn loaded(name: &str) -> etch::Method<'static> {
     let case = common::case(name);
     let program = Program::load_file(&case.program).unwrap();
-    let mut method = program.load_method(&case.method).unwrap();
+    let mut method = program.load_method_with(&case.method, &etch::Runtime::portable(), None).unwrap();
     for (i, path) in case.runs[0].0.iter().enumerate() {
         let a = etch::npy::read(path).unwrap();
         method.set_input(i, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();

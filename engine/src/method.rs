@@ -85,6 +85,8 @@ struct Inner<'mem> {
     free_targets: Box<[TensorId]>,
     mode: ExecutionMode,
     parallel: Option<Parallel>,
+    /// For kernels' intra-op parallelism (None when the runtime turns it off).
+    runtime: crate::program::Runtime,
     /// Planned buffer sizes in use (the exporter's, or the re-plan's).
     planned_sizes: Vec<u64>,
     replanned: bool,
@@ -353,6 +355,7 @@ impl<'mem> Method<'mem> {
                 free_targets: free_targets.into_iter().collect(),
                 mode: config.mode,
                 parallel,
+                runtime: config.runtime.clone(),
                 planned_sizes,
                 replanned: replan.is_some(),
                 folded,
@@ -635,6 +638,11 @@ impl Inner<'_> {
         }
     }
 
+    /// A kernel context for steps run on the calling thread: may use the pool for intra-op work.
+    fn context(&self) -> KernelContext {
+        KernelContext::with_pool(self.runtime.intra_op().then(|| self.runtime.pool()))
+    }
+
     fn env(&self) -> StepEnv<'_> {
         StepEnv {
             arg_pool: &self.arg_pool,
@@ -689,7 +697,7 @@ impl Inner<'_> {
         unsafe { self.restore_freed() };
         let this = &*self;
         let env = this.env();
-        let mut context = KernelContext::new();
+        let mut context = this.context();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             run_sequential(this.steps.len(), DEFAULT_BUDGET, |pc| {
                 // SAFETY: one step at a time, with exclusive access to the method (`&mut self`).
@@ -733,7 +741,7 @@ impl Inner<'_> {
         }
         let env = self.env();
         self.catch(|| {
-            let mut context = KernelContext::new();
+            let mut context = self.context();
             let r = run_sequential(self.steps.len(), DEFAULT_BUDGET, |pc| {
                 let t = Instant::now();
                 // SAFETY: one step at a time; the busy flag excludes other executions.
@@ -807,7 +815,7 @@ impl Inner<'_> {
         let n = self.steps.len();
         let mut pc = 0usize;
         let mut executed = 0u64;
-        let mut context = KernelContext::new();
+        let mut context = self.context();
         while pc < n {
             let bi = p.block_at.get(pc).copied().unwrap_or(usize::MAX);
             let Some(block) = p.blocks.get(bi) else {

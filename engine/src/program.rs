@@ -161,6 +161,8 @@ impl Program {
 pub struct Runtime {
     kernels: Arc<KernelRegistry>,
     backends: Arc<BackendRegistry>,
+    /// Whether kernels may spread single operators over the pool (intra-op parallelism).
+    intra_op: bool,
     threads: usize,
     pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
 }
@@ -177,7 +179,23 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     pub fn new(kernels: KernelRegistry, backends: BackendRegistry) -> Runtime {
-        Runtime { kernels: Arc::new(kernels), backends: Arc::new(backends), threads: 0, pool: Arc::default() }
+        Runtime {
+            kernels: Arc::new(kernels),
+            backends: Arc::new(backends),
+            intra_op: true,
+            threads: 0,
+            pool: Arc::default(),
+        }
+    }
+
+    /// The same runtime with intra-op parallelism on or off (off: kernels never use other threads,
+    /// and sequential methods never start the pool).
+    pub fn with_intra_op(&self, on: bool) -> Runtime {
+        Runtime { intra_op: on, ..self.clone() }
+    }
+
+    pub fn intra_op(&self) -> bool {
+        self.intra_op
     }
 
     /// The same registries with a pool of `threads` worker threads (0: one per core).
@@ -219,15 +237,21 @@ impl Runtime {
             .clone()
     }
 
-    /// Portable kernels and the built-in backends.
+    /// Portable kernels only, single-threaded operators: the reference configuration, and the
+    /// heapless one (sequential execution allocates nothing).
     pub fn portable() -> Runtime {
-        Runtime::new(KernelRegistry::portable(), BackendRegistry::new())
+        Runtime::new(KernelRegistry::portable(), BackendRegistry::new()).with_intra_op(false)
     }
 
-    /// A process-wide [`Runtime::portable`], built on first use.
+    /// Optimized kernels over the portable ones, with intra-op parallelism on the pool.
+    pub fn optimized() -> Runtime {
+        Runtime::new(KernelRegistry::optimized(), BackendRegistry::new())
+    }
+
+    /// A process-wide [`Runtime::optimized`], built on first use: what `Program::load_method` uses.
     pub fn global() -> &'static Runtime {
         static GLOBAL: OnceLock<Runtime> = OnceLock::new();
-        GLOBAL.get_or_init(Runtime::portable)
+        GLOBAL.get_or_init(Runtime::optimized)
     }
 
     pub fn kernels(&self) -> &KernelRegistry {

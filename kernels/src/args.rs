@@ -92,6 +92,19 @@ impl<'a> KernelArgs<'a> {
         Ok(Tensor::new(imp, arg))
     }
 
+    /// The dtype of the tensor at position `arg`, without borrowing it (so a kernel can choose a
+    /// path before taking an output with [`Self::tensor_mut`]).
+    pub fn tensor_dtype(&self, arg: usize) -> Result<DType, KernelError> {
+        let id = self.tensor_id(arg)?;
+        if self.borrowed_mut.get() & Self::bit(arg) != 0 {
+            return Err(KernelError::AlreadyBorrowed { arg });
+        }
+        // SAFETY: no `TensorMut` of this position is alive (checked above), and contract 1 of
+        // `new` keeps other positions' mutable borrows on other tensors; the reference ends here.
+        let imp = unsafe { self.table.tensor_ref(id) }.ok_or(KernelError::MissingArg { arg, len: self.args.len() })?;
+        Ok(imp.dtype())
+    }
+
     /// Position `arg` as a read-only tensor.
     pub fn tensor(&self, arg: usize) -> Result<Tensor<'_>, KernelError> {
         let id = self.tensor_id(arg)?;

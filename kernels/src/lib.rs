@@ -15,6 +15,7 @@ pub mod args;
 pub mod dtype;
 pub mod error;
 pub mod op_schema;
+pub mod optimized;
 pub mod portable;
 pub mod registry;
 pub mod shape;

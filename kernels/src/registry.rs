@@ -9,16 +9,42 @@ use crate::args::KernelArgs;
 use crate::error::KernelError;
 use crate::op_schema::{OpSchema, SchemaError};
 
-/// Per-call context a kernel may use. Carries nothing yet; scratch memory and the thread pool
-/// arrive here so that kernel signatures need not change.
+/// Per-call context a kernel may use: today, the thread pool for intra-op parallelism (the same
+/// pool the inter-op scheduler uses, so the two never oversubscribe the cores). Scratch memory will
+/// arrive here too, so kernel signatures need not change.
 #[derive(Debug, Default)]
 pub struct KernelContext {
-    _private: (),
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 impl KernelContext {
+    /// A context without a pool: kernels run on the calling thread (or, if that is a pool
+    /// thread, may use its pool).
     pub fn new() -> Self {
         KernelContext::default()
+    }
+
+    /// A context whose kernels may spread work over `pool`.
+    pub fn with_pool(pool: Option<std::sync::Arc<rayon::ThreadPool>>) -> Self {
+        KernelContext { pool }
+    }
+
+    /// Threads a kernel may use: the pool it would run in, or 1.
+    pub fn threads(&self) -> usize {
+        if rayon::current_thread_index().is_some() {
+            rayon::current_num_threads()
+        } else {
+            self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+        }
+    }
+
+    /// Runs `f` so that rayon calls inside it (`join`, parallel iterators, a GEMM's threads) use
+    /// etch's pool: directly when already on a pool thread, through `install` otherwise.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) if rayon::current_thread_index().is_none() => pool.install(f),
+            _ => f(),
+        }
     }
 }
 
@@ -58,10 +84,19 @@ impl KernelRegistry {
         KernelRegistry::default()
     }
 
-    /// A registry with etch's portable kernels.
+    /// A registry with etch's portable kernels: the reference, allocation-free set.
     pub fn portable() -> Self {
         let mut r = KernelRegistry::new();
         crate::portable::register_all(&mut r);
+        r
+    }
+
+    /// The portable kernels with the optimized ones in place of theirs where they exist (like
+    /// ExecuTorch's `kernels/optimized`). Optimized kernels may allocate scratch memory and use the
+    /// pool; they fall back to the portable code for cases they do not cover.
+    pub fn optimized() -> Self {
+        let mut r = KernelRegistry::portable();
+        crate::optimized::register_all(&mut r);
         r
     }
 
@@ -100,6 +135,16 @@ impl KernelRegistry {
         }
         self.kernels.insert(schema.qualified_name.clone(), OpKernel { schema: Arc::new(schema), run, dtypes, pure });
         Ok(())
+    }
+
+    /// Registers a pure kernel, replacing any of the same name (optimized over portable).
+    pub(crate) fn replace_pure(
+        &mut self,
+        schema: &str,
+        dtypes: &'static [crate::DType],
+        run: KernelFn,
+    ) -> Result<(), RegistryError> {
+        self.insert(schema, dtypes, run, true, true)
     }
 
     /// Registers, replacing any kernel of the same name (to override a portable kernel).

@@ -1,0 +1,216 @@
+//! Matrix products through the `gemm` crate (blocked, SIMD, multi-threaded on etch's pool).
+
+use gemm::{Parallelism, gemm};
+
+use crate::args::KernelArgs;
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::portable;
+use crate::portable::elementwise::{REAL_DTYPES, broadcast_strides_ordered};
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+use crate::shape::StridedIter;
+use crate::tensor::Tensor;
+use crate::value::Scalar;
+
+/// Below this many multiply-adds a product runs on one thread: spreading it costs more than it
+/// saves (measured with `cargo bench --bench kernels`, matmul group).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// A dense f32 matrix view: element (i, j) of batch b is at `b * batch + i * row + j * col`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    batch: usize,
+    row: usize,
+    col: usize,
+}
+
+/// `(batch, row, col)` strides of a 2-D or 3-D tensor, from its dim order.
+fn strides(t: &Tensor<'_>) -> Option<(usize, usize, usize)> {
+    let s = t.strides();
+    match t.dim() {
+        2 => Some((0, s[0], s[1])),
+        3 => Some((s[0], s[1], s[2])),
+        _ => None,
+    }
+}
+
+/// Largest element offset a view touches for `batches` × `rows` × `cols`, if it fits.
+fn max_offset(batches: usize, rows: usize, cols: usize, batch: usize, row: usize, col: usize) -> Option<usize> {
+    if batches == 0 || rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (batches - 1)
+        .checked_mul(batch)?
+        .checked_add((rows - 1).checked_mul(row)?)?
+        .checked_add((cols - 1).checked_mul(col)?)
+}
+
+/// `out[b] = keep * out[b] + scale * a[b] @ m[b]` for `batches` products of `n×k` by `k×p`.
+/// `keep` is `None` when `out` is only written.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    ctx: &KernelContext,
+    batches: usize,
+    (n, k, p): (usize, usize, usize),
+    a: Mat<'_>,
+    m: Mat<'_>,
+    out: &mut [f32],
+    (ob, or, oc): (usize, usize, usize),
+    keep: Option<f32>,
+    scale: f32,
+    arg: usize,
+) -> Result<(), KernelError> {
+    let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+    // Every index gemm will form stays inside its slice: checked here, once, for the SAFETY below.
+    let fits = |len: usize, off: Option<usize>| off.is_some_and(|o| len == 0 && o == 0 || o < len);
+    if !fits(a.data.len(), max_offset(batches, n, k, a.batch, a.row, a.col))
+        || !fits(m.data.len(), max_offset(batches, k, p, m.batch, m.row, m.col))
+        || !fits(out.len(), max_offset(batches, n, p, ob, or, oc))
+    {
+        return Err(bad);
+    }
+    if n == 0 || p == 0 {
+        return Ok(());
+    }
+    let isz = |x: usize| isize::try_from(x).map_err(|_| bad);
+    let (a_rs, a_cs, m_rs, m_cs, o_rs, o_cs) = (isz(a.row)?, isz(a.col)?, isz(m.row)?, isz(m.col)?, isz(or)?, isz(oc)?);
+    let macs = n.saturating_mul(k).saturating_mul(p);
+    let threads = ctx.threads();
+    let parallelism =
+        if threads > 1 && macs >= PARALLEL_MIN_MACS { Parallelism::Rayon(threads) } else { Parallelism::None };
+    ctx.install(|| {
+        for b in 0..batches {
+            let (ao, mo, oo) = (b * a.batch, b * m.batch, b * ob);
+            // SAFETY: the pointers are into live slices; every element gemm reads is at
+            // `base + i * rs + j * cs` with i < rows and j < cols, which the `fits` checks above
+            // bound by the slice lengths (offsets are non-negative, strides fit in isize); the
+            // output slice is exclusively borrowed and does not overlap the inputs (distinct
+            // tensors, checked by the engine's alias rule).
+            unsafe {
+                gemm(
+                    n,
+                    p,
+                    k,
+                    out.as_mut_ptr().add(oo),
+                    o_cs,
+                    o_rs,
+                    keep.is_some(),
+                    a.data.as_ptr().add(ao),
+                    a_cs,
+                    a_rs,
+                    m.data.as_ptr().add(mo),
+                    m_cs,
+                    m_rs,
+                    keep.unwrap_or(0.0),
+                    scale,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+    });
+    Ok(())
+}
+
+fn all_f32(args: &KernelArgs<'_>, inputs: &[usize], out: usize) -> Result<bool, KernelError> {
+    for &i in inputs {
+        if args.tensor(i)?.dtype() != DType::Float {
+            return Ok(false);
+        }
+    }
+    Ok(args.tensor_dtype(out)? == DType::Float)
+}
+
+fn view<'a>(t: &Tensor<'a>) -> Result<Option<Mat<'a>>, KernelError> {
+    let Some((batch, row, col)) = strides(t) else { return Ok(None) };
+    Ok(Some(Mat { data: t.data::<f32>()?, batch, row, col }))
+}
+
+/// `aten::mm.out` — f32 through gemm, otherwise the portable kernel.
+pub fn mm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (a, m) = (args.tensor(0)?, args.tensor(1)?);
+    if !all_f32(args, &[0, 1], 2)? || a.dim() != 2 || m.dim() != 2 || a.sizes()[1] != m.sizes()[0] {
+        return portable::linalg::mm_out(ctx, args);
+    }
+    let (n, k, p) = (a.sizes()[0], a.sizes()[1], m.sizes()[1]);
+    let (Some(av), Some(mv)) = (view(&a)?, view(&m)?) else { return portable::linalg::mm_out(ctx, args) };
+    let mut out = args.tensor_mut(2)?;
+    out.resize(&[n, p])?;
+    let s = out.strides();
+    gemm_f32(ctx, 1, (n, k, p), av, mv, out.data_mut::<f32>()?, (0, s[0], s[1]), None, 1.0, 2)
+}
+
+/// `aten::bmm.out` — f32 through gemm, otherwise the portable kernel.
+pub fn bmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (a, m) = (args.tensor(0)?, args.tensor(1)?);
+    let ok = a.dim() == 3 && m.dim() == 3 && a.sizes()[0] == m.sizes()[0] && a.sizes()[2] == m.sizes()[1];
+    if !all_f32(args, &[0, 1], 2)? || !ok {
+        return portable::linalg::bmm_out(ctx, args);
+    }
+    let (b, n, k, p) = (a.sizes()[0], a.sizes()[1], a.sizes()[2], m.sizes()[2]);
+    let (Some(av), Some(mv)) = (view(&a)?, view(&m)?) else { return portable::linalg::bmm_out(ctx, args) };
+    let mut out = args.tensor_mut(2)?;
+    out.resize(&[b, n, p])?;
+    let s = out.strides();
+    gemm_f32(ctx, b, (n, k, p), av, mv, out.data_mut::<f32>()?, (s[0], s[1], s[2]), None, 1.0, 2)
+}
+
+/// `aten::addmm.out` — `beta * self + alpha * (mat1 @ mat2)`; f32 through gemm (the bias is
+/// broadcast into the output first, then accumulated onto), otherwise the portable kernel.
+pub fn addmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (bias, a, m) = (args.tensor(0)?, args.tensor(1)?, args.tensor(2)?);
+    let (beta, alpha) = (args.scalar(3)?, args.scalar(4)?);
+    let shapes_ok = a.dim() == 2 && m.dim() == 2 && a.sizes()[1] == m.sizes()[0] && bias.dim() <= 2;
+    if !all_f32(args, &[0, 1, 2], 5)? || !shapes_ok {
+        return portable::linalg::addmm_out(ctx, args);
+    }
+    let (n, k, p) = (a.sizes()[0], a.sizes()[1], m.sizes()[1]);
+    if crate::shape::broadcast_shapes(bias.sizes(), &[n, p]).as_deref() != Some(&[n, p][..]) {
+        return portable::linalg::addmm_out(ctx, args);
+    }
+    let (Some(av), Some(mv)) = (view(&a)?, view(&m)?) else { return portable::linalg::addmm_out(ctx, args) };
+    let f = |s: Scalar| s.to_f64() as f32;
+    let (beta, alpha) = (f(beta), f(alpha));
+    let mut out = args.tensor_mut(5)?;
+    out.resize(&[n, p])?;
+    let s = out.strides();
+    let bias_strides = broadcast_strides_ordered(bias.sizes(), &bias.strides(), &[n, p]);
+    let bias_data = bias.data::<f32>()?;
+    let o = out.data_mut::<f32>()?;
+    let keep = if beta == 0.0 {
+        // PyTorch ignores `self` (even NaN) when beta is 0.
+        None
+    } else {
+        let bad = KernelError::ShapeMismatch { arg: 0, reason: "bias outside its tensor" };
+        if bias.sizes() == [p] && s[1] == 1 && bias_data.len() == p {
+            // The linear-layer case: one bias row copied into every output row.
+            for i in 0..n {
+                o.get_mut(i * s[0]..i * s[0] + p).ok_or(bad)?.copy_from_slice(bias_data);
+            }
+        } else {
+            let ostrides = crate::Shape::new(&[s[0], s[1]]).unwrap_or_default();
+            for [io, ib] in StridedIter::new(&[n, p], [ostrides, bias_strides]) {
+                *o.get_mut(io).ok_or(bad)? = *bias_data.get(ib).ok_or(bad)?;
+            }
+        }
+        Some(beta)
+    };
+    gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, 5)
+}
+
+/// Registers the optimized matrix products.
+pub fn register(r: &mut KernelRegistry) {
+    let table: &[(&str, &'static [DType], KernelFn)] = &[
+        ("aten::mm.out(Tensor self, Tensor mat2, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, mm_out),
+        ("aten::bmm.out(Tensor self, Tensor mat2, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, bmm_out),
+        (
+            "aten::addmm.out(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            addmm_out,
+        ),
+    ];
+    super::replace_table(r, table);
+}

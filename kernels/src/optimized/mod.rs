@@ -1,0 +1,20 @@
+//! Optimized kernels, registered over the portable ones (`KernelRegistry::optimized`). Each covers
+//! the common fast cases (dtypes, layouts) and hands everything else to the portable kernel, which
+//! stays the reference: tests compare the two across shapes.
+
+pub mod linalg;
+
+use crate::registry::{KernelFn, KernelRegistry};
+
+/// Registers every optimized kernel, replacing the portable ones of the same name.
+pub fn register_all(r: &mut KernelRegistry) {
+    linalg::register(r);
+}
+
+pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
+    for (schema, dtypes, run) in table {
+        if let Err(e) = r.replace_pure(schema, dtypes, *run) {
+            debug_assert!(false, "{e}");
+        }
+    }
+}
