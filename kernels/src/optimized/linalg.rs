@@ -82,6 +82,9 @@ fn gemm_f32(
     ctx.install(|| {
         for b in 0..batches {
             let (ao, mo, oo) = (b * a.batch, b * m.batch, b * ob);
+            // In bounds by the `fits` checks: `wrapping_add` here only avoids a separate unsafe op.
+            let (dst, lhs, rhs) =
+                (out.as_mut_ptr().wrapping_add(oo), a.data.as_ptr().wrapping_add(ao), m.data.as_ptr().wrapping_add(mo));
             // SAFETY: the pointers are into live slices; every element gemm reads is at
             // `base + i * rs + j * cs` with i < rows and j < cols, which the `fits` checks above
             // bound by the slice lengths (offsets are non-negative, strides fit in isize); the
@@ -92,14 +95,14 @@ fn gemm_f32(
                     n,
                     p,
                     k,
-                    out.as_mut_ptr().add(oo),
+                    dst,
                     o_cs,
                     o_rs,
                     keep.is_some(),
-                    a.data.as_ptr().add(ao),
+                    lhs,
                     a_cs,
                     a_rs,
-                    m.data.as_ptr().add(mo),
+                    rhs,
                     m_cs,
                     m_rs,
                     keep.unwrap_or(0.0),
