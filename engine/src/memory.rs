@@ -28,9 +28,8 @@ impl AlignedBuf {
     /// `len` zero bytes, or `None` if the allocation size overflows.
     pub fn zeroed(len: usize) -> Option<AlignedBuf> {
         let lines = len.checked_add(BUFFER_ALIGN - 1)? / BUFFER_ALIGN;
-        let mut v = Vec::new();
-        v.try_reserve_exact(lines).ok()?;
-        v.resize(lines, Line([0; BUFFER_ALIGN]));
+        // Fails (instead of aborting) when the size cannot be allocated.
+        let v: Vec<Line> = bytemuck::allocation::try_zeroed_vec(lines).ok()?;
         Some(AlignedBuf { lines: v, len })
     }
 

@@ -75,8 +75,14 @@ impl Program {
     pub fn load_file(path: impl AsRef<Path>) -> Result<Program> {
         let path = path.as_ref();
         let io = |source| Error::Io { path: path.display().to_string(), source };
-        let bytes = std::fs::read(path).map_err(io)?;
-        Program::from_bytes(&bytes)
+        // Read straight into aligned memory: one copy, no intermediate Vec.
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let len = usize::try_from(len).map_err(|_| Error::Internal("file too large".into()))?;
+        let mut buf = AlignedBuf::zeroed(len).ok_or_else(|| Error::Internal("file too large".into()))?;
+        file.read_exact(buf.as_mut_slice()).map_err(io)?;
+        Program::new(Bytes::Aligned(buf))
     }
 
     /// Maps a file into memory and loads it without copying.

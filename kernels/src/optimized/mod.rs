@@ -2,6 +2,7 @@
 //! the common fast cases (dtypes, layouts) and hands everything else to the portable kernel, which
 //! stays the reference: tests compare the two across shapes.
 
+pub mod copy;
 pub mod linalg;
 
 use crate::registry::{KernelFn, KernelRegistry};
@@ -9,6 +10,7 @@ use crate::registry::{KernelFn, KernelRegistry};
 /// Registers every optimized kernel, replacing the portable ones of the same name.
 pub fn register_all(r: &mut KernelRegistry) {
     linalg::register(r);
+    copy::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
