@@ -3,7 +3,9 @@
 use crate::args::KernelArgs;
 use crate::dtype::{DType, Element};
 use crate::error::KernelError;
-use crate::portable::elementwise::{Compute, Operand, check_out_cast, compute_for, result_type, ternary_map, unary_map};
+use crate::portable::elementwise::{
+    Compute, Operand, check_out_cast, compute_for, result_type, ternary_map, unary_map,
+};
 use crate::portable::math::Float;
 use crate::portable::unary::float_map;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
@@ -158,11 +160,8 @@ pub fn clamp_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
 pub fn hardtanh_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let dtype = args.tensor(0)?.dtype();
     let (lo, hi) = (args.scalar(1)?, args.scalar(2)?);
-    let (lo, hi) = if dtype.is_floating_point() {
-        (lo, hi)
-    } else {
-        (Scalar::Int(lo.to_i64()), Scalar::Int(hi.to_i64()))
-    };
+    let (lo, hi) =
+        if dtype.is_floating_point() { (lo, hi) } else { (Scalar::Int(lo.to_i64()), Scalar::Int(hi.to_i64())) };
     clamp_scalars(args, Some(lo), Some(hi), dtype, 3)
 }
 
@@ -220,7 +219,11 @@ pub fn register(r: &mut KernelRegistry) {
             FLOAT_DTYPES,
             elu_out,
         ),
-        ("aten::gelu.out(Tensor self, *, str approximate=\"none\", Tensor(a!) out) -> Tensor(a!)", FLOAT_DTYPES, gelu_out),
+        (
+            "aten::gelu.out(Tensor self, *, str approximate=\"none\", Tensor(a!) out) -> Tensor(a!)",
+            FLOAT_DTYPES,
+            gelu_out,
+        ),
         (
             "aten::leaky_relu.out(Tensor self, Scalar negative_slope=0.01, *, Tensor(a!) out) -> Tensor(a!)",
             FLOAT_DTYPES,

@@ -4,14 +4,13 @@ use crate::args::KernelArgs;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
 use crate::portable::elementwise::{
-    BinaryOp as Arith, Compute, Operand, binary_in, binary_map, check_out_cast, compute_for, result_type2,
-    scalar_fits, ternary_map,
+    BinaryOp as Arith, Compute, Operand, binary_in, binary_map, check_out_cast, compute_for, result_type2, scalar_fits,
+    ternary_map,
 };
+use crate::portable::math::{Float, div_floor_float, div_floor_int, pow_int, remainder_float, remainder_int};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::value::Scalar;
 use core::cell::Cell;
-use crate::portable::math::{Float, div_floor_float, div_floor_int, pow_int, remainder_float, remainder_int};
-
 
 /// Computes `out = op(a, b)` in PyTorch's result type. Inlined into each kernel so operands stay
 /// in registers (passing these small enums through memory costs store-forwarding stalls, which
@@ -373,12 +372,12 @@ int_checked_op!(
 );
 
 /// Computes a division-like operator in the common dtype and reports integer division by zero.
-fn checked_division<'z, O: Arith>(
+fn checked_division<O: Arith>(
     a: Operand<'_>,
     b: Operand<'_>,
     args: &KernelArgs<'_>,
     out_arg: usize,
-    zero: &'z Cell<bool>,
+    zero: &Cell<bool>,
     op: O,
 ) -> Result<(), KernelError> {
     let mut out = args.tensor_mut(out_arg)?;
@@ -655,8 +654,16 @@ pub fn register(r: &mut KernelRegistry) {
             REAL_DTYPES,
             floor_divide_out,
         ),
-        ("aten::fmod.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, fmod_tensor_out),
-        ("aten::fmod.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, fmod_scalar_out),
+        (
+            "aten::fmod.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
+            REAL_DTYPES,
+            fmod_tensor_out,
+        ),
+        (
+            "aten::fmod.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            fmod_scalar_out,
+        ),
         (
             "aten::remainder.Tensor_out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
             REAL_DTYPES,
@@ -672,7 +679,11 @@ pub fn register(r: &mut KernelRegistry) {
             REAL_DTYPES,
             pow_tensor_tensor_out,
         ),
-        ("aten::pow.Scalar_out(Scalar self, Tensor exponent, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, pow_scalar_out),
+        (
+            "aten::pow.Scalar_out(Scalar self, Tensor exponent, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            pow_scalar_out,
+        ),
         (
             "aten::rsub.Scalar_out(Tensor self, Scalar other, Scalar alpha=1, *, Tensor(a!) out) -> Tensor(a!)",
             REAL_DTYPES,

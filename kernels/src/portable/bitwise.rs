@@ -3,9 +3,7 @@
 use crate::args::KernelArgs;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
-use crate::portable::elementwise::{
-    BinaryOp, Operand, binary_in, binary_map, check_out_cast, result_type2, unary_map,
-};
+use crate::portable::elementwise::{BinaryOp, Operand, binary_in, binary_map, check_out_cast, result_type2, unary_map};
 use crate::portable::math::{shift_left, shift_right};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
@@ -41,13 +39,7 @@ impl BinaryOp for Bits {
 }
 
 /// Integer (and, for `and`/`or`/`xor`, bool) operands only, as in PyTorch.
-fn bitwise(
-    a: Operand<'_>,
-    b: Operand<'_>,
-    args: &KernelArgs<'_>,
-    out_arg: usize,
-    op: Bits,
-) -> Result<(), KernelError> {
+fn bitwise(a: Operand<'_>, b: Operand<'_>, args: &KernelArgs<'_>, out_arg: usize, op: Bits) -> Result<(), KernelError> {
     let mut out = args.tensor_mut(out_arg)?;
     let common = result_type2(&a, &b);
     let is_shift = matches!(op, Bits::Shl(_) | Bits::Shr(..));
@@ -88,7 +80,12 @@ macro_rules! bitwise_kernels {
 bitwise_kernels!(bitwise_and_tensor_out, bitwise_and_scalar_out, "bitwise_and", Bits::And);
 bitwise_kernels!(bitwise_or_tensor_out, bitwise_or_scalar_out, "bitwise_or", Bits::Or);
 bitwise_kernels!(bitwise_xor_tensor_out, bitwise_xor_scalar_out, "bitwise_xor", Bits::Xor);
-bitwise_kernels!(bitwise_left_shift_tensor_out, bitwise_left_shift_tensor_scalar_out, "bitwise_left_shift", Bits::Shl(0));
+bitwise_kernels!(
+    bitwise_left_shift_tensor_out,
+    bitwise_left_shift_tensor_scalar_out,
+    "bitwise_left_shift",
+    Bits::Shl(0)
+);
 bitwise_kernels!(
     bitwise_right_shift_tensor_out,
     bitwise_right_shift_tensor_scalar_out,
@@ -196,9 +193,21 @@ pub fn register(r: &mut KernelRegistry) {
             bitwise_right_shift_tensor_scalar_out,
         ),
         ("aten::bitwise_not.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", INT_BOOL_DTYPES, bitwise_not_out),
-        ("aten::logical_and.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, logical_and_out),
-        ("aten::logical_or.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, logical_or_out),
-        ("aten::logical_xor.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, logical_xor_out),
+        (
+            "aten::logical_and.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            logical_and_out,
+        ),
+        (
+            "aten::logical_or.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            logical_or_out,
+        ),
+        (
+            "aten::logical_xor.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            logical_xor_out,
+        ),
     ];
     crate::portable::register_table(r, table);
 }

@@ -135,7 +135,13 @@ pub fn empty_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
 /// `ceil((end - start) / step)` (in integer arithmetic for int64 outputs), values are computed in
 /// the output's accumulation type (f64 for float32/float64, f32 for 16-bit floats, i64 for
 /// integers).
-fn arange(start: Scalar, end: Scalar, step: Scalar, out: &mut TensorMut<'_>, args_base: usize) -> Result<(), KernelError> {
+fn arange(
+    start: Scalar,
+    end: Scalar,
+    step: Scalar,
+    out: &mut TensorMut<'_>,
+    args_base: usize,
+) -> Result<(), KernelError> {
     let dtype = out.dtype();
     let arg_step = args_base + 2;
     let (fstart, fend, fstep) = (start.to_f64(), end.to_f64(), step.to_f64());
@@ -173,7 +179,8 @@ fn arange(start: Scalar, end: Scalar, step: Scalar, out: &mut TensorMut<'_>, arg
     if !(size_f >= 0.0 && size_f <= i64::MAX as f64) {
         return Err(KernelError::InvalidArgument { arg: arg_step, reason: "invalid arange size" });
     }
-    let len = usize::try_from(size_f as i64).map_err(|_| KernelError::Overflow { arg: arg_step, what: "arange size" })?;
+    let len =
+        usize::try_from(size_f as i64).map_err(|_| KernelError::Overflow { arg: arg_step, what: "arange size" })?;
     out.resize(&[len])?;
     let arg = out.arg();
     crate::dispatch_dtype!(dtype, D => {
@@ -335,8 +342,16 @@ pub fn mean_dtype_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 pub fn register(r: &mut KernelRegistry) {
     use crate::portable::elementwise::{ALL_DTYPES, FLOAT_DTYPES, REAL_DTYPES};
     let table: &[(&str, &'static [DType], KernelFn)] = &[
-        ("aten::fill.Scalar_out(Tensor self, Scalar value, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, fill_scalar_out),
-        ("aten::fill.Tensor_out(Tensor self, Tensor value, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, fill_tensor_out),
+        (
+            "aten::fill.Scalar_out(Tensor self, Scalar value, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            fill_scalar_out,
+        ),
+        (
+            "aten::fill.Tensor_out(Tensor self, Tensor value, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            fill_tensor_out,
+        ),
         ("aten::full.out(SymInt[] size, Scalar fill_value, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, full_out),
         (
             "aten::full_like.out(Tensor self, Scalar fill_value, *, MemoryFormat? memory_format=None, Tensor(a!) out) -> Tensor(a!)",

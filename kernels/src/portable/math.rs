@@ -11,6 +11,8 @@
 ///
 /// Rational approximations on `[0, 0.84375)`, `[0.84375, 1.25)`, `[1.25, 1/0.35)` and
 /// `[1/0.35, 6)`; ±1 beyond. Error below one ulp.
+// The coefficients are fdlibm's published decimals (each denotes exactly the double it rounds to).
+#[allow(clippy::excessive_precision)]
 pub fn erf_f64(x: f64) -> f64 {
     const ERX: f64 = 8.45062911510467529297e-01;
     const EFX8: f64 = 1.02703333676410069053e+00;
@@ -312,11 +314,7 @@ pub fn shift_left(a: i64, b: i64, bits: u32) -> i64 {
 /// by a negative amount or by the width or more leaves only the sign: -1 or 0.
 #[inline]
 pub fn shift_right(a: i64, b: i64, bits: u32, signed: bool) -> i64 {
-    if b < 0 || b >= i64::from(bits) {
-        if signed { a >> 63 } else { 0 }
-    } else {
-        a >> b
-    }
+    if b < 0 || b >= i64::from(bits) { if signed { a >> 63 } else { 0 } } else { a >> b }
 }
 
 #[cfg(test)]

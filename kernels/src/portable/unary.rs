@@ -182,9 +182,7 @@ pub fn logit_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let mut out = args.tensor_mut(2)?;
     let result = float_result(x.dtype());
     check_out_cast(result, &out)?;
-    let in_result = |v: f64| -> f64 {
-        crate::dispatch_dtype!(result, R => R::from_f64(v).to_f64(), _ => v)
-    };
+    let in_result = |v: f64| -> f64 { crate::dispatch_dtype!(result, R => R::from_f64(v).to_f64(), _ => v) };
     let bounds = eps.map(|e| (in_result(e), in_result(1.0 - e)));
     fn logit<F: Float>(x: F, bounds: Option<(f64, f64)>) -> F {
         let x = match bounds {
