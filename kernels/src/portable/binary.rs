@@ -194,14 +194,24 @@ pub fn mul_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     arith(Operand::Tensor(args.tensor(0)?), Operand::Scalar(args.scalar(1)?), 2, args, Mul)
 }
 
-/// `aten::maximum.out(Tensor self, Tensor other, *, Tensor(a!) out)`
-pub fn maximum_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    arith(Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?), 2, args, MaxMin { max: true })
+/// `maximum`/`minimum` in the common dtype: the operands are converted to it first, so a wide
+/// zero-dim operand wraps into a narrow integer dtype as in PyTorch.
+fn max_min(args: &KernelArgs<'_>, max: bool) -> Result<(), KernelError> {
+    let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?));
+    let mut out = args.tensor_mut(2)?;
+    let common = result_type2(&a, &b);
+    check_out_cast(common, &out)?;
+    binary_in(a, b, common, &mut out, MaxMin { max })
 }
 
-/// `aten::minimum.out(Tensor self, Tensor other, *, Tensor(a!) out)`
+/// `aten::maximum.out(Tensor self, Tensor other, *, Tensor(a!) out)`; NaN propagates.
+pub fn maximum_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    max_min(args, true)
+}
+
+/// `aten::minimum.out(Tensor self, Tensor other, *, Tensor(a!) out)`; NaN propagates.
 pub fn minimum_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    arith(Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?), 2, args, MaxMin { max: false })
+    max_min(args, false)
 }
 
 /// True division: integer inputs give a floating result.
@@ -414,12 +424,40 @@ fn div_rounded(
     args: &KernelArgs<'_>,
     out_arg: usize,
 ) -> Result<(), KernelError> {
+    if mode != Rounding::None
+        && let Some(divisor) = reduced_float_divisor(&a, &b)?
+    {
+        // PyTorch's `div_trunc` and `div_floor` on float16/bfloat16 read a one-element divisor at
+        // its original precision (as f32) instead of rounding it to the common dtype first.
+        let mut out = args.tensor_mut(out_arg)?;
+        check_out_cast(result_type2(&a, &b), &out)?;
+        let divisor = Operand::Scalar(Scalar::Double(f64::from(divisor)));
+        return if mode == Rounding::Trunc {
+            binary_map::<f32, f32>(a, divisor, &mut out, |x, y| (x / y).trunc())
+        } else {
+            binary_map::<f32, f32>(a, divisor, &mut out, div_floor_float)
+        };
+    }
     let zero = Cell::new(false);
     match mode {
         Rounding::None => div(a, b, args, out_arg),
         Rounding::Trunc => checked_division(a, b, args, out_arg, &zero, DivTrunc { zero: &zero }),
         Rounding::Floor => checked_division(a, b, args, out_arg, &zero, DivFloor { zero: &zero }),
     }
+}
+
+/// The divisor as f32 when the division happens in float16/bfloat16, the dividend already has
+/// that dtype, and the divisor is a scalar or a one-element tensor that adds no dimensions.
+fn reduced_float_divisor(a: &Operand<'_>, b: &Operand<'_>) -> Result<Option<f32>, KernelError> {
+    let Operand::Tensor(x) = a else { return Ok(None) };
+    if !matches!(x.dtype(), DType::Half | DType::BFloat16) || result_type2(a, b) != x.dtype() {
+        return Ok(None);
+    }
+    Ok(match b {
+        Operand::Scalar(s) => Some(s.to_f64() as f32),
+        Operand::Tensor(t) if t.numel() == 1 && t.dim() <= x.dim() => Some(t.item::<f32>()?),
+        Operand::Tensor(_) => None,
+    })
 }
 
 /// `aten::div.out_mode(Tensor self, Tensor other, *, str? rounding_mode, Tensor(a!) out)`

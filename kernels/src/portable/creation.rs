@@ -131,6 +131,24 @@ pub fn empty_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     out.resize(&size)
 }
 
+/// `dim_order_ops::_empty_dim_order.out(int[] size, *, int[]? dim_order=None, Tensor(a!) out)`:
+/// like `empty.out`; a given dim order must be the output's.
+pub fn empty_dim_order_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let size = args.int_list(0)?.to_shape()?;
+    let mut out = args.tensor_mut(2)?;
+    if let Some(order) = args.opt_int_list(1)? {
+        let same = order.len() == out.dim()
+            && order.iter().zip(out.dim_order().iter()).all(|(a, &b)| a.is_ok_and(|a| a == i64::from(b)));
+        if !same {
+            return Err(KernelError::InvalidArgument {
+                arg: 1,
+                reason: "dim_order differs from the output's dim order",
+            });
+        }
+    }
+    out.resize(&size)
+}
+
 /// `start + step·i` for `i` in `0..len(out)`, after PyTorch's `arange`: the length is
 /// `ceil((end - start) / step)` (in integer arithmetic for int64 outputs), values are computed in
 /// the output's accumulation type (f64 for float32/float64, f32 for 16-bit floats, i64 for
@@ -365,6 +383,11 @@ pub fn register(r: &mut KernelRegistry) {
             "aten::empty.out(SymInt[] size, *, MemoryFormat? memory_format=None, Tensor(a!) out) -> Tensor(a!)",
             ALL_DTYPES,
             empty_out,
+        ),
+        (
+            "dim_order_ops::_empty_dim_order.out(int[] size, *, int[]? dim_order=None, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            empty_dim_order_out,
         ),
         ("aten::arange.out(Scalar end, *, Tensor(a!) out) -> Tensor(a!)", REAL_DTYPES, arange_out),
         (
