@@ -121,6 +121,44 @@ pub fn compute_for(t: DType) -> Compute {
     }
 }
 
+/// A function of two values in each of PyTorch's compute ("opmath") types.
+pub trait BinaryOp: Copy {
+    fn f32(self, a: f32, b: f32) -> f32;
+    fn f64(self, a: f64, b: f64) -> f64;
+    fn i64(self, a: i64, b: i64) -> i64;
+    /// Operators undefined on bool (PyTorch refuses `sub` on bool).
+    const BOOL_OK: bool = true;
+}
+
+/// `op(a, b)` for two values of dtype `R`, computed in R's opmath type and converted back to `R`
+/// (integers wrap, 16-bit floats round once).
+#[inline(always)]
+pub fn in_opmath<R: Element, O: BinaryOp>(op: O, a: R, b: R) -> R {
+    match compute_for(R::DTYPE) {
+        Compute::F32 => R::cast_from(op.f32(f32::cast_from(a), f32::cast_from(b))),
+        Compute::F64 => R::cast_from(op.f64(f64::cast_from(a), f64::cast_from(b))),
+        Compute::I64 => R::cast_from(op.i64(i64::cast_from(a), i64::cast_from(b))),
+    }
+}
+
+/// `out = op(a, b)` in the common dtype `common`: each operand is first converted to it, as
+/// PyTorch's TensorIterator does (so an integer scalar or zero-dim tensor wraps into a narrower
+/// common type, and a float one rounds to a 16-bit one), then computed in opmath.
+#[inline(always)]
+pub fn binary_in<O: BinaryOp>(
+    a: Operand<'_>,
+    b: Operand<'_>,
+    common: DType,
+    out: &mut TensorMut<'_>,
+    op: O,
+) -> Result<(), KernelError> {
+    if common == DType::Bool && !O::BOOL_OK {
+        return Err(KernelError::UnsupportedDtype { arg: 0, dtype: DType::Bool });
+    }
+    crate::dispatch_dtype!(common, R => binary_map::<R, R>(a, b, out, |x, y| in_opmath(op, x, y)),
+        _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype: common }))
+}
+
 /// Checks that results of type `result` may be written into `out` (PyTorch's `canCast`).
 #[inline]
 pub fn check_out_cast(result: DType, out: &TensorMut<'_>) -> Result<(), KernelError> {

@@ -4,10 +4,14 @@
 //! Each module registers its own operators (`register`), with the ATen schema string that tells the
 //! engine what each call passes and writes, and the dtypes the kernel accepts (for `etch ops`).
 
+pub mod activation;
 pub mod binary;
+pub mod bitwise;
+pub mod creation;
 pub mod elementwise;
 pub mod layout;
 pub mod linalg;
+pub mod math;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
@@ -29,6 +33,9 @@ pub fn register_all(r: &mut KernelRegistry) {
     reduce::register(r);
     softmax::register(r);
     shape_ops::register(r);
+    activation::register(r);
+    bitwise::register(r);
+    creation::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).
