@@ -106,8 +106,8 @@ pub fn cat_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let out_dtype = args.tensor_dtype(2)?;
     let Some(first) = list.iter().next().transpose()? else { return portable::shape_ops::cat_out(ctx, args) };
     let rank = first.dim();
-    let simple = rank > 0
-        && list.iter().all(|t| t.is_ok_and(|t| t.dtype() == out_dtype && t.dim() == rank && t.numel() > 0));
+    let simple =
+        rank > 0 && list.iter().all(|t| t.is_ok_and(|t| t.dtype() == out_dtype && t.dim() == rank && t.numel() > 0));
     let Some(dim) = wrap_dim(args.int(1)?, rank).filter(|_| simple) else {
         return portable::shape_ops::cat_out(ctx, args);
     };
@@ -137,7 +137,11 @@ pub fn cat_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
 /// Registers the optimized copies.
 pub fn register(r: &mut KernelRegistry) {
     let table: &[(&str, &'static [DType], KernelFn)] = &[
-        ("aten::permute_copy.out(Tensor self, int[] dims, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, permute_copy_out),
+        (
+            "aten::permute_copy.out(Tensor self, int[] dims, *, Tensor(a!) out) -> Tensor(a!)",
+            ALL_DTYPES,
+            permute_copy_out,
+        ),
         ("aten::cat.out(Tensor[] tensors, int dim=0, *, Tensor(a!) out) -> Tensor(a!)", ALL_DTYPES, cat_out),
     ];
     super::replace_table(r, table);
