@@ -5,12 +5,15 @@
 //! engine what each call passes and writes, and the dtypes the kernel accepts (for `etch ops`).
 
 pub mod binary;
+pub mod conv;
 pub mod elementwise;
 pub mod layout;
 pub mod linalg;
+pub mod norm;
 pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
+pub mod spatial;
 pub mod unary;
 
 #[cfg(test)]
@@ -29,6 +32,8 @@ pub fn register_all(r: &mut KernelRegistry) {
     reduce::register(r);
     softmax::register(r);
     shape_ops::register(r);
+    conv::register(r);
+    norm::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).
