@@ -6,11 +6,17 @@
 
 pub mod binary;
 pub mod conv;
+pub mod distance;
 pub mod elementwise;
+pub mod glu;
 pub mod layout;
 pub mod linalg;
 pub mod norm;
+pub mod pad;
+pub mod pool;
+pub mod rearrange;
 pub mod reduce;
+pub mod resample;
 pub mod shape_ops;
 pub mod softmax;
 pub mod spatial;
@@ -34,6 +40,12 @@ pub fn register_all(r: &mut KernelRegistry) {
     shape_ops::register(r);
     conv::register(r);
     norm::register(r);
+    pool::register(r);
+    resample::register(r);
+    pad::register(r);
+    rearrange::register(r);
+    glu::register(r);
+    distance::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).

@@ -8,6 +8,7 @@ use core::ops::{Add, AddAssign, Div, Mul, Sub};
 use crate::args::KernelArgs;
 use crate::dtype::Element;
 use crate::error::KernelError;
+use etch_schema::MAX_RANK;
 
 /// A type arithmetic is done in: f32 for 16/32-bit floats (PyTorch's "opmath"), f64 for f64.
 pub trait Acc:
@@ -228,6 +229,40 @@ pub fn strided_axpy<T: Element, C: Acc>(
     Some(())
 }
 
+/// Calls `f(index)` for every multi-index of `shape`, in row-major order (once for rank 0, never
+/// for an empty shape).
+pub fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(&[usize]) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let rank = shape.len().min(MAX_RANK);
+    let mut index = [0usize; MAX_RANK];
+    loop {
+        f(&index[..rank])?;
+        let mut d = rank;
+        loop {
+            if d == 0 {
+                return Ok(());
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// Element offset of `index` with `strides`.
+#[inline]
+pub fn offset_of(index: &[usize], strides: &[usize]) -> usize {
+    index.iter().zip(strides).map(|(i, s)| i * s).sum()
+}
+
 /// An output the shape checks promised was large enough, but was not: a bug, reported.
 pub fn short(arg: usize) -> KernelError {
     KernelError::ShapeMismatch { arg, reason: "tensor smaller than its shape implies" }
@@ -248,6 +283,25 @@ mod tests {
         assert_eq!(window_output_size(10, 3, 1, 3, 2, true), Some(4));
         assert_eq!(window_output_size(2, 5, 0, 1, 1, false), Some(-2));
         assert_eq!(window_output_size(i64::MAX, 3, i64::MAX, 1, 1, false), None);
+    }
+
+    #[test]
+    fn index_walk() {
+        let mut seen = Vec::new();
+        for_each_index(&[2, 3], |i| {
+            seen.push((i[0], i[1]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]);
+        let mut count = 0;
+        for_each_index(&[], |_| {
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, 1);
+        for_each_index(&[3, 0], |_| panic!("empty")).unwrap();
     }
 
     #[test]
