@@ -410,3 +410,180 @@ pub fn register(r: &mut KernelRegistry) {
     )];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::{Call, assert_close};
+
+    /// Parameters of one convolution call.
+    struct Conv<'a> {
+        x: &'a [usize],
+        w: &'a [usize],
+        bias: Option<usize>,
+        stride: &'a [i64],
+        padding: &'a [i64],
+        dilation: &'a [i64],
+        transposed: bool,
+        output_padding: &'a [i64],
+        groups: i64,
+    }
+
+    impl Conv<'_> {
+        fn call(&self, dtype: DType) -> Call {
+            let mut c = Call::new().ramp(dtype, self.x, 0.1).ramp(dtype, self.w, -0.05);
+            c = match self.bias {
+                Some(n) => c.ramp(dtype, &[n], 0.5),
+                None => c.none(),
+            };
+            let rank = self.x.len();
+            c.ints(self.stride)
+                .ints(self.padding)
+                .ints(self.dilation)
+                .bool(self.transposed)
+                .ints(self.output_padding)
+                .int(self.groups)
+                .out(dtype, &vec![1; rank], 4096)
+        }
+
+        fn run(&self) -> Result<(), KernelError> {
+            self.call(DType::Float).run(convolution_out).0
+        }
+    }
+
+    const BASE: Conv<'static> = Conv {
+        x: &[1, 4, 5, 6],
+        w: &[6, 2, 3, 3],
+        bias: Some(6),
+        stride: &[1, 1],
+        padding: &[1, 1],
+        dilation: &[1, 1],
+        transposed: false,
+        output_padding: &[0, 0],
+        groups: 2,
+    };
+
+    #[test]
+    fn grouped_transposed_matches_pytorch() {
+        // torch.ops.aten.convolution(x, w, b, [2, 1], [0, 1], [1, 1], True, [1, 0], 2) with
+        // x[i] = (i * 5 % 7) * 0.5 - 1.5, w[i] = (i * 3 % 5) * 0.25 - 0.5, b = [0.5, -0.5].
+        let x: Vec<f32> = (0..36).map(|i| ((i * 5) % 7) as f32 * 0.5 - 1.5).collect();
+        let w: Vec<f32> = (0..16).map(|i| ((i * 3) % 5) as f32 * 0.25 - 0.5).collect();
+        let (r, mut done) = Call::new()
+            .tensor(&[1, 4, 3, 3], &x)
+            .tensor(&[4, 1, 2, 2], &w)
+            .tensor(&[2], &[0.5f32, -0.5])
+            .ints(&[2, 1])
+            .ints(&[0, 1])
+            .ints(&[1, 1])
+            .bool(true)
+            .ints(&[1, 0])
+            .int(2)
+            .out(DType::Float, &[1, 1, 1, 1], 64)
+            .run(convolution_out);
+        r.unwrap();
+        let (sizes, got) = done.tensor::<f32>(9);
+        assert_eq!(sizes, [1, 2, 7, 2]);
+        let want = [
+            -0.375, 1.25, -0.75, 1.625, -0.75, 0.875, -0.625, 0.875, 0.625, -0.375, 0.375, -0.75, 0.5, 0.5, -0.125,
+            -1.75, -0.125, 0.625, 0.25, -1.375, -1.375, 0.25, 0.625, -0.125, -1.75, -0.125, -0.5, -0.5,
+        ];
+        assert_close(&got, &want, 1e-6);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(BASE.run().is_ok());
+        let cases: [(&str, Conv<'_>); 17] = [
+            ("input rank 2", Conv { x: &[4, 5], w: &[6, 2], ..BASE }),
+            ("input rank 6", Conv { x: &[1, 4, 2, 2, 2, 2], w: &[6, 2, 1, 1, 1, 1], ..BASE }),
+            ("weight rank", Conv { w: &[6, 2, 3], ..BASE }),
+            ("channels", Conv { x: &[1, 3, 5, 6], ..BASE }),
+            ("groups 0", Conv { groups: 0, ..BASE }),
+            ("groups negative", Conv { groups: -2, ..BASE }),
+            ("groups not dividing", Conv { groups: 4, w: &[6, 1, 3, 3], ..BASE }),
+            ("stride 0", Conv { stride: &[0, 1], ..BASE }),
+            ("stride list", Conv { stride: &[1, 1, 1], ..BASE }),
+            ("negative padding", Conv { padding: &[-1, 0], ..BASE }),
+            ("dilation 0", Conv { dilation: &[1, 0], ..BASE }),
+            ("kernel too big", Conv { padding: &[0, 0], dilation: &[3, 1], ..BASE }),
+            ("bias size", Conv { bias: Some(5), ..BASE }),
+            ("output padding", Conv { transposed: true, w: &[4, 3, 3, 3], output_padding: &[1, 0], ..BASE }),
+            ("transposed channels", Conv { transposed: true, w: &[6, 3, 3, 3], ..BASE }),
+            ("output too small", Conv { x: &[4, 4, 20, 20], ..BASE }),
+            ("empty stride", Conv { stride: &[], ..BASE }),
+        ];
+        for (what, c) in cases {
+            assert!(c.run().is_err(), "{what}");
+        }
+        // Dtypes: weight differs from input, integer input.
+        let c = Call::new().ramp(DType::Float, BASE.x, 1.0).ramp(DType::Double, BASE.w, 1.0);
+        let c = c.none().ints(&[1]).ints(&[0]).ints(&[1]).bool(false).ints(&[0]).int(2).out(DType::Float, &[1; 4], 512);
+        assert!(matches!(c.run(convolution_out).0, Err(KernelError::DtypeMismatch { arg: WEIGHT, .. })));
+        assert!(matches!(BASE.call(DType::Long).run(convolution_out).0, Err(KernelError::UnsupportedDtype { .. })));
+    }
+
+    #[test]
+    fn extreme_parameters_never_panic() {
+        let values = [i64::MIN, -1, 0, 1, 2, 3, 7, i64::MAX / 2, i64::MAX];
+        for transposed in [false, true] {
+            for &s in &values {
+                for &p in &values {
+                    for &d in &values {
+                        for &op in &[0, 1, i64::MAX] {
+                            let w: &[usize] = if transposed { &[4, 3, 3, 3] } else { BASE.w };
+                            let c = Conv {
+                                w,
+                                stride: &[s, 1],
+                                padding: &[1, p],
+                                dilation: &[d, 1],
+                                transposed,
+                                output_padding: &[op, 0],
+                                ..BASE
+                            };
+                            let _ = c.run();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_to_three_spatial_dims_and_channels_last() {
+        for (x, w) in
+            [(&[2, 4, 9][..], &[6, 2, 3][..]), (&[1, 4, 5, 6], &[6, 2, 3, 3]), (&[1, 4, 3, 4, 5], &[6, 2, 2, 3, 3])]
+        {
+            let spatial = x.len() - 2;
+            let c = Conv {
+                x,
+                w,
+                stride: &[1; 3][..spatial],
+                padding: &[1; 3][..spatial],
+                dilation: &[1; 3][..spatial],
+                output_padding: &[0; 3][..spatial],
+                ..BASE
+            };
+            assert!(c.run().is_ok(), "{x:?}");
+        }
+        // The same data read as channels-last gives the same result as contiguous when the
+        // values are placed accordingly: a 1x1 input plane makes both layouts identical.
+        let data: Vec<f32> = (0..4).map(|i| i as f32).collect();
+        let ordered = Call::new()
+            .tensor_ordered(&[1, 4, 1, 1], Some(&[0, 2, 3, 1]), &data)
+            .ramp(DType::Float, &[2, 4, 1, 1], 1.0)
+            .none()
+            .ints(&[1])
+            .ints(&[0])
+            .ints(&[1])
+            .bool(false)
+            .ints(&[0])
+            .int(1)
+            .out(DType::Float, &[1, 1, 1, 1], 8);
+        let (r, mut done) = ordered.run(convolution_out);
+        r.unwrap();
+        // out[o] = sum_i w[o, i] * x[i], w = 0..8
+        assert_eq!(done.tensor::<f32>(9).1, [14.0, 38.0]);
+    }
+}

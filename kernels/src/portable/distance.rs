@@ -171,3 +171,49 @@ pub fn register(r: &mut KernelRegistry) {
     ];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::Call;
+
+    fn cdist(a: &[usize], b: &[usize], p: f64, mode: Option<i64>) -> Result<(), KernelError> {
+        let c = Call::new().ramp(DType::Float, a, 0.5).ramp(DType::Float, b, 0.25).double(p);
+        let c = match mode {
+            Some(m) => c.int(m),
+            None => c.none(),
+        };
+        c.out(DType::Float, &vec![1; a.len().max(b.len())], 256).run(cdist_forward_out).0
+    }
+
+    #[test]
+    fn pdist_pairs_in_row_major_order() {
+        let (r, mut done) = Call::new()
+            .tensor(&[3, 2], &[0.0f32, 0.0, 3.0, 4.0, 6.0, 8.0])
+            .double(2.0)
+            .out(DType::Float, &[1], 3)
+            .run(pdist_forward_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<f32>(2).1, [5.0, 10.0, 5.0]);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(cdist(&[2, 3, 4], &[1, 5, 4], 2.0, None).is_ok());
+        assert!(cdist(&[3, 4], &[5, 3], 2.0, None).is_err(), "columns");
+        assert!(cdist(&[2, 3, 4], &[3, 5, 4], 2.0, None).is_err(), "batch");
+        assert!(cdist(&[4], &[5, 4], 2.0, None).is_err(), "rank");
+        assert!(cdist(&[3, 4], &[5, 4], -1.0, None).is_err(), "p");
+        assert!(cdist(&[3, 4], &[5, 4], f64::NAN, None).is_err(), "NaN p");
+        assert!(cdist(&[3, 4], &[5, 4], 2.0, Some(3)).is_err(), "mode");
+        assert!(cdist(&[3, 4], &[5, 4], f64::INFINITY, Some(2)).is_ok());
+        let pdist = |x: &[usize], p: f64| {
+            Call::new().ramp(DType::Float, x, 0.5).double(p).out(DType::Float, &[1], 64).run(pdist_forward_out).0
+        };
+        assert!(pdist(&[4, 3], 0.0).is_ok());
+        assert!(pdist(&[4, 3, 1], 2.0).is_err(), "rank");
+        assert!(pdist(&[4, 3], -2.0).is_err(), "p");
+        assert!(pdist(&[0, 3], 2.0).is_ok(), "no rows");
+    }
+}

@@ -55,3 +55,24 @@ pub fn register(r: &mut KernelRegistry) {
         &[("aten::glu.out(Tensor self, int dim=-1, *, Tensor(a!) out) -> Tensor(a!)", FLOAT_DTYPES, glu_out)];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::Call;
+
+    fn glu(x: &[usize], dim: i64, dtype: DType) -> Result<(), KernelError> {
+        Call::new().ramp(dtype, x, 0.5).int(dim).out(dtype, &vec![1; x.len()], 64).run(glu_out).0
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(glu(&[2, 4], -1, DType::Float).is_ok());
+        assert!(glu(&[2, 3], -1, DType::Float).is_err(), "odd size");
+        assert!(glu(&[2, 4], 2, DType::Float).is_err(), "dim");
+        assert!(glu(&[2, 4], i64::MIN, DType::Float).is_err(), "dim");
+        assert!(glu(&[2, 4], -1, DType::Long).is_err(), "integer");
+        assert!(glu(&[], 0, DType::Float).is_err(), "0-dim");
+    }
+}

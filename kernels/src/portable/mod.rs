@@ -20,6 +20,8 @@ pub mod resample;
 pub mod shape_ops;
 pub mod softmax;
 pub mod spatial;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod unary;
 
 #[cfg(test)]

@@ -518,3 +518,156 @@ pub fn register(r: &mut KernelRegistry) {
     ];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::{Call, assert_close};
+
+    /// `x[i] = (i * 7 % 11) * 0.25 - 1`, shape `[2, 3, 2, 2]`.
+    fn input() -> Vec<f32> {
+        (0..24).map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0).collect()
+    }
+
+    #[test]
+    fn training_batch_norm_matches_pytorch() {
+        // torch.ops.aten._native_batch_norm_legit(x, w, b, rm, rv, True, 0.3, 1e-5)
+        let (r, mut done) = Call::new()
+            .tensor(&[2, 3, 2, 2], &input())
+            .tensor(&[3], &[1.5f32, -0.5, 2.0])
+            .tensor(&[3], &[0.1f32, 0.2, -0.3])
+            .inout(&[3], &[0.5f32, -1.0, 0.25])
+            .inout(&[3], &[1.0f32, 2.0, 0.5])
+            .bool(true)
+            .double(0.3)
+            .double(1e-5)
+            .out(DType::Float, &[2, 3, 2, 2], 24)
+            .out(DType::Float, &[3], 3)
+            .out(DType::Float, &[3], 3)
+            .run(native_batch_norm_legit_out);
+        r.unwrap();
+        let out = [
+            -2.5079358,
+            0.66694254,
+            -1.1472735,
+            2.0276046,
+            0.005449891,
+            0.6971836,
+            -0.51335037,
+            0.17838332,
+            -2.1740706,
+            2.1987607,
+            -0.3,
+            -2.7987607,
+            0.66694254,
+            -1.1472735,
+            2.0276046,
+            0.2133885,
+            0.6971836,
+            -0.51335037,
+            0.17838332,
+            0.87011707,
+            2.1987607,
+            -0.3,
+            -2.7987607,
+            1.5740705,
+        ];
+        assert_close(&done.tensor::<f32>(8).1, &out, 1e-6);
+        assert_close(&done.tensor::<f32>(9).1, &[0.4375, 0.21875, 0.0], 1e-6);
+        assert_close(&done.tensor::<f32>(10).1, &[1.2094774, 1.3834674, 1.2493804], 1e-6);
+        assert_close(&done.tensor::<f32>(3).1, &[0.48125, -0.634375, 0.175], 1e-6);
+        assert_close(&done.tensor::<f32>(4).1, &[0.934375, 1.5791295, 0.56964284], 1e-6);
+    }
+
+    #[test]
+    fn no_stats_batch_norm_matches_pytorch() {
+        // torch.ops.aten._native_batch_norm_legit.no_stats(x, None, None, True, 0.3, 1e-5)
+        let call = |training| {
+            Call::new()
+                .tensor(&[2, 3, 2, 2], &input())
+                .none()
+                .none()
+                .bool(training)
+                .double(0.3)
+                .double(1e-5)
+                .out(DType::Float, &[2, 3, 2, 2], 24)
+                .out(DType::Float, &[3], 3)
+                .out(DType::Float, &[3], 3)
+        };
+        let (r, mut done) = call(true).run(native_batch_norm_legit_no_stats_out);
+        r.unwrap();
+        let (sizes, out) = done.tensor::<f32>(6);
+        assert_eq!(sizes, [2, 3, 2, 2]);
+        assert_close(&out[..6], &[-1.7386239, 0.3779617, -0.8315157, 1.2850697, 0.38910022, -0.9943672], 1e-6);
+        assert_close(&done.tensor::<f32>(8).1, &[1.2094774, 1.3834674, 1.2493804], 1e-6);
+        // Evaluation mode needs running statistics.
+        assert!(call(false).run(native_batch_norm_legit_no_stats_out).0.is_err());
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        // Inference batch norm: channel count of a parameter, rank-1 input, integer input.
+        let bn = |x: &[usize], c: usize, dtype: DType| {
+            Call::new()
+                .ramp(dtype, x, 0.5)
+                .ramp(DType::Float, &[c], 1.0)
+                .none()
+                .ramp(DType::Float, &[c], 1.0)
+                .ramp(DType::Float, &[c], 1.0)
+                .double(0.1)
+                .double(1e-5)
+                .out(dtype, &vec![1; x.len()], 64)
+                .out(dtype, &[0], 0)
+                .out(dtype, &[0], 0)
+                .run(native_batch_norm_legit_no_training_out)
+                .0
+        };
+        assert!(bn(&[2, 3, 4], 3, DType::Float).is_ok());
+        assert!(bn(&[2, 3, 4], 4, DType::Float).is_err());
+        assert!(bn(&[6], 6, DType::Float).is_err());
+        assert!(bn(&[2, 3, 4], 3, DType::Long).is_err());
+        // Layer norm: normalized shape not matching, empty, longer than the rank.
+        let ln = |normalized: &[i64]| {
+            Call::new()
+                .ramp(DType::Float, &[2, 3, 4], 0.5)
+                .ints(normalized)
+                .none()
+                .none()
+                .double(1e-5)
+                .out(DType::Float, &[1, 1, 1], 24)
+                .out(DType::Float, &[1, 1, 1], 24)
+                .out(DType::Float, &[1, 1, 1], 24)
+                .run(native_layer_norm_out)
+                .0
+        };
+        assert!(ln(&[3, 4]).is_ok());
+        assert!(ln(&[4, 3]).is_err());
+        assert!(ln(&[]).is_err());
+        assert!(ln(&[2, 2, 3, 4]).is_err());
+        assert!(ln(&[-4]).is_err());
+        // Group norm: groups not dividing C, N/C/HxW inconsistent with the input, zero groups.
+        let gn = |n: i64, c: i64, hxw: i64, group: i64| {
+            Call::new()
+                .ramp(DType::Float, &[2, 4, 3], 0.5)
+                .none()
+                .none()
+                .int(n)
+                .int(c)
+                .int(hxw)
+                .int(group)
+                .double(1e-5)
+                .out(DType::Float, &[1, 1, 1], 24)
+                .out(DType::Float, &[1, 1], 24)
+                .out(DType::Float, &[1, 1], 24)
+                .run(native_group_norm_out)
+                .0
+        };
+        assert!(gn(2, 4, 3, 2).is_ok());
+        for (n, c, hxw, group) in [(2, 4, 3, 3), (2, 4, 4, 2), (3, 4, 3, 2), (2, 4, 3, 0), (2, 4, 3, -1), (-2, 4, 3, 2)]
+        {
+            assert!(gn(n, c, hxw, group).is_err(), "{n} {c} {hxw} {group}");
+        }
+        assert!(gn(i64::MAX, i64::MAX, i64::MAX, i64::MAX).is_err());
+    }
+}

@@ -218,3 +218,72 @@ pub fn register(r: &mut KernelRegistry) {
     ];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::Call;
+
+    fn pad(kernel: KernelFn, x: &[usize], pads: &[i64]) -> Result<(), KernelError> {
+        Call::new().ramp(DType::Int, x, 1.0).ints(pads).out(DType::Int, &vec![1; x.len()], 512).run(kernel).0
+    }
+
+    #[test]
+    fn reflection_and_replication_indices() {
+        let (r, mut done) = Call::new()
+            .ramp(DType::Long, &[1, 4], 1.0)
+            .ints(&[3, 2])
+            .out(DType::Long, &[1, 1], 9)
+            .run(reflection_pad1d_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i64>(2).1, [3, 2, 1, 0, 1, 2, 3, 2, 1]);
+        let (r, mut done) = Call::new()
+            .ramp(DType::Long, &[1, 4], 1.0)
+            .ints(&[2, -1])
+            .out(DType::Long, &[1, 1], 9)
+            .run(replication_pad1d_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i64>(2).1, [0, 0, 0, 1, 2]);
+        let (r, mut done) = Call::new()
+            .ramp(DType::Long, &[2, 3], 1.0)
+            .ints(&[-1, 1, 1, 0])
+            .double(7.5)
+            .out(DType::Long, &[1, 1], 9)
+            .run(constant_pad_nd_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i64>(3), (vec![3, 3], vec![7, 7, 7, 1, 2, 7, 4, 5, 7]));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(pad(reflection_pad2d_out, &[1, 3, 4], &[3, 3, 2, 2]).is_ok());
+        assert!(pad(reflection_pad2d_out, &[1, 3, 4], &[4, 0, 0, 0]).is_err(), "pad reaches the size");
+        assert!(pad(reflection_pad2d_out, &[1, 3, 4], &[1, 1]).is_err(), "two values for 2-D");
+        assert!(pad(reflection_pad2d_out, &[3, 4], &[1, 1, 1, 1]).is_err(), "rank 2");
+        assert!(pad(reflection_pad1d_out, &[2, 0, 4], &[1, 1]).is_err(), "empty channel dim");
+        assert!(pad(replication_pad1d_out, &[0, 2, 4], &[1, 1]).is_ok(), "empty batch");
+        assert!(pad(replication_pad3d_out, &[1, 2, 2, 2], &[-2, 0, 0, 0, 0, 0]).is_err(), "empty output");
+        let constant = |x: &[usize], pads: &[i64]| {
+            Call::new()
+                .ramp(DType::Int, x, 1.0)
+                .ints(pads)
+                .int(0)
+                .out(DType::Int, &vec![1; x.len()], 512)
+                .run(constant_pad_nd_out)
+                .0
+        };
+        assert!(constant(&[2, 3], &[1]).is_err(), "odd length");
+        assert!(constant(&[2, 3], &[1, 1, 1, 1, 1, 1]).is_err(), "more pairs than dims");
+        assert!(constant(&[2, 3], &[-2, -2]).is_err(), "negative size");
+        let extremes = [i64::MIN, i64::MIN + 5, -3, -1, 0, 1, 3, i64::MAX - 5, i64::MAX];
+        for &a in &extremes {
+            for &b in &extremes {
+                let _ = constant(&[2, 3], &[a, b]);
+                for kernel in [reflection_pad1d_out as KernelFn, replication_pad1d_out] {
+                    let _ = pad(kernel, &[2, 3], &[a, b]);
+                }
+            }
+        }
+    }
+}

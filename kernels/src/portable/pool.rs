@@ -185,7 +185,9 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
             if x0 < 0 {
                 x0 += (-x0).checked_add(dx - 1).ok_or(overflow)? / dx * dx;
             }
-            let mut best_index = y0 * w + x0;
+            // A window that misses the input keeps this start position, which may be far outside
+            // (PyTorch computes the same int64 product; wrapping only avoids the overflow trap).
+            let mut best_index = y0.wrapping_mul(w).wrapping_add(x0);
             let mut best = C::from_f64(f64::NEG_INFINITY);
             let mut iy = y0;
             while iy < y1 {
@@ -196,9 +198,11 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
                         best = v;
                         best_index = iy * w + ix;
                     }
-                    ix += dx;
+                    let Some(next) = ix.checked_add(dx) else { break };
+                    ix = next;
                 }
-                iy += dy;
+                let Some(next) = iy.checked_add(dy) else { break };
+                iy = next;
             }
             *o.get_mut(at).ok_or(short(6))? = T::cast_from(best);
             *idx.get_mut(id.at(n, c, 0, oy, ox)).ok_or(short(7))? = best_index;
@@ -280,4 +284,113 @@ pub fn register(r: &mut KernelRegistry) {
         ),
     ];
     crate::portable::register_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portable::test_support::Call;
+
+    const EXTREMES: [i64; 8] = [i64::MIN, -1, 0, 1, 2, 3, i64::MAX / 2, i64::MAX];
+
+    fn max_pool(x: &[usize], k: &[i64], s: &[i64], p: &[i64], d: &[i64], ceil: bool) -> Result<(), KernelError> {
+        let rank = x.len();
+        Call::new()
+            .ramp(DType::Float, x, 0.5)
+            .ints(k)
+            .ints(s)
+            .ints(p)
+            .ints(d)
+            .bool(ceil)
+            .out(DType::Float, &vec![1; rank], 256)
+            .out(DType::Long, &vec![1; rank], 256)
+            .run(max_pool2d_with_indices_out)
+            .0
+    }
+
+    fn avg_pool(x: &[usize], k: &[i64], s: &[i64], p: &[i64], divisor: Option<i64>) -> Result<(), KernelError> {
+        let c = Call::new().ramp(DType::Float, x, 0.5).ints(k).ints(s).ints(p).bool(true).bool(false);
+        let c = match divisor {
+            Some(d) => c.int(d),
+            None => c.none(),
+        };
+        c.out(DType::Float, &vec![1; x.len()], 256).run(avg_pool2d_out).0
+    }
+
+    #[test]
+    fn max_pool_indices_are_flat_plane_positions() {
+        let (r, mut done) = Call::new()
+            .ramp(DType::Float, &[1, 1, 4, 4], 1.0)
+            .ints(&[2])
+            .ints(&[])
+            .ints(&[0])
+            .ints(&[1])
+            .bool(false)
+            .out(DType::Float, &[1, 1, 1, 1], 4)
+            .out(DType::Long, &[1, 1, 1, 1], 4)
+            .run(max_pool2d_with_indices_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<f32>(6).1, [5.0, 7.0, 13.0, 15.0]);
+        assert_eq!(done.tensor::<i64>(7).1, [5, 7, 13, 15]);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = [1, 2, 6, 6];
+        assert!(max_pool(&x, &[3], &[2], &[1], &[1], true).is_ok());
+        assert!(max_pool(&[2, 6, 6, 6, 1], &[3], &[2], &[1], &[1], false).is_err(), "rank 5");
+        assert!(max_pool(&[6, 6], &[3], &[2], &[1], &[1], false).is_err(), "rank 2");
+        assert!(max_pool(&[1, 0, 6, 6], &[3], &[2], &[1], &[1], false).is_err(), "no channels");
+        assert!(max_pool(&x, &[0], &[2], &[0], &[1], false).is_err(), "kernel 0");
+        assert!(max_pool(&x, &[3], &[0], &[1], &[1], false).is_err(), "stride 0");
+        assert!(max_pool(&x, &[3], &[2], &[2], &[1], false).is_err(), "pad over half the kernel");
+        assert!(max_pool(&x, &[3], &[2], &[1], &[0], false).is_err(), "dilation 0");
+        assert!(max_pool(&x, &[7], &[2], &[0], &[1], false).is_err(), "kernel over the input");
+        assert!(max_pool(&x, &[3, 3, 3], &[2], &[1], &[1], false).is_err(), "kernel list");
+        assert!(avg_pool(&x, &[3], &[2], &[1], Some(0)).is_err(), "divisor 0");
+        assert!(avg_pool(&x, &[3], &[2], &[1], Some(-3)).is_ok(), "negative divisor is allowed");
+        // Indices must be int64.
+        let wrong_indices = Call::new()
+            .ramp(DType::Float, &x, 0.5)
+            .ints(&[2])
+            .ints(&[])
+            .ints(&[0])
+            .ints(&[1])
+            .bool(false)
+            .out(DType::Float, &[1; 4], 64)
+            .out(DType::Int, &[1; 4], 64)
+            .run(max_pool2d_with_indices_out)
+            .0;
+        assert!(matches!(wrong_indices, Err(KernelError::DtypeMismatch { arg: 7, .. })));
+        let adaptive = |x: &[usize], size: &[i64]| {
+            Call::new()
+                .ramp(DType::Float, x, 0.5)
+                .ints(size)
+                .out(DType::Float, &vec![1; x.len()], 256)
+                .run(adaptive_avg_pool2d_out)
+                .0
+        };
+        assert!(adaptive(&x, &[3, 2]).is_ok());
+        assert!(adaptive(&x, &[-1, 2]).is_err());
+        assert!(adaptive(&x, &[i64::MAX, 2]).is_err());
+        assert!(adaptive(&[1, 2, 0, 6], &[3, 2]).is_err());
+    }
+
+    #[test]
+    fn extreme_parameters_never_panic() {
+        let x = [1, 2, 5, 6];
+        for &k in &EXTREMES {
+            for &s in &EXTREMES {
+                for &p in &EXTREMES {
+                    for &d in &EXTREMES {
+                        for ceil in [false, true] {
+                            let _ = max_pool(&x, &[k, 2], &[s, 1], &[p, 0], &[d, 1], ceil);
+                        }
+                    }
+                    let _ = avg_pool(&x, &[k, 2], &[s, 1], &[p, 0], None);
+                    let _ = avg_pool(&x, &[k], &[s], &[p], Some(i64::MIN));
+                }
+            }
+        }
+    }
 }

@@ -179,3 +179,61 @@ pub fn register(r: &mut KernelRegistry) {
     ];
     crate::portable::register_table(r, table);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::Call;
+
+    fn shuffle(kernel: KernelFn, x: &[usize], factor: i64) -> Result<(), KernelError> {
+        Call::new().ramp(DType::Byte, x, 1.0).int(factor).out(DType::Byte, &vec![1; x.len()], 512).run(kernel).0
+    }
+
+    fn unfold(x: &[usize], dim: i64, size: i64, step: i64) -> Result<(), KernelError> {
+        Call::new()
+            .ramp(DType::Float, x, 1.0)
+            .int(dim)
+            .int(size)
+            .int(step)
+            .out(DType::Float, &vec![1; x.len() + 1], 512)
+            .run(unfold_copy_out)
+            .0
+    }
+
+    #[test]
+    fn shuffles_invert_each_other() {
+        let (r, mut done) = Call::new()
+            .ramp(DType::Byte, &[1, 8, 2, 3], 1.0)
+            .int(2)
+            .out(DType::Byte, &[1, 1, 1, 1], 48)
+            .run(pixel_shuffle_out);
+        r.unwrap();
+        let (sizes, shuffled) = done.tensor::<u8>(2);
+        assert_eq!(sizes, [1, 2, 4, 6]);
+        // out[0, 0, 0, 0..2] = in[0, 0, 0, 0], in[0, 1, 0, 0]
+        assert_eq!(shuffled[..2], [0, 6]);
+        let (r, mut done) =
+            Call::new().tensor(&sizes, &shuffled).int(2).out(DType::Byte, &[1, 1, 1, 1], 48).run(pixel_unshuffle_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<u8>(2), (vec![1, 8, 2, 3], (0..48).collect()));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(shuffle(pixel_shuffle_out, &[1, 8, 2, 2], 2).is_ok());
+        assert!(shuffle(pixel_shuffle_out, &[1, 6, 2, 2], 2).is_err(), "channels");
+        assert!(shuffle(pixel_shuffle_out, &[8, 2], 2).is_err(), "rank");
+        assert!(shuffle(pixel_unshuffle_out, &[1, 2, 3, 4], 2).is_err(), "height");
+        for factor in [0, -1, i64::MIN, i64::MAX, 1 << 32] {
+            assert!(shuffle(pixel_shuffle_out, &[1, 8, 2, 2], factor).is_err(), "{factor}");
+            assert!(shuffle(pixel_unshuffle_out, &[1, 8, 2, 2], factor).is_err(), "{factor}");
+        }
+        assert!(unfold(&[3, 8], 1, 3, 2).is_ok());
+        assert!(unfold(&[3, 8], 1, 9, 1).is_err(), "size over the length");
+        assert!(unfold(&[3, 8], 1, 3, 0).is_err(), "step 0");
+        assert!(unfold(&[3, 8], 2, 3, 1).is_err(), "dim");
+        assert!(unfold(&[3, 8], 1, -1, 1).is_err(), "negative size");
+        assert!(unfold(&[3, 8], 1, 2, i64::MAX).is_ok(), "one window");
+    }
+}

@@ -296,63 +296,112 @@ enum Padding {
     Reflection,
 }
 
-/// PyTorch's `grid_sampler_unnormalize`: grid coordinate in `[-1, 1]` to pixel coordinate.
-fn unnormalize<C: Acc>(coord: C, size: usize, align_corners: bool) -> C {
-    let (one, two, s) = (C::ONE, C::from_f64(2.0), C::from_usize(size));
-    if align_corners { (coord + one) / two * (s - one) } else { ((coord + one) * s - one) / two }
-}
+/// Arithmetic in the storage type `T`, carried out in `C` and rounded back to `T` after every
+/// operation: PyTorch's grid sampler computes in the input's own dtype, so 16-bit inputs round
+/// at each step (for f32 and f64 the rounding is the identity).
+#[derive(Clone, Copy)]
+struct InDtype<T, C>(core::marker::PhantomData<(T, C)>);
 
-/// PyTorch's `reflect_coordinates` over `[twice_low / 2, twice_high / 2]`.
-fn reflect<C: Acc>(coord: C, twice_low: i64, twice_high: i64) -> C {
-    if twice_low == twice_high {
-        return C::ZERO;
+impl<T: Element, C: Acc> InDtype<T, C> {
+    #[inline(always)]
+    fn r(v: C) -> C {
+        C::cast_from(T::cast_from(v))
     }
-    let min = C::from_f64(twice_low as f64 / 2.0);
-    let span = C::from_f64((twice_high - twice_low) as f64 / 2.0);
-    let c = (coord - min).abs();
-    let flips = (c / span).floor();
-    // fmod is exact, so computing it in f64 gives the value C would.
-    let extra = C::from_f64(c.to_f64() % span.to_f64());
-    if flips.to_f64().rem_euclid(2.0) == 0.0 { extra + min } else { span - extra + min }
-}
+    #[inline(always)]
+    fn c(v: f64) -> C {
+        Self::r(C::from_f64(v))
+    }
+    #[inline(always)]
+    fn add(a: C, b: C) -> C {
+        Self::r(a + b)
+    }
+    #[inline(always)]
+    fn sub(a: C, b: C) -> C {
+        Self::r(a - b)
+    }
+    #[inline(always)]
+    fn mul(a: C, b: C) -> C {
+        Self::r(a * b)
+    }
+    #[inline(always)]
+    fn div(a: C, b: C) -> C {
+        Self::r(a / b)
+    }
 
-/// Applies the padding mode to a pixel coordinate (PyTorch's `compute_coordinates`), then maps
-/// NaN and huge values far outside, as `safe_downgrade_to_int_range` does.
-fn pad_coordinate<C: Acc>(coord: C, size: usize, padding: Padding, align_corners: bool) -> C {
-    let clip = |c: C| {
-        let hi = C::from_usize(size - 1);
-        if c.is_nan() {
-            c
-        } else if c < C::ZERO {
-            C::ZERO
-        } else if c > hi {
-            hi
+    /// PyTorch's `grid_sampler_unnormalize`: grid coordinate in `[-1, 1]` to pixel coordinate.
+    fn unnormalize(coord: C, size: usize, align_corners: bool) -> C {
+        let (one, two) = (Self::c(1.0), Self::c(2.0));
+        if align_corners {
+            Self::mul(Self::div(Self::add(coord, one), two), Self::c(size as f64 - 1.0))
         } else {
-            c
+            Self::div(Self::sub(Self::mul(Self::add(coord, one), Self::c(size as f64)), one), two)
         }
-    };
-    let c = match padding {
-        Padding::Zeros => coord,
-        Padding::Border => clip(coord),
-        Padding::Reflection => {
-            let size = size as i64;
-            let r = if align_corners { reflect(coord, 0, 2 * (size - 1)) } else { reflect(coord, -1, 2 * size - 1) };
-            clip(r)
-        }
-    };
-    let limit = C::from_f64(i32::MAX as f64 - 1.0);
-    if c.is_nan() || c > limit || C::ZERO - c > limit { C::from_f64(-100.0) } else { c }
-}
+    }
 
-/// PyTorch's cubic convolution weights (`get_cubic_upsample_coefficients`, A = -0.75).
-fn cubic_coefficients<C: Acc>(t: C) -> [C; 4] {
-    let a = C::from_f64(-0.75);
-    let (two, three, four, five, eight) =
-        (C::from_f64(2.0), C::from_f64(3.0), C::from_f64(4.0), C::from_f64(5.0), C::from_f64(8.0));
-    let near = |x: C| ((a + two) * x - (a + three)) * x * x + C::ONE;
-    let far = |x: C| ((a * x - five * a) * x + eight * a) * x - four * a;
-    let u = C::ONE - t;
-    [far(t + C::ONE), near(t), near(u), far(u + C::ONE)]
+    /// PyTorch's `reflect_coordinates` over `[twice_low / 2, twice_high / 2]`.
+    fn reflect(coord: C, twice_low: i64, twice_high: i64) -> C {
+        if twice_low == twice_high {
+            return C::ZERO;
+        }
+        let min = Self::div(Self::c(twice_low as f64), Self::c(2.0));
+        let span = Self::div(Self::c((twice_high - twice_low) as f64), Self::c(2.0));
+        let c = Self::sub(coord, min).abs();
+        // fmod is exact, so computing it in f64 gives the value C would.
+        let extra = Self::r(C::from_f64(c.to_f64() % span.to_f64()));
+        let flips = Self::div(c, span).floor().to_f64();
+        if flips.rem_euclid(2.0) == 0.0 { Self::add(extra, min) } else { Self::add(Self::sub(span, extra), min) }
+    }
+
+    /// Applies the padding mode to a pixel coordinate (PyTorch's `compute_coordinates`), then
+    /// sends NaN and huge values far outside, as `safe_downgrade_to_int_range` does.
+    fn pad_coordinate(coord: C, size: usize, padding: Padding, align_corners: bool) -> C {
+        let clip = |c: C| {
+            let hi = Self::c(size as f64 - 1.0);
+            if c.is_nan() {
+                c
+            } else if c < C::ZERO {
+                C::ZERO
+            } else if c > hi {
+                hi
+            } else {
+                c
+            }
+        };
+        let c = match padding {
+            Padding::Zeros => coord,
+            Padding::Border => clip(coord),
+            Padding::Reflection => {
+                let size = size as i64;
+                let r = if align_corners {
+                    Self::reflect(coord, 0, 2 * (size - 1))
+                } else {
+                    Self::reflect(coord, -1, 2 * size - 1)
+                };
+                clip(r)
+            }
+        };
+        let limit = i32::MAX as f64 - 1.0;
+        if c.is_nan() || c.to_f64().abs() > limit { C::from_f64(-100.0) } else { c }
+    }
+
+    /// PyTorch's cubic convolution weights (`get_cubic_upsample_coefficients`, A = -0.75).
+    fn cubic_coefficients(t: C) -> [C; 4] {
+        let a = Self::c(-0.75);
+        let k = Self::c;
+        // ((A + 2) * x - (A + 3)) * x * x + 1
+        let near = |x: C| {
+            let p = Self::sub(Self::mul(Self::add(a, k(2.0)), x), Self::add(a, k(3.0)));
+            Self::add(Self::mul(Self::mul(p, x), x), k(1.0))
+        };
+        // ((A * x - 5A) * x + 8A) * x - 4A
+        let far = |x: C| {
+            let p = Self::sub(Self::mul(a, x), Self::mul(k(5.0), a));
+            let p = Self::add(Self::mul(p, x), Self::mul(k(8.0), a));
+            Self::sub(Self::mul(p, x), Self::mul(k(4.0), a))
+        };
+        let u = Self::sub(k(1.0), t);
+        [far(Self::add(t, k(1.0))), near(t), near(u), far(Self::add(u, k(1.0)))]
+    }
 }
 
 /// `aten::grid_sampler_2d.out(Tensor input, Tensor grid, int interpolation_mode, int padding_mode,
@@ -360,6 +409,7 @@ fn cubic_coefficients<C: Acc>(t: C) -> [C; 4] {
 ///
 /// `input` `[N, C, H, W]` sampled at `grid` `[N, H_out, W_out, 2]` (x, y in `[-1, 1]`);
 /// interpolation 0 bilinear, 1 nearest, 2 bicubic; padding 0 zeros, 1 border, 2 reflection.
+/// Computed in the input's dtype, operation by operation, as PyTorch does.
 pub fn grid_sampler_2d_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let x = args.tensor(0)?;
     let grid = args.tensor(1)?;
@@ -387,76 +437,101 @@ pub fn grid_sampler_2d_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Resu
     }
     let (ho, wo) = (grid.sizes()[1], grid.sizes()[2]);
     out.resize(&[x.sizes()[0], x.sizes()[1], ho, wo])?;
+    let dtype = x.dtype();
+    dispatch_float!(dtype, T, C => grid_sample::<T, C>(&x, &grid, &mut out, mode, padding, align_corners),
+        _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+}
+
+fn grid_sample<T: Element, C: Acc>(
+    x: &Tensor<'_>,
+    grid: &Tensor<'_>,
+    out: &mut TensorMut<'_>,
+    mode: i64,
+    padding: Padding,
+    align_corners: bool,
+) -> Result<(), KernelError> {
+    type A<T, C> = InDtype<T, C>;
     let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let gs = grid.strides();
-    let dtype = x.dtype();
-    dispatch_float!(dtype, T, C => {
-        let (xs, g, o) = (x.data::<T>()?, grid.data::<T>()?, out.data_mut::<T>()?);
-        let (ih, iw) = (xd.size[3], xd.size[4]);
-        // Input value at integer (x, y), or zero outside.
-        let value = |n: usize, c: usize, px: i64, py: i64| -> Result<C, KernelError> {
-            if px < 0 || py < 0 || px as usize >= iw || py as usize >= ih {
-                return Ok(C::ZERO);
-            }
-            xs.get(xd.at(n, c, 0, py as usize, px as usize)).map(|&v| C::cast_from(v)).ok_or(short(0))
-        };
-        let floor_i = |v: C| v.floor().to_f64() as i64;
-        for n in 0..od.size[0] {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let at = n * gs[0] + oy * gs[1] + ox * gs[2];
-                    let gx = C::cast_from(*g.get(at).ok_or(short(1))?);
-                    let gy = C::cast_from(*g.get(at + gs[3]).ok_or(short(1))?);
-                    let (ux, uy) = (unnormalize(gx, iw, align_corners), unnormalize(gy, ih, align_corners));
-                    for c in 0..od.size[1] {
-                        let v = match mode {
-                            0 => {
-                                let px = pad_coordinate(ux, iw, padding, align_corners);
-                                let py = pad_coordinate(uy, ih, padding, align_corners);
-                                let (x0, y0) = (floor_i(px), floor_i(py));
-                                let (fx, fy) = (px - C::from_f64(x0 as f64), py - C::from_f64(y0 as f64));
-                                let (gx0, gy0) = (C::ONE - fx, C::ONE - fy);
-                                value(n, c, x0, y0)? * (gx0 * gy0)
-                                    + value(n, c, x0 + 1, y0)? * (fx * gy0)
-                                    + value(n, c, x0, y0 + 1)? * (gx0 * fy)
-                                    + value(n, c, x0 + 1, y0 + 1)? * (fx * fy)
-                            }
-                            1 => {
-                                let px = pad_coordinate(ux, iw, padding, align_corners);
-                                let py = pad_coordinate(uy, ih, padding, align_corners);
-                                // nearbyint: round half to even.
-                                value(n, c, px.to_f64().round_ties_even() as i64, py.to_f64().round_ties_even() as i64)?
-                            }
-                            _ => {
-                                // Bicubic taps are padded one by one.
-                                let (x0, y0) = (floor_i(ux), floor_i(uy));
-                                let wx = cubic_coefficients(ux - C::from_f64(x0 as f64));
-                                let wy = cubic_coefficients(uy - C::from_f64(y0 as f64));
-                                let mut sum = C::ZERO;
-                                for (j, &wyj) in wy.iter().enumerate() {
-                                    let mut row = C::ZERO;
-                                    for (i, &wxi) in wx.iter().enumerate() {
-                                        let tap = |p: i64, size: usize| {
-                                            let c = pad_coordinate(C::from_f64(p as f64), size, padding, align_corners);
-                                            floor_i(c)
-                                        };
-                                        let px = tap(x0 - 1 + i as i64, iw);
-                                        let py = tap(y0 - 1 + j as i64, ih);
-                                        row += value(n, c, px, py)? * wxi;
-                                    }
-                                    sum += row * wyj;
+    let (xs, g) = (x.data::<T>()?, grid.data::<T>()?);
+    let o = out.data_mut::<T>()?;
+    let (ih, iw) = (xd.size[3], xd.size[4]);
+    // Input value at integer (x, y), or zero outside.
+    let value = |n: usize, c: usize, px: i64, py: i64| -> Result<C, KernelError> {
+        if px < 0 || py < 0 || px as usize >= iw || py as usize >= ih {
+            return Ok(C::ZERO);
+        }
+        xs.get(xd.at(n, c, 0, py as usize, px as usize)).map(|&v| C::cast_from(v)).ok_or(short(0))
+    };
+    let floor_i = |v: C| v.floor().to_f64() as i64;
+    let int = |v: i64| A::<T, C>::c(v as f64);
+    for n in 0..od.size[0] {
+        for oy in 0..od.size[3] {
+            for ox in 0..od.size[4] {
+                let at = n * gs[0] + oy * gs[1] + ox * gs[2];
+                let gx = C::cast_from(*g.get(at).ok_or(short(1))?);
+                let gy = C::cast_from(*g.get(at + gs[3]).ok_or(short(1))?);
+                let (ux, uy) =
+                    (A::<T, C>::unnormalize(gx, iw, align_corners), A::<T, C>::unnormalize(gy, ih, align_corners));
+                let (px, py) = (
+                    A::<T, C>::pad_coordinate(ux, iw, padding, align_corners),
+                    A::<T, C>::pad_coordinate(uy, ih, padding, align_corners),
+                );
+                for c in 0..od.size[1] {
+                    let v = match mode {
+                        0 => {
+                            let (x0, y0) = (floor_i(px), floor_i(py));
+                            // Areas to the opposite corners, as PyTorch forms them.
+                            let (dx0, dx1) = (A::<T, C>::sub(px, int(x0)), A::<T, C>::sub(int(x0 + 1), px));
+                            let (dy0, dy1) = (A::<T, C>::sub(py, int(y0)), A::<T, C>::sub(int(y0 + 1), py));
+                            let corners = [
+                                (x0, y0, A::<T, C>::mul(dx1, dy1)),
+                                (x0 + 1, y0, A::<T, C>::mul(dx0, dy1)),
+                                (x0, y0 + 1, A::<T, C>::mul(dx1, dy0)),
+                                (x0 + 1, y0 + 1, A::<T, C>::mul(dx0, dy0)),
+                            ];
+                            let mut sum = C::ZERO;
+                            for (cx, cy, w) in corners {
+                                if cx >= 0 && cy >= 0 && (cx as usize) < iw && (cy as usize) < ih {
+                                    sum = A::<T, C>::add(sum, A::<T, C>::mul(value(n, c, cx, cy)?, w));
                                 }
-                                sum
                             }
-                        };
-                        *o.get_mut(od.at(n, c, 0, oy, ox)).ok_or(short(5))? = T::cast_from(v);
-                    }
+                            sum
+                        }
+                        1 => {
+                            // nearbyint: round half to even.
+                            let rx = px.to_f64().round_ties_even() as i64;
+                            let ry = py.to_f64().round_ties_even() as i64;
+                            value(n, c, rx, ry)?
+                        }
+                        _ => {
+                            // Bicubic taps are padded one by one.
+                            let (x0, y0) = (ux.floor(), uy.floor());
+                            let wx = A::<T, C>::cubic_coefficients(A::<T, C>::sub(ux, x0));
+                            let wy = A::<T, C>::cubic_coefficients(A::<T, C>::sub(uy, y0));
+                            let tap = |base: C, k: usize, size: usize| {
+                                let p = A::<T, C>::add(base, A::<T, C>::c(k as f64 - 1.0));
+                                floor_i(A::<T, C>::pad_coordinate(p, size, padding, align_corners))
+                            };
+                            let mut sum = C::ZERO;
+                            for (j, &wyj) in wy.iter().enumerate() {
+                                let mut row = C::ZERO;
+                                for (i, &wxi) in wx.iter().enumerate() {
+                                    let v = value(n, c, tap(x0, i, iw), tap(y0, j, ih))?;
+                                    row = A::<T, C>::add(row, A::<T, C>::mul(v, wxi));
+                                }
+                                sum = A::<T, C>::add(sum, A::<T, C>::mul(row, wyj));
+                            }
+                            sum
+                        }
+                    };
+                    *o.get_mut(od.at(n, c, 0, oy, ox)).ok_or(short(5))? = T::cast_from(v);
                 }
             }
         }
-        Ok(())
-    }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+    }
+    Ok(())
 }
 
 /// Registers this module's kernels.
@@ -484,4 +559,117 @@ pub fn register(r: &mut KernelRegistry) {
         ),
     ];
     crate::portable::register_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::portable::test_support::Call;
+
+    fn nearest(x: &[usize], size: Option<&[i64]>, scales: Option<&[f64]>) -> Result<(), KernelError> {
+        let c = Call::new().ramp(DType::Float, x, 0.5);
+        let c = match size {
+            Some(s) => c.ints(s),
+            None => c.none(),
+        };
+        let c = match scales {
+            Some(s) => c.doubles(s),
+            None => c.none(),
+        };
+        c.out(DType::Float, &vec![1; x.len()], 512).run(upsample_nearest2d_vec_out).0
+    }
+
+    fn bilinear(size: Option<&[i64]>, scales: Option<&[f64]>) -> Result<(), KernelError> {
+        let c = Call::new().ramp(DType::Float, &[1, 2, 4, 5], 0.5);
+        let c = match size {
+            Some(s) => c.ints(s),
+            None => c.none(),
+        };
+        let c = c.bool(false);
+        let c = match scales {
+            Some(s) => c.doubles(s),
+            None => c.none(),
+        };
+        c.out(DType::Float, &[1; 4], 512).run(upsample_bilinear2d_vec_out).0
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = [1, 2, 4, 5];
+        assert!(nearest(&x, Some(&[7, 9]), None).is_ok());
+        assert!(nearest(&x, None, Some(&[1.5, 2.0])).is_ok());
+        assert!(nearest(&x, Some(&[7, 9]), Some(&[1.5, 2.0])).is_err(), "both");
+        assert!(nearest(&x, None, None).is_err(), "neither");
+        assert!(nearest(&x, Some(&[7]), None).is_err(), "one size");
+        assert!(nearest(&x, Some(&[0, 9]), None).is_err(), "empty output");
+        assert!(nearest(&x, Some(&[-7, 9]), None).is_err(), "negative size");
+        assert!(nearest(&x, None, Some(&[f64::NAN, 2.0])).is_err(), "NaN scale");
+        assert!(nearest(&x, None, Some(&[-1.0, 2.0])).is_err(), "negative scale");
+        assert!(nearest(&x, None, Some(&[f64::INFINITY, 2.0])).is_err(), "infinite scale");
+        assert!(nearest(&x, None, Some(&[1e300, 1e300])).is_err(), "huge scale");
+        assert!(nearest(&[2, 4, 5], Some(&[7, 9]), None).is_err(), "rank 3");
+        assert!(nearest(&[1, 2, 0, 5], Some(&[7, 9]), None).is_err(), "empty input plane");
+        assert!(bilinear(Some(&[i64::MAX, i64::MAX]), None).is_err());
+        assert!(bilinear(None, Some(&[0.5, 0.5])).is_ok());
+        let aa = |size: &[i64], scales: [Option<f64>; 2]| {
+            let c = Call::new().ramp(DType::Float, &[1, 2, 9, 9], 0.5).ints(size).bool(false);
+            let c = match scales[0] {
+                Some(s) => c.double(s),
+                None => c.none(),
+            };
+            let c = match scales[1] {
+                Some(s) => c.double(s),
+                None => c.none(),
+            };
+            c.out(DType::Float, &[1; 4], 512).run(upsample_bilinear2d_aa_out).0
+        };
+        assert!(aa(&[3, 4], [None, None]).is_ok());
+        assert!(aa(&[3, 4], [Some(1e-300), Some(f64::NAN)]).is_ok(), "odd scales only change weights");
+        assert!(aa(&[3], [None, None]).is_err());
+        assert!(aa(&[0, 4], [None, None]).is_err());
+    }
+
+    #[test]
+    fn grid_sampler_checks_modes_and_shapes() {
+        let grid = |sizes: &[usize], mode: i64, padding: i64| {
+            Call::new()
+                .ramp(DType::Float, &[2, 3, 4, 5], 0.5)
+                .ramp(DType::Float, sizes, 0.37)
+                .int(mode)
+                .int(padding)
+                .bool(false)
+                .out(DType::Float, &[1; 4], 512)
+                .run(grid_sampler_2d_out)
+                .0
+        };
+        for mode in 0..3 {
+            for padding in 0..3 {
+                assert!(grid(&[2, 3, 4, 2], mode, padding).is_ok(), "{mode} {padding}");
+            }
+        }
+        assert!(grid(&[2, 3, 4, 2], 3, 0).is_err());
+        assert!(grid(&[2, 3, 4, 2], 0, -1).is_err());
+        assert!(grid(&[2, 3, 4, 3], 0, 0).is_err(), "last dim not 2");
+        assert!(grid(&[1, 3, 4, 2], 0, 0).is_err(), "batch differs");
+        assert!(grid(&[2, 3, 2], 0, 0).is_err(), "rank");
+        // Non-finite and huge grid values sample nothing rather than indexing out of bounds.
+        for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30] {
+            for mode in 0..3 {
+                for padding in 0..3 {
+                    let (r, mut done) = Call::new()
+                        .ramp(DType::Float, &[1, 1, 3, 3], 1.0)
+                        .tensor(&[1, 1, 1, 2], &[v, v])
+                        .int(mode)
+                        .int(padding)
+                        .bool(true)
+                        .out(DType::Float, &[1; 4], 4)
+                        .run(grid_sampler_2d_out);
+                    r.unwrap();
+                    let out = done.tensor::<f32>(5).1;
+                    assert_eq!(out.len(), 1);
+                }
+            }
+        }
+    }
 }
