@@ -9,9 +9,10 @@
 use crate::args::KernelArgs;
 use crate::dtype::Element;
 use crate::error::KernelError;
-use crate::portable::elementwise::{FLOAT_DTYPES, Src};
+use crate::portable::elementwise::{REAL_DTYPES, Src};
 use crate::portable::spatial::{
-    Acc, Dims5, dispatch_float, short, spatial_param, strided_axpy, to_i64, to_size, valid_range, window_output_size,
+    Accumulator, Dims5, WrappingI64, dispatch_float, dispatch_int, short, spatial_param, strided_axpy, to_i64, to_size,
+    valid_range, window_output_size,
 };
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::tensor::{Tensor, TensorMut};
@@ -60,20 +61,23 @@ pub fn convolution_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     let w = args.tensor(WEIGHT)?;
     let bias = args.opt_tensor(BIAS)?;
     let mut out = args.tensor_mut(OUT)?;
+    if !REAL_DTYPES.contains(&x.dtype()) {
+        return Err(KernelError::UnsupportedDtype { arg: INPUT, dtype: x.dtype() });
+    }
     if x.dtype() != w.dtype() {
         return Err(KernelError::DtypeMismatch { arg: WEIGHT, expected: x.dtype(), found: w.dtype() });
     }
     if out.dtype() != x.dtype() {
         return Err(KernelError::DtypeMismatch { arg: OUT, expected: x.dtype(), found: out.dtype() });
     }
+    // Integer convolutions take an integer bias, float ones a float bias (of any width).
     if let Some(b) = &bias
-        && !b.dtype().is_floating_point()
+        && (b.dtype().is_floating_point() != x.dtype().is_floating_point() || b.dtype() == crate::DType::Bool)
     {
-        return Err(KernelError::UnsupportedDtype { arg: BIAS, dtype: b.dtype() });
+        return Err(KernelError::DtypeMismatch { arg: BIAS, expected: x.dtype(), found: b.dtype() });
     }
-    let (sizes, geometry) = plan(args, &x, &w, bias.as_ref())?;
+    let (sizes, mut geometry) = plan(args, &x, &w, bias.as_ref())?;
     out.resize(&sizes[..x.dim()])?;
-    let mut geometry = geometry;
     geometry.out = Dims5::new(out.sizes(), &out.strides(), x.dim() - 2, true);
     geometry.flatten_pointwise();
     if out.numel() == 0 {
@@ -81,8 +85,14 @@ pub fn convolution_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     }
     let bias = bias.as_ref().map(Src::of).transpose()?;
     let dtype = x.dtype();
-    dispatch_float!(dtype, T, C => run::<T, C>(&geometry, x.data::<T>()?, w.data::<T>()?, bias, &mut out),
-        _ => Err(KernelError::UnsupportedDtype { arg: INPUT, dtype }))
+    let bias_at = |oc: usize| bias.map(|b| (b.get::<f64>(oc), b.get::<i64>(oc)));
+    dispatch_float!(dtype, T, C => run::<T, C>(&geometry, x.data::<T>()?, w.data::<T>()?, |oc| {
+            bias_at(oc).map_or(<C as Accumulator>::ZERO, |(f, _)| C::from_f64(f))
+        }, &mut out),
+        _ => dispatch_int!(dtype, T => run::<T, WrappingI64>(&geometry, x.data::<T>()?, w.data::<T>()?, |oc| {
+            WrappingI64(bias_at(oc).map_or(0, |(_, i)| i))
+        }, &mut out),
+        _ => Err(KernelError::UnsupportedDtype { arg: INPUT, dtype })))
 }
 
 /// Checks the arguments and computes the output sizes (`[N, C_out, *spatial]`, padded to 5).
@@ -244,11 +254,11 @@ fn row_step(d: &Dims5) -> Option<usize> {
 }
 
 /// Runs the convolution with storage type `T`, computing in `C`.
-fn run<T: Element, C: Acc>(
+fn run<T: Element, C: Accumulator>(
     g: &ConvGeometry,
     x: &[T],
     w: &[T],
-    bias: Option<Src<'_>>,
+    bias: impl Fn(usize) -> C,
     out: &mut TensorMut<'_>,
 ) -> Result<(), KernelError> {
     let o = out.data_mut::<T>()?;
@@ -262,7 +272,7 @@ fn run<T: Element, C: Acc>(
                         let len = CHUNK.min(os[4] - x0);
                         for j in 0..g.out_per_group {
                             let oc = group * g.out_per_group + j;
-                            let b = bias.map_or(C::ZERO, |b| b.get::<C>(oc));
+                            let b = bias(oc);
                             let acc = &mut acc[..len];
                             acc.fill(b);
                             let window = Window { n, group, j, oz, oy, x0: to_i64(x0), len };
@@ -274,7 +284,7 @@ fn run<T: Element, C: Acc>(
                             .ok_or(short(INPUT))?;
                             let base = g.out.at(n, oc, oz, oy, x0);
                             for (k, &a) in acc.iter().enumerate() {
-                                *o.get_mut(base + k * g.out.stride[4]).ok_or(short(OUT))? = T::cast_from(a);
+                                *o.get_mut(base + k * g.out.stride[4]).ok_or(short(OUT))? = a.store::<T>();
                             }
                         }
                     }
@@ -298,7 +308,13 @@ struct Window {
 }
 
 /// Direct convolution: `out[oc, o] += w[oc, ic, k] * x[ic, o * stride + k * dilation - padding]`.
-fn accumulate<T: Element, C: Acc>(g: &ConvGeometry, x: &[T], w: &[T], win: &Window, acc: &mut [C]) -> Option<()> {
+fn accumulate<T: Element, C: Accumulator>(
+    g: &ConvGeometry,
+    x: &[T],
+    w: &[T],
+    win: &Window,
+    acc: &mut [C],
+) -> Option<()> {
     let xs = g.x.size;
     let oc = win.group * g.out_per_group + win.j;
     let (x1, step) = (win.x0 + to_i64(win.len), g.stride[2]);
@@ -319,7 +335,7 @@ fn accumulate<T: Element, C: Acc>(g: &ConvGeometry, x: &[T], w: &[T], win: &Wind
                 let x_row = g.x.at(win.n, ic, iz, iy, 0);
                 let w_row = g.w.at(oc, icg, kz, ky, 0);
                 for kx in 0..g.kernel[2] {
-                    let weight = C::cast_from(*w.get(w_row + kx * g.w.stride[4])?);
+                    let weight = C::load(*w.get(w_row + kx * g.w.stride[4])?);
                     let offset = to_i64(kx) * g.dilation[2] - g.padding[2];
                     let (lo, hi) = valid_range(win.x0, x1, step, offset, to_i64(xs[4]));
                     if lo >= hi {
@@ -347,7 +363,7 @@ fn accumulate<T: Element, C: Acc>(g: &ConvGeometry, x: &[T], w: &[T], win: &Wind
 
 /// Transposed convolution as a gather: input position `i` reaches output
 /// `i * stride + k * dilation - padding`, so output `o` sums the `(i, k)` pairs that land on it.
-fn accumulate_transposed<T: Element, C: Acc>(
+fn accumulate_transposed<T: Element, C: Accumulator>(
     g: &ConvGeometry,
     x: &[T],
     w: &[T],
@@ -373,7 +389,7 @@ fn accumulate_transposed<T: Element, C: Acc>(
                 let x_row = g.x.at(win.n, ic, iz, iy, 0);
                 let w_row = g.w.at(ic, win.j, kz, ky, 0);
                 for kx in 0..g.kernel[2] {
-                    let weight = C::cast_from(*w.get(w_row + kx * g.w.stride[4])?);
+                    let weight = C::load(*w.get(w_row + kx * g.w.stride[4])?);
                     // Output o = i * stride + offset lies in [x0, x1) for i in [lo, hi).
                     let (step, offset) = (g.stride[2], to_i64(kx) * g.dilation[2] - g.padding[2]);
                     let lo = (win.x0 - offset).div_euclid(step) + i64::from((win.x0 - offset).rem_euclid(step) != 0);
@@ -405,7 +421,7 @@ fn accumulate_transposed<T: Element, C: Acc>(
 pub fn register(r: &mut KernelRegistry) {
     let table: &[(&str, &'static [crate::DType], KernelFn)] = &[(
         "aten::convolution.out(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups, *, Tensor(a!) out) -> Tensor(a!)",
-        FLOAT_DTYPES,
+        REAL_DTYPES,
         convolution_out,
     )];
     crate::portable::register_table(r, table);
@@ -493,6 +509,25 @@ mod tests {
     }
 
     #[test]
+    fn integer_convolution_wraps_like_pytorch() {
+        // torch.ops.aten.convolution on int8 [100, 100] * [2, 1] + (-3) gives 41 (297 mod 256).
+        let (r, mut done) = Call::new()
+            .tensor(&[1, 1, 1, 2], &[100i8, 100])
+            .tensor(&[1, 1, 1, 2], &[2i8, 1])
+            .tensor(&[1], &[-3i8])
+            .ints(&[1, 1])
+            .ints(&[0, 0])
+            .ints(&[1, 1])
+            .bool(false)
+            .ints(&[0, 0])
+            .int(1)
+            .out(DType::Char, &[1, 1, 1, 1], 1)
+            .run(convolution_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i8>(9).1, [41]);
+    }
+
+    #[test]
     fn bad_arguments_are_errors() {
         assert!(BASE.run().is_ok());
         let cases: [(&str, Conv<'_>); 17] = [
@@ -521,7 +556,11 @@ mod tests {
         let c = Call::new().ramp(DType::Float, BASE.x, 1.0).ramp(DType::Double, BASE.w, 1.0);
         let c = c.none().ints(&[1]).ints(&[0]).ints(&[1]).bool(false).ints(&[0]).int(2).out(DType::Float, &[1; 4], 512);
         assert!(matches!(c.run(convolution_out).0, Err(KernelError::DtypeMismatch { arg: WEIGHT, .. })));
-        assert!(matches!(BASE.call(DType::Long).run(convolution_out).0, Err(KernelError::UnsupportedDtype { .. })));
+        assert!(matches!(BASE.call(DType::Bool).run(convolution_out).0, Err(KernelError::UnsupportedDtype { .. })));
+        let float_bias = Call::new().ramp(DType::Long, BASE.x, 1.0).ramp(DType::Long, BASE.w, 1.0);
+        let float_bias = float_bias.ramp(DType::Float, &[6], 1.0).ints(&[1]).ints(&[0]).ints(&[1]).bool(false);
+        let float_bias = float_bias.ints(&[0]).int(2).out(DType::Long, &[1; 4], 512);
+        assert!(matches!(float_bias.run(convolution_out).0, Err(KernelError::DtypeMismatch { arg: BIAS, .. })));
     }
 
     #[test]

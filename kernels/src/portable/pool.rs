@@ -5,17 +5,16 @@
 use crate::args::KernelArgs;
 use crate::dtype::{DType, Element};
 use crate::error::KernelError;
-use crate::portable::elementwise::FLOAT_DTYPES;
-use crate::portable::spatial::{Acc, Dims5, dispatch_float, short, spatial_param, to_i64, to_size, window_output_size};
+use crate::portable::elementwise::{FLOAT_DTYPES, REAL_DTYPES};
+use crate::portable::spatial::{
+    Acc, Dims5, dispatch_float, dispatch_int, short, spatial_param, to_i64, to_size, window_output_size,
+};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::tensor::{Tensor, TensorMut};
 
-/// Checks the input of a 2-D pooling op: floating, 3-D or 4-D, with non-empty C, H and W (the
-/// batch may be empty), and the output's dtype.
+/// Checks the input of a 2-D pooling op: 3-D or 4-D, with non-empty C, H and W (the batch may
+/// be empty), and the output's dtype (each kernel's dispatch rejects dtypes it does not support).
 fn check_pool_input(x: &Tensor<'_>, out: &TensorMut<'_>) -> Result<(), KernelError> {
-    if !x.dtype().is_floating_point() {
-        return Err(KernelError::UnsupportedDtype { arg: 0, dtype: x.dtype() });
-    }
     if out.dtype() != x.dtype() {
         return Err(KernelError::DtypeMismatch { arg: out.arg(), expected: x.dtype(), found: out.dtype() });
     }
@@ -108,38 +107,69 @@ pub fn avg_pool2d_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     let hw = window.output_size(&xd, ceil)?;
     out.resize(&pooled_shape(&x, hw))?;
     let od = Dims5::new(out.sizes(), &out.strides(), 2, x.dim() == 4);
+    let pool = AvgPool { xd, od, window, count_include_pad, divisor };
     let dtype = x.dtype();
-    dispatch_float!(dtype, T, C => {
-        let (xs, o) = (x.data::<T>()?, out.data_mut::<T>()?);
-        for_each_output(&od, |n, c, oy, ox, at| {
-            let (h, w) = (to_i64(xd.size[3]), to_i64(xd.size[4]));
+    match dtype {
+        // PyTorch pools int64 too: a wrapping sum and a truncating division.
+        DType::Long => {
+            pool.run(x.data::<i64>()?, out.data_mut::<i64>()?, 0i64, |s, v| s.wrapping_add(v), |s, d| s.wrapping_div(d))
+        }
+        _ => dispatch_float!(dtype, T, C => {
+            let (xs, o) = (x.data::<T>()?, out.data_mut::<T>()?);
+            pool.run(xs, o, C::ZERO, |s, v: T| s + C::cast_from(v), |s, d| T::cast_from(s / C::from_f64(d as f64)))
+        }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype })),
+    }
+}
+
+/// The geometry of one `avg_pool2d` call.
+struct AvgPool {
+    xd: Dims5,
+    od: Dims5,
+    window: PoolWindow,
+    count_include_pad: bool,
+    divisor: Option<i64>,
+}
+
+impl AvgPool {
+    /// Writes each window's `finish(sum, divisor)`, summing elements with `add` from `zero`.
+    fn run<T: Element, S: Copy>(
+        &self,
+        xs: &[T],
+        o: &mut [T],
+        zero: S,
+        add: impl Fn(S, T) -> S,
+        finish: impl Fn(S, i64) -> T,
+    ) -> Result<(), KernelError> {
+        let (xd, window) = (&self.xd, &self.window);
+        let (h, w) = (to_i64(xd.size[3]), to_i64(xd.size[4]));
+        for_each_output(&self.od, |n, c, oy, ox, at| {
             let y0 = to_i64(oy) * window.stride[0] - window.padding[0];
             let x0 = to_i64(ox) * window.stride[1] - window.padding[1];
             let y1 = (y0 + window.kernel[0]).min(h + window.padding[0]);
             let x1 = (x0 + window.kernel[1]).min(w + window.padding[1]);
-            let pool_size = (y1 - y0).checked_mul(x1 - x0).ok_or(KernelError::Overflow { arg: 1, what: "window size" })?;
+            let pool_size =
+                (y1 - y0).checked_mul(x1 - x0).ok_or(KernelError::Overflow { arg: 1, what: "window size" })?;
             let (y0, x0, y1, x1) = (y0.max(0), x0.max(0), y1.min(h), x1.min(w));
             let slot = o.get_mut(at).ok_or(short(7))?;
             if y0 >= y1 || x0 >= x1 {
                 *slot = T::from_f64(0.0);
                 return Ok(());
             }
-            let mut sum = C::ZERO;
+            let mut sum = zero;
             for iy in y0..y1 {
                 for ix in x0..x1 {
-                    let v = *xs.get(xd.at(n, c, 0, iy as usize, ix as usize)).ok_or(short(0))?;
-                    sum += C::cast_from(v);
+                    sum = add(sum, *xs.get(xd.at(n, c, 0, iy as usize, ix as usize)).ok_or(short(0))?);
                 }
             }
-            let divide_by = match divisor {
+            let divide_by = match self.divisor {
                 Some(d) => d,
-                None if count_include_pad => pool_size,
+                None if self.count_include_pad => pool_size,
                 None => (y1 - y0) * (x1 - x0),
             };
-            *slot = T::cast_from(sum / C::from_f64(divide_by as f64));
+            *slot = finish(sum, divide_by);
             Ok(())
         })
-    }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+    }
 }
 
 /// `aten::max_pool2d_with_indices.out(Tensor self, int[2] kernel_size, int[2] stride=[],
@@ -166,13 +196,41 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
     indices.resize(&shape)?;
     let od = Dims5::new(out.sizes(), &out.strides(), 2, x.dim() == 4);
     let id = Dims5::new(indices.sizes(), &indices.strides(), 2, x.dim() == 4);
-    let dtype = x.dtype();
     let idx = indices.data_mut::<i64>()?;
-    dispatch_float!(dtype, T, C => {
-        let (xs, o) = (x.data::<T>()?, out.data_mut::<T>()?);
-        for_each_output(&od, |n, c, oy, ox, at| {
-            let (h, w) = (to_i64(xd.size[3]), to_i64(xd.size[4]));
-            let [dy, dx] = window.dilation;
+    let pool = MaxPool { xd, od, id, window };
+    let dtype = x.dtype();
+    dispatch_float!(dtype, T, C => pool.run::<T>(x.data::<T>()?, out.data_mut::<T>()?, idx, |v, best| {
+            let (v, best) = (C::cast_from(v), C::cast_from(best));
+            v > best || v.is_nan()
+        }),
+        _ => dispatch_int!(dtype, T => pool.run::<T>(x.data::<T>()?, out.data_mut::<T>()?, idx, |v, best| {
+            v.to_i64() > best.to_i64()
+        }),
+        _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype })))
+}
+
+/// The geometry of one `max_pool2d_with_indices` call.
+struct MaxPool {
+    xd: Dims5,
+    od: Dims5,
+    id: Dims5,
+    window: PoolWindow,
+}
+
+impl MaxPool {
+    /// Writes each window's maximum and its flat position; `beats(v, best)` says whether `v`
+    /// replaces the maximum so far (for floats: greater, or NaN).
+    fn run<T: Element>(
+        &self,
+        xs: &[T],
+        o: &mut [T],
+        idx: &mut [i64],
+        beats: impl Fn(T, T) -> bool,
+    ) -> Result<(), KernelError> {
+        let (xd, window) = (&self.xd, &self.window);
+        let (h, w) = (to_i64(xd.size[3]), to_i64(xd.size[4]));
+        let [dy, dx] = window.dilation;
+        for_each_output(&self.od, |n, c, oy, ox, at| {
             let mut y0 = to_i64(oy) * window.stride[0] - window.padding[0];
             let mut x0 = to_i64(ox) * window.stride[1] - window.padding[1];
             let y1 = (y0 + (window.kernel[0] - 1) * dy + 1).min(h);
@@ -188,13 +246,14 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
             // A window that misses the input keeps this start position, which may be far outside
             // (PyTorch computes the same int64 product; wrapping only avoids the overflow trap).
             let mut best_index = y0.wrapping_mul(w).wrapping_add(x0);
-            let mut best = C::from_f64(f64::NEG_INFINITY);
+            // -inf for floats; the saturating conversion gives integers their lowest value.
+            let mut best = T::from_f64(f64::NEG_INFINITY);
             let mut iy = y0;
             while iy < y1 {
                 let mut ix = x0;
                 while ix < x1 {
-                    let v = C::cast_from(*xs.get(xd.at(n, c, 0, iy as usize, ix as usize)).ok_or(short(0))?);
-                    if v > best || v.is_nan() {
+                    let v = *xs.get(xd.at(n, c, 0, iy as usize, ix as usize)).ok_or(short(0))?;
+                    if beats(v, best) {
                         best = v;
                         best_index = iy * w + ix;
                     }
@@ -204,11 +263,11 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
                 let Some(next) = iy.checked_add(dy) else { break };
                 iy = next;
             }
-            *o.get_mut(at).ok_or(short(6))? = T::cast_from(best);
-            *idx.get_mut(id.at(n, c, 0, oy, ox)).ok_or(short(7))? = best_index;
+            *o.get_mut(at).ok_or(short(6))? = best;
+            *idx.get_mut(self.id.at(n, c, 0, oy, ox)).ok_or(short(7))? = best_index;
             Ok(())
         })
-    }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+    }
 }
 
 /// `aten::_adaptive_avg_pool2d.out(Tensor self, SymInt[2] output_size, *, Tensor(a!) out)
@@ -264,17 +323,20 @@ fn for_each_output(
     Ok(())
 }
 
+/// Floating dtypes and int64 (`avg_pool2d`).
+const FLOAT_AND_LONG: &[DType] = &[DType::Long, DType::Half, DType::BFloat16, DType::Float, DType::Double];
+
 /// Registers this module's kernels.
 pub fn register(r: &mut KernelRegistry) {
     let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
         (
             "aten::avg_pool2d.out(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, bool ceil_mode=False, bool count_include_pad=True, int? divisor_override=None, *, Tensor(a!) out) -> Tensor(a!)",
-            FLOAT_DTYPES,
+            FLOAT_AND_LONG,
             avg_pool2d_out,
         ),
         (
             "aten::max_pool2d_with_indices.out(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, int[2] dilation=1, bool ceil_mode=False, *, Tensor(a!) out, Tensor(b!) indices) -> (Tensor(a!), Tensor(b!))",
-            FLOAT_DTYPES,
+            REAL_DTYPES,
             max_pool2d_with_indices_out,
         ),
         (
@@ -332,6 +394,38 @@ mod tests {
         r.unwrap();
         assert_eq!(done.tensor::<f32>(6).1, [5.0, 7.0, 13.0, 15.0]);
         assert_eq!(done.tensor::<i64>(7).1, [5, 7, 13, 15]);
+    }
+
+    #[test]
+    fn integer_pools_match_pytorch() {
+        // F.avg_pool2d(int64 [[-7, 9], [-3, 20]], 2, 1, 1): integer division truncates.
+        let (r, mut done) = Call::new()
+            .tensor(&[1, 1, 2, 2], &[-7i64, 9, -3, 20])
+            .ints(&[2])
+            .ints(&[1])
+            .ints(&[1])
+            .bool(false)
+            .bool(true)
+            .none()
+            .out(DType::Long, &[1, 1, 1, 1], 9)
+            .run(avg_pool2d_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i64>(7).1, [-1, 0, 2, -2, 4, 7, 0, 4, 5]);
+        // Max pool over negative integers finds them (not a zero initial maximum).
+        let x: Vec<i8> = (1..=16).map(|v| -v).collect();
+        let (r, mut done) = Call::new()
+            .tensor(&[1, 1, 4, 4], &x)
+            .ints(&[2])
+            .ints(&[])
+            .ints(&[0])
+            .ints(&[1])
+            .bool(false)
+            .out(DType::Char, &[1, 1, 1, 1], 4)
+            .out(DType::Long, &[1, 1, 1, 1], 4)
+            .run(max_pool2d_with_indices_out);
+        r.unwrap();
+        assert_eq!(done.tensor::<i8>(6).1, [-1, -3, -9, -11]);
+        assert_eq!(done.tensor::<i64>(7).1, [0, 2, 8, 10]);
     }
 
     #[test]

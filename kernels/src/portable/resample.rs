@@ -7,16 +7,14 @@
 use crate::args::KernelArgs;
 use crate::dtype::Element;
 use crate::error::KernelError;
-use crate::portable::elementwise::FLOAT_DTYPES;
-use crate::portable::spatial::{Acc, Dims5, dispatch_float, short, to_size};
+use crate::portable::elementwise::{FLOAT_DTYPES, REAL_DTYPES};
+use crate::portable::spatial::{Acc, Dims5, dispatch_float, dispatch_int, short, to_size};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::tensor::{Tensor, TensorMut};
 
-/// Checks a 4-D floating input with non-empty H and W and an output of its dtype.
+/// Checks a 4-D input with non-empty H and W and an output of its dtype (each kernel's dispatch
+/// rejects dtypes it does not support).
 fn check_image(x: &Tensor<'_>, out: &TensorMut<'_>) -> Result<(), KernelError> {
-    if !x.dtype().is_floating_point() {
-        return Err(KernelError::UnsupportedDtype { arg: 0, dtype: x.dtype() });
-    }
     if out.dtype() != x.dtype() {
         return Err(KernelError::DtypeMismatch { arg: out.arg(), expected: x.dtype(), found: out.dtype() });
     }
@@ -102,24 +100,36 @@ pub fn upsample_nearest2d_vec_out(_: &mut KernelContext, args: &KernelArgs<'_>) 
     let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let dtype = x.dtype();
-    dispatch_float!(dtype, T, C => {
-        let (xs, o) = (x.data::<T>()?, out.data_mut::<T>()?);
-        let scale_h: C = pixel_scale(xd.size[3], hw[0], false, scales[0]);
-        let scale_w: C = pixel_scale(xd.size[4], hw[1], false, scales[1]);
-        for n in 0..od.size[0] {
-            for c in 0..od.size[1] {
-                for oy in 0..hw[0] {
-                    let iy = nearest_source(oy, xd.size[3], scale_h);
-                    for ox in 0..hw[1] {
-                        let ix = nearest_source(ox, xd.size[4], scale_w);
-                        let v = *xs.get(xd.at(n, c, 0, iy, ix)).ok_or(short(0))?;
-                        *o.get_mut(od.at(n, c, 0, oy, ox)).ok_or(short(3))? = v;
-                    }
+    // Source indices are computed in the float compute type; integer inputs (which PyTorch
+    // supports for uint8) use f32, as PyTorch does for them.
+    dispatch_float!(dtype, T, C => nearest_copy::<T, C>(x.data::<T>()?, out.data_mut::<T>()?, &xd, &od, scales),
+        _ => dispatch_int!(dtype, T => nearest_copy::<T, f32>(x.data::<T>()?, out.data_mut::<T>()?, &xd, &od, scales),
+        _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype })))
+}
+
+/// Copies each output element from its nearest source, with index arithmetic in `C`.
+fn nearest_copy<T: Element, C: Acc>(
+    xs: &[T],
+    o: &mut [T],
+    xd: &Dims5,
+    od: &Dims5,
+    scales: [Option<f64>; 2],
+) -> Result<(), KernelError> {
+    let scale_h: C = pixel_scale(xd.size[3], od.size[3], false, scales[0]);
+    let scale_w: C = pixel_scale(xd.size[4], od.size[4], false, scales[1]);
+    for n in 0..od.size[0] {
+        for c in 0..od.size[1] {
+            for oy in 0..od.size[3] {
+                let iy = nearest_source(oy, xd.size[3], scale_h);
+                for ox in 0..od.size[4] {
+                    let ix = nearest_source(ox, xd.size[4], scale_w);
+                    let v = *xs.get(xd.at(n, c, 0, iy, ix)).ok_or(short(0))?;
+                    *o.get_mut(od.at(n, c, 0, oy, ox)).ok_or(short(3))? = v;
                 }
             }
         }
-        Ok(())
-    }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+    }
+    Ok(())
 }
 
 /// The two input indices and weights of linear interpolation for one output index (PyTorch's
@@ -539,7 +549,7 @@ pub fn register(r: &mut KernelRegistry) {
     let table: &[(&str, &'static [crate::DType], KernelFn)] = &[
         (
             "aten::upsample_nearest2d.vec_out(Tensor input, SymInt[]? output_size, float[]? scale_factors, *, Tensor(a!) out) -> Tensor(a!)",
-            FLOAT_DTYPES,
+            REAL_DTYPES,
             upsample_nearest2d_vec_out,
         ),
         (

@@ -65,6 +65,86 @@ macro_rules! acc_impl {
 acc_impl!(f32);
 acc_impl!(f64);
 
+/// A type products are summed in: the float compute types, or wrapping i64 for integer dtypes
+/// (wrapping sums give the same low bits as PyTorch's integer accumulation at any width).
+pub trait Accumulator: Copy {
+    const ZERO: Self;
+    /// An element converted to the accumulator.
+    fn load<T: Element>(v: T) -> Self;
+    /// The accumulated value converted back to an element (integers wrap, as C++ casts do).
+    fn store<T: Element>(self) -> T;
+    /// `self + a * b`.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+impl<C: Acc> Accumulator for C {
+    const ZERO: Self = <C as Acc>::ZERO;
+    #[inline(always)]
+    fn load<T: Element>(v: T) -> Self {
+        C::cast_from(v)
+    }
+    #[inline(always)]
+    fn store<T: Element>(self) -> T {
+        T::cast_from(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        self + a * b
+    }
+}
+
+/// Integer accumulation in i64 with wrapping arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrappingI64(pub i64);
+
+impl Accumulator for WrappingI64 {
+    const ZERO: Self = WrappingI64(0);
+    #[inline(always)]
+    fn load<T: Element>(v: T) -> Self {
+        WrappingI64(v.to_i64())
+    }
+    #[inline(always)]
+    fn store<T: Element>(self) -> T {
+        T::from_i64(self.0)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        WrappingI64(self.0.wrapping_add(a.0.wrapping_mul(b.0)))
+    }
+}
+
+/// Calls `$body` with `$T` bound to the storage type of the integer dtype `$dtype` (not bool);
+/// `$fallback` otherwise.
+macro_rules! dispatch_int {
+    ($dtype:expr, $T:ident => $body:expr, _ => $fallback:expr) => {{
+        use $crate::DType as __D;
+        match $dtype {
+            __D::Byte => {
+                type $T = u8;
+                $body
+            }
+            __D::Char => {
+                type $T = i8;
+                $body
+            }
+            __D::Short => {
+                type $T = i16;
+                $body
+            }
+            __D::Int => {
+                type $T = i32;
+                $body
+            }
+            __D::Long => {
+                type $T = i64;
+                $body
+            }
+            _ => $fallback,
+        }
+    }};
+}
+pub(crate) use dispatch_int;
+
 /// Calls `$body` with `$T` bound to the storage type of the floating dtype `$dtype` and `$C` to
 /// the type PyTorch computes it in (f32 for f16/bf16/f32, f64 for f64); `$fallback` otherwise.
 macro_rules! dispatch_float {
@@ -202,9 +282,9 @@ pub fn valid_range(o0: i64, o1: i64, step: i64, offset: i64, len: i64) -> (i64, 
 }
 
 /// `acc[k * acc_step] += w * x[k * x_step]` for `k` in `0..count` (an axpy over strided slices),
-/// computing in `C`. `None` if a slice is too short (which shape checks rule out).
+/// summing in `C`. `None` if a slice is too short (which shape checks rule out).
 #[inline(always)]
-pub fn strided_axpy<T: Element, C: Acc>(
+pub fn strided_axpy<T: Element, C: Accumulator>(
     acc: &mut [C],
     acc_step: usize,
     w: C,
@@ -219,11 +299,11 @@ pub fn strided_axpy<T: Element, C: Acc>(
     let x = x.get(..(count - 1) * x_step + 1)?;
     if acc_step == 1 && x_step == 1 {
         for (a, &v) in acc.iter_mut().zip(x) {
-            *a += w * C::cast_from(v);
+            *a = a.mul_add(w, C::load(v));
         }
     } else {
         for (a, &v) in acc.iter_mut().step_by(acc_step).zip(x.iter().step_by(x_step)) {
-            *a += w * C::cast_from(v);
+            *a = a.mul_add(w, C::load(v));
         }
     }
     Some(())
