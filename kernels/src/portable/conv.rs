@@ -345,7 +345,9 @@ fn accumulate<T: Element, C: Accumulator>(
                     let ix = usize::try_from(lo * step + offset).ok()?;
                     let first = usize::try_from(lo - win.x0).ok()?;
                     let count = usize::try_from(hi - lo).ok()?;
-                    let x_step = usize::try_from(step).ok()? * g.x.stride[4];
+                    // Saturating: a step this large only occurs with a single position (count 1),
+                    // where it is never applied.
+                    let x_step = usize::try_from(step).ok()?.saturating_mul(g.x.stride[4]);
                     strided_axpy(
                         acc.get_mut(first..)?,
                         1,
@@ -586,6 +588,27 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn huge_stride_on_channels_last_input() {
+        let data: Vec<f32> = (0..240).map(|i| i as f32).collect();
+        for stride in [i64::MAX / 2, i64::MAX] {
+            let (r, mut done) = Call::new()
+                .tensor_ordered(&[1, 8, 5, 6], Some(&[0, 2, 3, 1]), &data)
+                .ramp(DType::Float, &[2, 8, 1, 1], 1.0)
+                .none()
+                .ints(&[1, stride])
+                .ints(&[0])
+                .ints(&[1])
+                .bool(false)
+                .ints(&[0])
+                .int(1)
+                .out(DType::Float, &[1, 1, 1, 1], 64)
+                .run(convolution_out);
+            r.unwrap();
+            assert_eq!(done.tensor::<f32>(9).0, [1, 2, 5, 1]);
         }
     }
 
