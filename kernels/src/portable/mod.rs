@@ -8,13 +8,24 @@ pub mod activation;
 pub mod binary;
 pub mod bitwise;
 pub mod creation;
+pub mod conv;
+pub mod distance;
 pub mod elementwise;
+pub mod glu;
 pub mod layout;
 pub mod linalg;
 pub mod math;
+pub mod norm;
+pub mod pad;
+pub mod pool;
+pub mod rearrange;
 pub mod reduce;
+pub mod resample;
 pub mod shape_ops;
 pub mod softmax;
+pub mod spatial;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod unary;
 
 #[cfg(test)]
@@ -36,6 +47,14 @@ pub fn register_all(r: &mut KernelRegistry) {
     activation::register(r);
     bitwise::register(r);
     creation::register(r);
+    conv::register(r);
+    norm::register(r);
+    pool::register(r);
+    resample::register(r);
+    pad::register(r);
+    rearrange::register(r);
+    glu::register(r);
+    distance::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).
