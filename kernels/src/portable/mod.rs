@@ -6,11 +6,15 @@
 
 pub mod binary;
 pub mod elementwise;
+pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod reduce;
+pub mod scatter;
 pub mod shape_ops;
 pub mod softmax;
+pub mod split;
+pub mod topk;
 pub mod unary;
 
 #[cfg(test)]
@@ -29,6 +33,10 @@ pub fn register_all(r: &mut KernelRegistry) {
     reduce::register(r);
     softmax::register(r);
     shape_ops::register(r);
+    split::register(r);
+    index::register(r);
+    scatter::register(r);
+    topk::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).
