@@ -18,6 +18,11 @@ pub mod topk;
 pub mod unary;
 
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
 use crate::OpSchema;
 use crate::registry::{KernelFn, KernelRegistry};
 

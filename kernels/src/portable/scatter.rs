@@ -2,7 +2,7 @@
 //! `slice_scatter`. Each writes a copy of `self` with some elements replaced.
 
 use crate::args::KernelArgs;
-use crate::dtype::Element;
+use crate::dtype::{DType, Element};
 use crate::error::KernelError;
 use crate::portable::index::{add_in_dtype, check_gather_shapes};
 use crate::portable::layout::{
@@ -66,6 +66,12 @@ fn scatter_impl(args: &KernelArgs<'_>, source: Source<'_>, add: bool) -> Result<
         Ok(base + check_index(ids.get(i, 2)?, size, false, 2)? * stride)
     };
     match source {
+        Source::Tensor(src) if add && matches!(dtype, DType::Half | DType::BFloat16) => {
+            let dim_strides = (index.strides().get(dim).copied().unwrap_or(0), strides[1].get(dim).copied().unwrap_or(0));
+            crate::dispatch_dtype!(dtype, T => {
+                scatter_add_16bit::<T>(src.data::<T>()?, &index, dim, strides, dim_strides, out.data_mut::<T>()?, target)
+            }, _ => Err(KernelError::UnsupportedDtype { arg: 0, dtype }))
+        }
         Source::Tensor(src) if add => crate::dispatch_dtype!(dtype, T => {
             let from = src.data::<T>()?;
             let to = out.data_mut::<T>()?;
@@ -99,6 +105,51 @@ fn scatter_impl(args: &KernelArgs<'_>, source: Source<'_>, add: bool) -> Result<
     }
 }
 
+/// `scatter_add` for 16-bit floats as PyTorch's CPU kernel computes it: each output element is
+/// `self + Σ src` accumulated in f32, in index order, and rounded once. Without scratch memory
+/// for the accumulators, each line along `dim` finds the contributors of every target itself
+/// (quadratic in the index's size along `dim`, which is what memory-free costs here).
+fn scatter_add_16bit<T: Element>(
+    from: &[T],
+    index: &Tensor<'_>,
+    dim: usize,
+    strides: [Shape; 3],
+    (index_step, src_step): (usize, usize),
+    to: &mut [T],
+    target: impl Fn(usize, usize) -> Result<usize, KernelError>,
+) -> Result<(), KernelError> {
+    let bad = KernelError::ShapeMismatch { arg: 4, reason: OUTSIDE };
+    let mut lines = index.shape();
+    let count = match lines.as_mut_slice().get_mut(dim) {
+        Some(n) => core::mem::replace(n, 1),
+        None => 1,
+    };
+    for [i, s, base] in StridedIter::new(&lines, strides) {
+        for j in 0..count {
+            let at = target(i + j * index_step, base)?;
+            // Targets already written from an earlier entry of this line are done.
+            let mut seen = false;
+            for earlier in 0..j {
+                if target(i + earlier * index_step, base)? == at {
+                    seen = true;
+                    break;
+                }
+            }
+            if seen {
+                continue;
+            }
+            let mut acc = to.get(at).ok_or(bad)?.to_f64() as f32;
+            for later in j..count {
+                if target(i + later * index_step, base)? == at {
+                    acc += from.get(s + later * src_step).ok_or(bad)?.to_f64() as f32;
+                }
+            }
+            *to.get_mut(at).ok_or(bad)? = T::from_f64(f64::from(acc));
+        }
+    }
+    Ok(())
+}
+
 /// `aten::scatter.src_out(Tensor self, int dim, Tensor index, Tensor src, *, Tensor(a!) out)`
 pub fn scatter_src_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     scatter_impl(args, Source::Tensor(args.tensor(3)?), false)
@@ -111,7 +162,8 @@ pub fn scatter_value_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result
 }
 
 /// `aten::scatter_add.out(Tensor self, int dim, Tensor index, Tensor src, *, Tensor(a!) out)`:
-/// additions happen in `self`'s dtype, in index order.
+/// additions happen in index order, in `self`'s dtype (16-bit floats: in f32, rounded once per
+/// element, as PyTorch's CPU kernel does).
 pub fn scatter_add_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     scatter_impl(args, Source::Tensor(args.tensor(3)?), true)
 }
