@@ -1,6 +1,13 @@
 //! Copies between layouts: the shared core of `permute_copy`, `slice_copy`, `cat`, `copy_`,
-//! `_to_dim_order_copy` and friends.
+//! `_to_dim_order_copy` and friends, plus the element-moving helpers of the indexing kernels.
+//!
+//! A view of a tensor is a start offset and one stride per dimension, in elements of its storage.
+//! Strides may be "negative" (`flip`): they are stored as wrapped `usize` and every offset is
+//! computed with wrapping arithmetic, then bounds-checked where it is used.
 
+use bytemuck::Pod;
+
+use crate::dtype::DType;
 use crate::error::KernelError;
 use crate::portable::elementwise::Src;
 use crate::shape::{Shape, StridedIter};
@@ -19,6 +26,7 @@ pub fn strided_copy(
     out_strides: Shape,
 ) -> Result<(), KernelError> {
     let arg = out.arg();
+    let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
     if src.dtype() == out.dtype() {
         let elem = src.dtype().element_size().unwrap_or(1);
         let from = src.bytes()?;
@@ -26,10 +34,14 @@ pub fn strided_copy(
         let count = Shape::new(shape).and_then(|s| s.numel()).unwrap_or(0);
         // Fast path: both sides dense in the same order → one memcpy.
         if count > 0 && is_dense(shape, &src_strides) && src_strides == out_strides {
-            let (s0, o0) = (src_offset * elem, out_offset * elem);
-            let n = count * elem;
-            let (Some(f), Some(t)) = (from.get(s0..s0 + n), to.get_mut(o0..o0 + n)) else {
-                return Err(KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" });
+            let range = |offset: usize| {
+                let start = offset.checked_mul(elem)?;
+                Some(start..start.checked_add(count.checked_mul(elem)?)?)
+            };
+            let (Some(f), Some(t)) =
+                (range(src_offset).and_then(|r| from.get(r)), range(out_offset).and_then(|r| to.get_mut(r)))
+            else {
+                return Err(bad);
             };
             t.copy_from_slice(f);
             return Ok(());
@@ -37,11 +49,16 @@ pub fn strided_copy(
         return copy_elements(from, to, elem, src_offset, src_strides, shape, out_offset, out_strides, arg);
     }
     let s = Src::of(src)?;
+    let src_len = src.numel();
     crate::dispatch_dtype!(out.dtype(), D => {
         let o = out.data_mut::<D>()?;
         for [io, is] in StridedIter::new(shape, [out_strides, src_strides]) {
-            let v: D = s.get(src_offset + is);
-            *o.get_mut(out_offset + io).ok_or(KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" })? = v;
+            let at = src_offset.wrapping_add(is);
+            if at >= src_len {
+                return Err(bad);
+            }
+            let v: D = s.get(at);
+            *o.get_mut(out_offset.wrapping_add(io)).ok_or(bad)? = v;
         }
         Ok(())
     }, _ => Err(KernelError::UnsupportedDtype { arg, dtype: out.dtype() }))
@@ -66,7 +83,7 @@ fn copy_elements(
             let f: &[$t] = bytemuck::try_cast_slice(from).map_err(|_| bad)?;
             let t: &mut [$t] = bytemuck::try_cast_slice_mut(to).map_err(|_| bad)?;
             for [io, is] in StridedIter::new(shape, [out_strides, src_strides]) {
-                *t.get_mut(out_offset + io).ok_or(bad)? = *f.get(src_offset + is).ok_or(bad)?;
+                *t.get_mut(out_offset.wrapping_add(io)).ok_or(bad)? = *f.get(src_offset.wrapping_add(is)).ok_or(bad)?;
             }
             Ok(())
         }};
@@ -90,4 +107,145 @@ pub fn is_dense(shape: &[usize], strides: &[usize]) -> bool {
         expect = expect.saturating_mul(size);
     }
     true
+}
+
+/// Runs `$body` with `$E` bound to a plain unsigned integer as wide as one element of `$dtype`:
+/// kernels that only move elements (gather, scatter, index) need no per-dtype code. Evaluates to
+/// an `UnsupportedDtype` error naming `$arg` for dtypes of other widths.
+macro_rules! with_element_bits {
+    ($dtype:expr, $arg:expr, $E:ident => $body:expr) => {{
+        let dtype: $crate::DType = $dtype;
+        match dtype.element_size() {
+            Some(1) => {
+                type $E = u8;
+                $body
+            }
+            Some(2) => {
+                type $E = u16;
+                $body
+            }
+            Some(4) => {
+                type $E = u32;
+                $body
+            }
+            Some(8) => {
+                type $E = u64;
+                $body
+            }
+            _ => Err($crate::KernelError::UnsupportedDtype { arg: $arg, dtype }),
+        }
+    }};
+}
+pub(crate) use with_element_bits;
+
+/// The elements of `t` as `E`, a type of the same width as its dtype (see [`with_element_bits`]).
+pub(crate) fn elements<'a, E: Pod>(t: &Tensor<'a>) -> Result<&'a [E], KernelError> {
+    if t.dtype().element_size() != Some(core::mem::size_of::<E>()) {
+        return Err(KernelError::UnsupportedDtype { arg: t.arg(), dtype: t.dtype() });
+    }
+    bytemuck::try_cast_slice(t.bytes()?).map_err(|_| KernelError::Misaligned { arg: t.arg(), dtype: t.dtype() })
+}
+
+/// The elements of `t` as `E`, writable (see [`elements`]).
+pub(crate) fn elements_mut<'b, E: Pod>(t: &'b mut TensorMut<'_>) -> Result<&'b mut [E], KernelError> {
+    let (arg, dtype) = (t.arg(), t.dtype());
+    if dtype.element_size() != Some(core::mem::size_of::<E>()) {
+        return Err(KernelError::UnsupportedDtype { arg, dtype });
+    }
+    bytemuck::try_cast_slice_mut(t.bytes_mut()?).map_err(|_| KernelError::Misaligned { arg, dtype })
+}
+
+/// Strides that turn a [`StridedIter`] offset into the coordinate along `dim` (1 there, 0 elsewhere).
+pub(crate) fn coordinate_strides(rank: usize, dim: usize) -> Shape {
+    let mut s =
+        Shape::new(&crate::shape::MAX_RANK_SHAPE[..rank.min(crate::shape::MAX_RANK_SHAPE.len())]).unwrap_or_default();
+    if let Some(slot) = s.as_mut_slice().get_mut(dim) {
+        *slot = 1;
+    }
+    s
+}
+
+/// The values of an integer index tensor (`int64` or `int32`, as PyTorch accepts for indices).
+#[derive(Clone, Copy)]
+pub(crate) enum IndexData<'a> {
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+}
+
+impl<'a> IndexData<'a> {
+    /// The indices of `t`, or an `UnsupportedDtype` error naming its argument.
+    pub(crate) fn of(t: &Tensor<'a>) -> Result<IndexData<'a>, KernelError> {
+        match t.dtype() {
+            DType::Long => Ok(IndexData::I64(t.data()?)),
+            DType::Int => Ok(IndexData::I32(t.data()?)),
+            dtype => Err(KernelError::UnsupportedDtype { arg: t.arg(), dtype }),
+        }
+    }
+
+    /// The index at element offset `i`; `arg` names the tensor when `i` is outside it.
+    #[inline]
+    pub(crate) fn get(&self, i: usize, arg: usize) -> Result<i64, KernelError> {
+        let v = match self {
+            IndexData::I64(d) => d.get(i).copied(),
+            IndexData::I32(d) => d.get(i).map(|&v| i64::from(v)),
+        };
+        v.ok_or(KernelError::ShapeMismatch { arg, reason: "index read outside the tensor" })
+    }
+}
+
+/// Checks an index read from a tensor against a dimension of `size`: `0..size`, and with
+/// `wrap_negative` also `-size..0` counted from the end (PyTorch's advanced indexing).
+#[inline]
+pub(crate) fn check_index(index: i64, size: usize, wrap_negative: bool, arg: usize) -> Result<usize, KernelError> {
+    let n = i64::try_from(size).unwrap_or(i64::MAX);
+    let wrapped = if wrap_negative && index < 0 { index.wrapping_add(n) } else { index };
+    if (0..n).contains(&wrapped) {
+        Ok(wrapped as usize)
+    } else {
+        Err(KernelError::IndexOutOfRange { arg, index, size })
+    }
+}
+
+/// Calls `f` with every multi-index of `shape`, in row-major order (none for an empty shape,
+/// one — the empty index — for rank 0). Stops at the first error.
+pub(crate) fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(&[usize]) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let rank = shape.len().min(crate::shape::MAX_RANK_SHAPE.len());
+    let shape = &shape[..rank];
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let mut index = crate::shape::MAX_RANK_SHAPE;
+    loop {
+        f(&index[..rank])?;
+        // Advance, innermost dimension fastest; done when every dimension wrapped.
+        let mut d = rank;
+        loop {
+            if d == 0 {
+                return Ok(());
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// `Σ index[d]·strides[d]`, wrapping (strides may be wrapped negatives); callers bounds-check.
+#[inline]
+pub(crate) fn offset_of(index: &[usize], strides: &[usize]) -> usize {
+    index.iter().zip(strides).fold(0usize, |a, (&i, &s)| a.wrapping_add(i.wrapping_mul(s)))
+}
+
+/// `strides` extended with zeros to at least `rank` entries: a 0-dim operand walked alongside a
+/// 1-D one (PyTorch treats 0-dim tensors as one-element 1-D ones in `gather`/`scatter`).
+pub(crate) fn padded(strides: Shape, rank: usize) -> Shape {
+    let mut s = strides;
+    while s.len() < rank && s.push(0) {}
+    s
 }

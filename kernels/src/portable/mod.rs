@@ -7,11 +7,12 @@
 pub mod activation;
 pub mod binary;
 pub mod bitwise;
-pub mod creation;
 pub mod conv;
+pub mod creation;
 pub mod distance;
 pub mod elementwise;
 pub mod glu;
+pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod math;
@@ -21,12 +22,18 @@ pub mod pool;
 pub mod rearrange;
 pub mod reduce;
 pub mod resample;
+pub mod scatter;
 pub mod shape_ops;
 pub mod softmax;
 pub mod spatial;
+pub mod split;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod topk;
 pub mod unary;
+
+#[cfg(test)]
+mod kernel_tests;
 
 #[cfg(test)]
 use crate::OpSchema;
@@ -55,6 +62,10 @@ pub fn register_all(r: &mut KernelRegistry) {
     rearrange::register(r);
     glu::register(r);
     distance::register(r);
+    split::register(r);
+    index::register(r);
+    scatter::register(r);
+    topk::register(r);
 }
 
 /// Registers a module's table of (schema, dtypes, kernel).
