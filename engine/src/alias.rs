@@ -43,6 +43,8 @@ pub(crate) struct PointsTo {
     tensors: Vec<BTreeSet<TensorId>>,
     /// List values (by original value index) each value may hold.
     lists: Vec<BTreeSet<u32>>,
+    /// Storage class of each tensor (see [`PointsTo::with_storage`]); empty: every tensor is its own.
+    storage: Vec<TensorId>,
 }
 
 impl PointsTo {
@@ -81,7 +83,42 @@ impl PointsTo {
                 break;
             }
         }
-        PointsTo { tensors, lists }
+        PointsTo { tensors, lists, storage: Vec::new() }
+    }
+
+    /// The same sets over storage classes: a tensor the exporter placed as a view of another (same
+    /// bytes, no instruction of its own) stands for its class's representative `storage[t]`, so
+    /// the dependency analysis sees the view's reads as reads of what the base's writer wrote.
+    pub(crate) fn with_storage(mut self, storage: Vec<TensorId>) -> PointsTo {
+        for set in &mut self.tensors {
+            *set = set.iter().map(|t| storage.get(t.0 as usize).copied().unwrap_or(*t)).collect();
+        }
+        self.storage = storage;
+        self
+    }
+
+    /// The representative of `t`'s storage class.
+    pub(crate) fn canonical(&self, t: TensorId) -> TensorId {
+        self.storage.get(t.0 as usize).copied().unwrap_or(t)
+    }
+
+    /// `overlaps` (per tensor, the tensors sharing its bytes) over storage classes.
+    pub(crate) fn canonical_overlaps(&self, overlaps: Vec<Vec<TensorId>>) -> Vec<Vec<TensorId>> {
+        if self.storage.is_empty() {
+            return overlaps;
+        }
+        let mut out = vec![Vec::new(); overlaps.len()];
+        for (t, list) in overlaps.iter().enumerate() {
+            let c = self.canonical(TensorId(t as u32));
+            if let Some(slot) = out.get_mut(c.0 as usize) {
+                slot.extend(list.iter().map(|&o| self.canonical(o)).filter(|&o| o != c));
+            }
+        }
+        for list in &mut out {
+            list.sort_unstable();
+            list.dedup();
+        }
+        out
     }
 
     /// Tensors a value may hold directly or as items of a list it may hold.

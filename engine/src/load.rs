@@ -111,6 +111,103 @@ impl Builder<'_> {
             .collect()
     }
 
+    /// Who may hold which tensor, over storage classes (see [`Builder::storage_classes`]).
+    pub(crate) fn points_to(
+        &self,
+        ins: &Instructions,
+        values: &[EValue],
+        pool: &ListPool,
+        ids: &[Option<TensorId>],
+    ) -> PointsTo {
+        let raw = PointsTo::new(values, &ins.moves);
+        let storage = self.storage_classes(ins, values, pool, ids, &raw);
+        PointsTo::new(values, &ins.moves).with_storage(storage)
+    }
+
+    /// Storage classes of planned tensors. The exporter removes view operators (reshapes,
+    /// squeezes...) by placing the view's tensor on its base's bytes: no instruction writes the
+    /// view, yet it holds what the base's writer wrote. Such a tensor (read, never written, not an
+    /// input, no initial data) joins the class of the overlapping tensor written last before its
+    /// first read (program order; inputs and mutable state count as written before the first
+    /// instruction). Returns each tensor's class representative.
+    fn storage_classes(
+        &self,
+        ins: &Instructions,
+        values: &[EValue],
+        pool: &ListPool,
+        ids: &[Option<TensorId>],
+        raw: &PointsTo,
+    ) -> Vec<TensorId> {
+        let n = ids.iter().flatten().count();
+        let mut class: Vec<u32> = (0..n as u32).collect();
+        fn find(class: &mut [u32], t: u32) -> u32 {
+            let mut r = t;
+            while class[r as usize] != r {
+                r = class[r as usize];
+            }
+            class[t as usize] = r;
+            r
+        }
+        // (buffer, start, end) of each planned tensor; `seeded`: holds data before instruction 0.
+        let mut place: Vec<Option<(usize, u64, u64)>> = vec![None; n];
+        let mut seeded = vec![false; n];
+        for (vi, v) in self.def.values.iter().enumerate() {
+            if let (ValueDef::Tensor(t), Some(Some(id))) = (v, ids.get(vi))
+                && let TensorData::Planned { buffer, offset, initial } = &t.data
+                && t.nbytes > 0
+            {
+                let k = id.0 as usize;
+                place[k] = Some((*buffer, *offset, offset.saturating_add(t.nbytes as u64)));
+                seeded[k] = initial.is_some();
+            }
+        }
+        for &v in &self.def.inputs {
+            if let Some(Some(id)) = ids.get(v as usize) {
+                seeded[id.0 as usize] = true;
+            }
+        }
+        let shapes = step_shapes(&ins.steps, &ins.arg_pool);
+        let accesses: Vec<Accesses> = shapes.iter().map(|s| dag::accesses(*s, values, pool, raw)).collect();
+        let mut written = vec![false; n];
+        for a in &accesses {
+            for t in &a.write_tensors {
+                if let Some(w) = written.get_mut(t.0 as usize) {
+                    *w = true;
+                }
+            }
+        }
+        // Time of the latest write so far: 0 for seeded tensors, i + 1 after instruction i.
+        let mut last_write: Vec<Option<usize>> = seeded.iter().map(|&s| s.then_some(0)).collect();
+        let mut resolved = vec![false; n];
+        for (i, a) in accesses.iter().enumerate() {
+            for &x in &a.read_tensors {
+                let k = x.0 as usize;
+                if k >= n || resolved[k] || written[k] || seeded[k] {
+                    continue;
+                }
+                resolved[k] = true;
+                let Some((buffer, start, end)) = place[k] else { continue };
+                let base = (0..n)
+                    .filter(|&y| y != k)
+                    .filter_map(|y| {
+                        let (b, s, e) = place[y]?;
+                        (b == buffer && s < end && start < e).then_some((last_write[y]?, y))
+                    })
+                    .max();
+                if let Some((_, y)) = base {
+                    let root = find(&mut class, y as u32);
+                    class[k] = root;
+                }
+            }
+            for t in &a.write_tensors {
+                if let Some(w) = last_write.get_mut(t.0 as usize) {
+                    *w = Some(i + 1);
+                }
+            }
+        }
+        (0..n as u32).map(|t| TensorId(find(&mut class, t))).collect()
+    }
+
     /// Kernel calls that can run once at load: a pure kernel whose read arguments are all constant
     /// tensors or literals nothing writes, and whose written arguments are static planned tensors
     /// that only this call writes and that are neither inputs nor outputs of the method.
@@ -139,6 +236,13 @@ impl Builder<'_> {
                 }
             }
         }
+        // A folded output moves to memory of its own; its views would be left behind.
+        let mut class_size = vec![0u32; tensor_count];
+        for t in 0..tensor_count {
+            if let Some(c) = class_size.get_mut(pt.canonical(TensorId(t as u32)).0 as usize) {
+                *c += 1;
+            }
+        }
         let mut tensor_def = vec![None; tensor_count];
         for (vi, v) in self.def.values.iter().enumerate() {
             if let (ValueDef::Tensor(t), Some(Some(id))) = (v, ids.get(vi))
@@ -161,7 +265,8 @@ impl Builder<'_> {
                 let reads_constants = a.read_tensors.iter().all(is_constant)
                     && a.read_values.iter().all(|&v| !written_values.get(v as usize).copied().unwrap_or(true));
                 let writes_private = a.write_tensors.iter().all(|t| {
-                    writers.get(t.0 as usize) == Some(&1)
+                    class_size.get(t.0 as usize) == Some(&1)
+                        && writers.get(t.0 as usize) == Some(&1)
                         && matches!(tensor_def.get(t.0 as usize), Some(Some(d))
                             if d.dynamism == ShapeDynamism::Static && matches!(d.data, TensorData::Planned { initial: None, .. }))
                 });
@@ -419,6 +524,18 @@ impl Builder<'_> {
                     let packed_returns = schema.returns.len() > 1
                         && args.len() == n_args + 1
                         && matches!(def.values.get(args[n_args] as usize), Some(ValueDef::TensorList(_)));
+                    // An op that writes a list of outputs and returns nothing (`-> ()`, e.g.
+                    // split_with_sizes_copy) gets the out list once more as its return value;
+                    // accept it when it names the same tensors, and never pass it on.
+                    let repeated_out_list = schema.returns.is_empty()
+                        && args.len() == n_args + 1
+                        && schema.args.last().is_some_and(|a| a.mutable)
+                        && n_args > 0
+                        && matches!(
+                            (def.values.get(args[n_args - 1] as usize), def.values.get(args[n_args] as usize)),
+                            (Some(ValueDef::TensorList(a)), Some(ValueDef::TensorList(b))) if a == b
+                        );
+                    let args = if repeated_out_list { &args[..n_args] } else { &args[..] };
                     if args.len() != schema.slot_count() && !packed_returns {
                         return Err(Error::InvalidInstruction {
                             at: at(),
@@ -608,6 +725,7 @@ impl Analysis {
         tensor_ids: &[Option<TensorId>],
         outputs_live: &BTreeSet<TensorId>,
         folded: &BTreeSet<TensorId>,
+        pt: &PointsTo,
         workers: usize,
     ) -> Option<Replan> {
         if self.blocks.len() != 1 || def.planned_buffer_sizes.is_empty() {
@@ -658,30 +776,77 @@ impl Analysis {
             }
         }
         let inputs: BTreeSet<u32> = def.inputs.iter().copied().collect();
-        let mut planned = Vec::new();
+        // One placement per storage class (a base and its views): the class's extent in the
+        // exporter's plan, its members keeping their offsets relative to it.
+        struct Class {
+            buffer: usize,
+            start: u64,
+            end: u64,
+            live_in: bool,
+            live_out: bool,
+        }
+        let mut classes: Vec<Option<Class>> = (0..self.tensor_count).map(|_| None).collect();
+        let mut members: Vec<(TensorId, TensorId, u64)> = Vec::new(); // (tensor, class, exporter offset)
         for (vi, v) in def.values.iter().enumerate() {
             let (ValueDef::Tensor(t), Some(Some(id))) = (v, tensor_ids.get(vi)) else { continue };
-            let TensorData::Planned { buffer, initial, .. } = &t.data else { continue };
+            let TensorData::Planned { buffer, offset, initial } = &t.data else { continue };
             if folded.contains(id) {
                 continue;
             }
-            let k = id.0 as usize;
+            let c = pt.canonical(*id);
+            let k = c.0 as usize;
             // Read before any write: the value comes from outside this execution (an input, or
             // state kept in planned memory between executions).
             let read_first = first_is_read.get(k).copied().flatten().unwrap_or(false);
             let state = initial.is_some() || (read_first && written.get(k).copied().unwrap_or(false));
-            planned.push(PlannedTensor {
-                tensor: *id,
-                buffer: *buffer,
-                nbytes: t.nbytes as u64,
-                live_in: inputs.contains(&(vi as u32)) || read_first || state,
-                live_out: outputs_live.contains(id) || state,
-            });
+            let live_in = inputs.contains(&(vi as u32)) || read_first || state;
+            let live_out = outputs_live.contains(&c) || state;
+            let end = offset.saturating_add(t.nbytes as u64);
+            let Some(slot) = classes.get_mut(k) else { continue };
+            match slot {
+                None => *slot = Some(Class { buffer: *buffer, start: *offset, end, live_in, live_out }),
+                Some(cl) => {
+                    if cl.buffer != *buffer {
+                        // Views never cross buffers; a class that does cannot be re-placed.
+                        return None;
+                    }
+                    cl.start = cl.start.min(*offset);
+                    cl.end = cl.end.max(end);
+                    cl.live_in |= live_in;
+                    cl.live_out |= live_out;
+                }
+            }
+            members.push((*id, c, *offset));
         }
+        let planned: Vec<PlannedTensor> = classes
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| {
+                let c = c.as_ref()?;
+                Some(PlannedTensor {
+                    tensor: TensorId(k as u32),
+                    buffer: c.buffer,
+                    nbytes: c.end - c.start,
+                    live_in: c.live_in,
+                    live_out: c.live_out,
+                })
+            })
+            .collect();
         if planned.is_empty() {
             return None;
         }
-        Some(dag::replan(&planned, &lists, &before, &when, def.planned_buffer_sizes.len(), self.tensor_count))
+        let mut r = dag::replan(&planned, &lists, &before, &when, def.planned_buffer_sizes.len(), self.tensor_count);
+        let class_offsets = r.offsets.clone();
+        for (id, c, offset) in members {
+            let (Some(Some(base)), Some(Some(cl))) = (class_offsets.get(c.0 as usize), classes.get(c.0 as usize))
+            else {
+                continue;
+            };
+            if let Some(slot) = r.offsets.get_mut(id.0 as usize) {
+                *slot = Some(base + (offset - cl.start));
+            }
+        }
+        Some(r)
     }
 }
 
@@ -720,7 +885,7 @@ pub fn plan_summary(
     let ids = b.tensor_ids();
     let (values, pool) = b.values(&ids)?;
     let ins = b.instructions(runtime, &values, false)?;
-    let pt = PointsTo::new(&values, &ins.moves);
+    let pt = b.points_to(&ins, &values, &pool, &ids);
     let folded = b.foldable(&ins, &values, &pool, &pt, &ids);
     let steps: Vec<Step> = ins.steps.iter().zip(&folded).map(|(s, &f)| if f { Step::Nop } else { *s }).collect();
     let arg_pool = ins.arg_pool;
@@ -751,14 +916,14 @@ pub fn plan_summary(
         .enumerate()
         .map(|(t, r)| if folded_set.contains(&TensorId(t as u32)) { Region::Constant } else { r })
         .collect();
-    let (exporter_edges, exporter_critical_path) = measure(&dag::overlaps(&exporter_regions));
+    let (exporter_edges, exporter_critical_path) = measure(&pt.canonical_overlaps(dag::overlaps(&exporter_regions)));
     let (data_edges, data_critical_path) = measure(&[]);
     let mut live = BTreeSet::new();
     for &o in &def.outputs {
         live.extend(pt.position_tensors(o, &values, &pool));
     }
     let folded_tensors = folded_outputs(&ins.steps, &folded, &arg_pool, &values);
-    let replan = analysis.replan(def, &ids, &live, &folded_tensors, workers);
+    let replan = analysis.replan(def, &ids, &live, &folded_tensors, &pt, workers);
     let replan_critical_path = replan.as_ref().map(|r| {
         let regions: Vec<Region> = b
             .exporter_regions()
@@ -774,7 +939,7 @@ pub fn plan_summary(
             .collect();
         // The re-plan runs its single block in the schedule's order.
         let block = analysis.blocks[0];
-        let e = analysis.block_edges_in(&block, &r.order, &dag::overlaps(&regions));
+        let e = analysis.block_edges_in(&block, &r.order, &pt.canonical_overlaps(dag::overlaps(&regions)));
         let g = dag::block_graph(e, block.end - block.start);
         let ordered: Vec<f64> = r.order.iter().map(|&i| costs[block.start + i as usize]).collect();
         g.critical_path(&ordered)

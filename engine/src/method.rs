@@ -173,7 +173,7 @@ fn output_tensors(
     for &o in &def.outputs {
         out.extend(pt.position_tensors(o, values, pool));
         if let Some(Some(id)) = ids.get(o as usize) {
-            out.insert(*id);
+            out.insert(pt.canonical(*id));
         }
     }
     out
@@ -194,7 +194,10 @@ impl<'mem> Method<'mem> {
         let ids = b.tensor_ids();
         let (values, pool) = b.values(&ids)?;
         let ins = b.instructions(&config.runtime, &values, true)?;
-        let pt = PointsTo::new(&values, &ins.moves);
+        // `pt` sees views as their base (analysis, scheduling, placement); `raw_pt` sees every
+        // tensor as itself (the alias check needs exact regions).
+        let pt = b.points_to(&ins, &values, &pool, &ids);
+        let raw_pt = PointsTo::new(&values, &ins.moves);
         // Calls on constants only run once, here; at run time they are no-ops.
         let fold = b.foldable(&ins, &values, &pool, &pt, &ids);
         let folded_tensors = folded_outputs(&ins.steps, &fold, &ins.arg_pool, &values);
@@ -209,8 +212,12 @@ impl<'mem> Method<'mem> {
             (_, PlanChoice::Exporter) | (ExecutionMode::Sequential, PlanChoice::Auto) => None,
             (mode, choice) => {
                 let live = output_tensors(def, &ids, &pt, &values, &pool);
-                let workers = config.runtime.pool().current_num_threads();
-                let candidate = analysis.replan(def, &ids, &live, &folded_tensors, workers);
+                // A sequential method runs the re-plan's order on one thread.
+                let workers = match mode {
+                    ExecutionMode::Sequential => 1,
+                    ExecutionMode::Parallel => config.runtime.pool().current_num_threads(),
+                };
+                let candidate = analysis.replan(def, &ids, &live, &folded_tensors, &pt, workers);
                 match (candidate, choice) {
                     (Some(r), PlanChoice::Concurrent) => Some(r),
                     (Some(r), _) if mode == ExecutionMode::Parallel => {
@@ -256,14 +263,14 @@ impl<'mem> Method<'mem> {
         let writable_tensor = |t: TensorId| tensors.get(t.0 as usize).is_some_and(TensorImpl::is_writable);
         for (i, shape) in shapes.iter().enumerate() {
             if let dag::StepShape::Call { args, writable } = *shape {
-                check_call(&Call { args, writable }, &pt, &values, &pool, &regions, &writable_tensor)
+                check_call(&Call { args, writable }, &raw_pt, &values, &pool, &regions, &writable_tensor)
                     .map_err(|reason| Error::InvalidInstruction { at: b.site(i, &sites[i].0), reason })?;
             }
         }
         let mut free_targets = BTreeSet::new();
         for step in steps.iter() {
             if let Step::Free { value } = step {
-                free_targets.extend(pt.position_tensors(*value, &values, &pool));
+                free_targets.extend(raw_pt.position_tensors(*value, &values, &pool));
             }
         }
         // Inputs: tensors must be backed by memory we can copy into.
@@ -278,10 +285,12 @@ impl<'mem> Method<'mem> {
 
         // Parallel mode: a task graph per block, with hazard edges wherever the placement in use
         // shares bytes.
-        let parallel = match config.mode {
-            ExecutionMode::Sequential => None,
-            ExecutionMode::Parallel => {
-                let overlaps = dag::overlaps(&regions);
+        // A sequential method with a re-plan needs the blocks too, for their order (it never runs
+        // them as graphs).
+        let parallel = match (config.mode, &replan) {
+            (ExecutionMode::Sequential, None) => None,
+            _ => {
+                let overlaps = pt.canonical_overlaps(dag::overlaps(&regions));
                 let mut blocks = Vec::new();
                 let mut block_at = vec![usize::MAX; steps.len() + 1];
                 for range in &analysis.blocks {
@@ -696,6 +705,10 @@ impl Inner<'_> {
         // SAFETY: `&mut self`: nothing else runs.
         unsafe { self.restore_freed() };
         let this = &*self;
+        if let Some(p) = &this.parallel {
+            // The re-plan's placement relies on its order: inline blocks, never graphs.
+            return this.catch(|| this.run_blocks(p, &[], None));
+        }
         let env = this.env();
         let mut context = this.context();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
