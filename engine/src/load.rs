@@ -595,7 +595,7 @@ impl Builder<'_> {
                             None => all_alias = false,
                         }
                     }
-                    let shown = if all_alias { &args[..n_args] } else { &args[..] };
+                    let shown = if all_alias { &args[..n_args] } else { args };
                     if !all_alias && schema.returns.iter().any(|r| r.aliases_arg.is_some()) {
                         return Err(Error::InvalidInstruction {
                             at: at(),

@@ -95,8 +95,6 @@ impl Call {
         // else touches the table during the call; writable positions are below 64.
         let kernel_args = unsafe { KernelArgs::new(&table, args, writable) };
         let result = kernel(&mut KernelContext::new(), &kernel_args);
-        drop(kernel_args);
-        let table = table;
         Done { table, _buffers: buffers, result }
     }
 }
