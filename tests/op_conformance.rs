@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use etch::npy::Array;
 use etch::{DType, Program, Runtime, TensorView, Value};
 
+/// `tests/fixtures/ops`, or the directory in `ETCH_OP_SUITE` (a suite generated elsewhere with
+/// `OP_SUITE_OUT=DIR tools/op_suite/generate.py`).
 fn suite_dir() -> PathBuf {
-    common::fixtures().join("ops")
+    std::env::var_os("ETCH_OP_SUITE").map(PathBuf::from).unwrap_or_else(|| common::fixtures().join("ops"))
 }
 
 /// One input or output tensor of a case.
@@ -69,7 +71,8 @@ fn load_suite() -> Suite {
             operators: c["operators"].as_array().expect("operators").iter().map(s).collect(),
         })
         .collect();
-    let not_exportable = json["not_exportable"].as_array().expect("not_exportable").iter().map(|e| s(&e["op"])).collect();
+    let not_exportable =
+        json["not_exportable"].as_array().expect("not_exportable").iter().map(|e| s(&e["op"])).collect();
     Suite { cases, not_exportable }
 }
 
@@ -77,7 +80,12 @@ fn load_suite() -> Suite {
 fn portable_operators() -> BTreeSet<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/portable_schemas.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter_map(|l| l.split('(').next()).map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    text.lines()
+        .filter_map(|l| l.split('(').next())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Why the case cannot run on etch today, if it cannot.
@@ -217,4 +225,25 @@ fn suite_covers_the_portable_library() {
     for case in &suite.cases {
         assert!(case.operators.contains(&case.op), "{} does not call {}", case.name, case.op);
     }
+}
+
+/// The comparison itself: what passes and what does not.
+#[test]
+fn comparison_rules() {
+    let f32s = |v: &[f32]| Array { dtype: DType::Float, shape: vec![v.len()], data: bytemuck::cast_slice(v).to_vec() };
+    let inf = f32::INFINITY;
+    assert!(
+        common::compare_close(&f32s(&[1.0, inf, -inf, f32::NAN]), &f32s(&[1.0, inf, -inf, f32::NAN]), 0.0, 0.0).is_ok()
+    );
+    assert!(common::compare_close(&f32s(&[1.0]), &f32s(&[f32::NAN]), 1.0, 1.0).is_err());
+    assert!(common::compare_close(&f32s(&[f32::NAN]), &f32s(&[1.0]), 1.0, 1.0).is_err());
+    assert!(common::compare_close(&f32s(&[inf]), &f32s(&[-inf]), 1.0, 1.0).is_err());
+    assert!(common::compare_close(&f32s(&[f32::MAX]), &f32s(&[inf]), 1.0, 1.0).is_err());
+    assert!(common::compare_close(&f32s(&[1.5]), &f32s(&[1.0]), 0.25, 0.25).is_ok());
+    assert!(common::compare_close(&f32s(&[1.51]), &f32s(&[1.0]), 0.25, 0.25).is_err());
+    assert!(common::compare_close(&f32s(&[1.0, 2.0]), &f32s(&[1.0]), 1.0, 1.0).is_err());
+    let i64s = |v: &[i64]| Array { dtype: DType::Long, shape: vec![v.len()], data: bytemuck::cast_slice(v).to_vec() };
+    // 2^53 + 1 and 2^53 are the same f64: integers are compared exactly, not through floats.
+    assert!(common::compare_close(&i64s(&[(1 << 53) + 1]), &i64s(&[1 << 53]), 1.0, 1.0).is_err());
+    assert!(common::compare_close(&i64s(&[7]), &f32s(&[7.0]), 1.0, 1.0).is_err());
 }

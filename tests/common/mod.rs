@@ -96,7 +96,7 @@ pub fn read_npy_as(path: &Path, dtype: etch::DType) -> Result<Array, String> {
 
 /// How far `got` is from `want`, when it is too far: same dtype and shape required; integers and
 /// bools must be equal (compared as bytes, so int64 beyond 2^53 is exact too); floats pass when
-/// equal (infinities included), both NaN, or within `atol + rtol * |want|`.
+/// equal (infinities included), both NaN, or both finite and within `atol + rtol * |want|`.
 pub fn compare_close(got: &Array, want: &Array, atol: f64, rtol: f64) -> Result<(), String> {
     if got.dtype != want.dtype {
         return Err(format!("dtype {} != {}", got.dtype, want.dtype));
@@ -119,7 +119,9 @@ pub fn compare_close(got: &Array, want: &Array, atol: f64, rtol: f64) -> Result<
     let mut first = None;
     let mut bad = 0usize;
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= atol + rtol * b.abs();
+        // An infinity matches only itself (`rtol * inf` would otherwise accept anything).
+        let finite = a.is_finite() && b.is_finite();
+        let ok = a == b || (a.is_nan() && b.is_nan()) || (finite && (a - b).abs() <= atol + rtol * b.abs());
         if !ok {
             bad += 1;
             let err = if (a - b).is_nan() { f64::INFINITY } else { (a - b).abs() };

@@ -13,6 +13,7 @@ regenerated; with them, the other families' entries are kept. A program whose ex
 options are unchanged is not re-exported (the manifest keeps a key per program) unless --force.
 """
 import argparse
+import glob
 import hashlib
 import importlib
 import io
@@ -26,6 +27,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.environ.get("OP_SUITE_OUT") or os.path.join(ROOT, "tests", "fixtures", "ops")
+# Keys of programs already written (not committed): lets an interrupted run resume.
+CACHE = os.path.join(HERE, ".cache", hashlib.sha1(OUT.encode()).hexdigest()[:8])
 # Bump when the way programs are built changes, to invalidate every cached program.
 GENERATOR_VERSION = 1
 
@@ -116,10 +119,22 @@ def export_key(eps, cases, config):
     return h.hexdigest()[:24]
 
 
+class _SetLikeList(list):
+    """A list whose `extend` skips items it holds. executorch 1.5.1's verifiers extend the config's
+    `preserve_ops` list with itself once per method (verifier.py: `_preserve_ops.extend(
+    edge_compile_config.preserve_ops)` on the same list), doubling it each time: a program of 20
+    methods with preserve_ops never finishes. Membership is all the list is used for."""
+
+    def extend(self, items):
+        for item in list(items):
+            if item not in self:
+                self.append(item)
+
+
 def lower(eps, case0):
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
-    cfg = EdgeCompileConfig(_core_aten_ops_exception_list=list(case0.exceptions), preserve_ops=list(case0.preserve),
-                            _skip_dim_order=case0.skip_dim_order)
+    cfg = EdgeCompileConfig(_core_aten_ops_exception_list=_SetLikeList(case0.exceptions),
+                            preserve_ops=_SetLikeList(case0.preserve), _skip_dim_order=case0.skip_dim_order)
     return to_edge(eps, compile_config=cfg).to_executorch(ExecutorchBackendConfig(run_reinplace_pass=case0.reinplace))
 
 
@@ -255,26 +270,46 @@ def main():
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             old = json.load(f)
+    # Programs exported by an interrupted run are reused too: their keys are in the cache folder.
+    keys = dict(old.get("programs", {}))
+    for path in glob.glob(os.path.join(CACHE, "*", "*.key")):
+        with open(path) as f:
+            keys[os.path.relpath(path, CACHE)[:-4] + ".pte"] = f.read().strip()
     jobs = []
     for fam in families:
         for prog in family_cases(fam):
             path = f"{fam}/{prog}.pte"
-            jobs.append((fam, prog, old.get("programs", {}).get(path), a.force))
+            jobs.append((fam, prog, keys.get(path), a.force))
     print(f"{len(jobs)} programs, {sum(len(family_cases(j[0])[j[1]]) for j in jobs)} cases in {len(families)} families",
           flush=True)
     jobs.sort(key=lambda j: -len(family_cases(j[0])[j[1]]))
     started = time.time()
     results = []
+    def arrived(r):
+        # Write each program as soon as it is built, so an interrupted run loses nothing.
+        if r["cases"] and r["pte"] is not None:
+            path = os.path.join(OUT, r["program"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(r["pte"])
+            key_path = os.path.join(CACHE, r["program"][:-4] + ".key")
+            os.makedirs(os.path.dirname(key_path), exist_ok=True)
+            with open(key_path, "w") as f:
+                f.write(r["key"])
+            r["pte"] = None
+
     if a.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(a.jobs) as pool:
             for k, r in enumerate(pool.imap_unordered(build_program, jobs)):
+                arrived(r)
                 results.append(r)
                 print(f"[{k + 1}/{len(jobs)} {time.time() - started:.0f}s] {r['program']}: {len(r['cases'])} cases"
                       + (f", {len(r['dropped'])} dropped" if r["dropped"] else ""), flush=True)
     else:
         for k, j in enumerate(jobs):
             r = build_program(j)
+            arrived(r)
             results.append(r)
             print(f"[{k + 1}/{len(jobs)} {time.time() - started:.0f}s] {r['program']}: {len(r['cases'])} cases"
                   + (f", {len(r['dropped'])} dropped" if r["dropped"] else ""), flush=True)

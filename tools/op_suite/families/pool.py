@@ -49,7 +49,7 @@ def cases():
     ap = lambda size: (lambda x: F.adaptive_avg_pool2d(x, size))  # noqa: E731
     yield from sweep("aten::_adaptive_avg_pool2d.out", ap((2, 3)), lambda dt: [T(X, dt)], FLOATS, "accum")
     yield Case("aten::_adaptive_avg_pool2d.out", "f32_not_divisible", ap((3, 4)), [T(X)], tol="accum")
-    yield Case("aten::_adaptive_avg_pool2d.out", "f32_global", ap(1), [T(X)], tol="accum")
+    yield Case("aten::_adaptive_avg_pool2d.out", "f32_to_1x2", ap((1, 2)), [T(X)], tol="accum")
     yield Case("aten::_adaptive_avg_pool2d.out", "f32_upsample", ap((7, 7)), [T(X)], tol="accum")
     yield Case("aten::_adaptive_avg_pool2d.out", "f32_3d_input", ap((2, 2)), [T((3, 5, 5))], tol="accum")
     yield Case("aten::_adaptive_avg_pool2d.out", "f32_channels_last", ap((2, 3)), [T(X, channels_last=True)],

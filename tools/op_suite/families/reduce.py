@@ -8,7 +8,7 @@ from suite import A, ALL, BF16, BOOL, F16, F32, F64, I8, I16, I32, I64, U8, Case
 SHAPE = (2, 3, 4)
 
 
-def reduce_variants(op, fn, dims_fn, tol, lo=-3, hi=3, unique=False, dtypes=ALL, empty=True, special=True, **kw):
+def reduce_variants(op, dims_fn, tol, lo=-3, hi=3, unique=False, dtypes=ALL, empty=True, special=True, **kw):
     """`dims_fn(a, dim, keepdim)` with dims: None (all), one, negative, several."""
     yield from sweep(op, lambda a: dims_fn(a, 1, False), lambda dt: [T(SHAPE, dt, lo, hi, unique=unique)], dtypes, tol,
                      **kw)
@@ -34,7 +34,7 @@ def reduce_variants(op, fn, dims_fn, tol, lo=-3, hi=3, unique=False, dtypes=ALL,
 
 def cases():
     # sum / mean / prod
-    yield from reduce_variants("aten::sum.IntList_out", lambda a, d, k: torch.sum(a, d, keepdim=k), None, "accum")
+    yield from reduce_variants("aten::sum.IntList_out", lambda a, d, k: torch.sum(a, d, keepdim=k), "accum")
     yield Case("aten::sum.IntList_out", "f32_all", lambda a: a.sum(), [T(SHAPE)], tol="accum")
     yield Case("aten::sum.IntList_out", "f32_dims_neg", lambda a: a.sum((0, -1)), [T(SHAPE)], tol="accum")
     yield Case("aten::sum.IntList_out", "bool_all", lambda a: a.sum(), [T(SHAPE, BOOL)], tol="accum")
@@ -45,7 +45,7 @@ def cases():
     yield Case("aten::sum.IntList_out", "u8_dtype_u8", lambda a: a.sum(-1, dtype=torch.uint8),
                [T((2, 40), U8, 0, 255)], tol="accum")
     yield Case("aten::sum.IntList_out", "f32_empty_all", lambda a: a.sum(), [T((0, 4))], tol="accum")
-    yield from reduce_variants("aten::mean.out", lambda a, d, k: torch.mean(a, d, keepdim=k), None, "accum")
+    yield from reduce_variants("aten::mean.out", lambda a, d, k: torch.mean(a, d, keepdim=k), "accum")
     yield Case("aten::mean.out", "f32_dims", lambda a: a.mean((0, 2)), [T(SHAPE)], tol="accum")
     yield Case("aten::mean.out", "i32_dtype_f32", lambda a: a.mean(-1, dtype=torch.float32), [T(SHAPE, I32)],
                tol="accum")
@@ -64,14 +64,14 @@ def cases():
     yield Case("aten::prod.out", "f32_special", torch.prod, [T((2, 3), special=True)], tol="accum")
     yield Case("aten::prod.out", "i32_dtype_i64", lambda a: torch.prod(a, dtype=torch.int64), [T((2, 5), I32, -9, 9)],
                tol="accum")
-    yield from reduce_variants("aten::prod.int_out", lambda a, d, k: torch.prod(a, d, keepdim=k), None, "accum", -2, 2)
+    yield from reduce_variants("aten::prod.int_out", lambda a, d, k: torch.prod(a, d, keepdim=k), "accum", -2, 2)
     yield Case("aten::prod.int_out", "f32_dtype_f64", lambda a: torch.prod(a, 1, dtype=torch.float64), [T(SHAPE)],
                tol="accum")
     # var / var_mean
     for corr in (0, 1, 2):
         yield from sweep("aten::var.correction_out", lambda a, c=corr: torch.var(a, -1, correction=c),
                          lambda dt: [T(SHAPE, dt)], [F32, F64, F16, BF16], "accum", prefix=f"corr{corr}_")
-    yield from reduce_variants("aten::var.correction_out", lambda a, d, k: torch.var(a, d, keepdim=k), None, "accum",
+    yield from reduce_variants("aten::var.correction_out", lambda a, d, k: torch.var(a, d, keepdim=k), "accum",
                                dtypes=[])
     yield Case("aten::var.correction_out", "f32_all", lambda a: torch.var(a), [T(SHAPE)], tol="accum")
     yield Case("aten::var.correction_out", "f32_dims", lambda a: torch.var(a, (0, -1), keepdim=True), [T(SHAPE)],
@@ -97,14 +97,14 @@ def cases():
     # amax / amin / argmax / argmin / max / min
     for name in ("amax", "amin"):
         fn = getattr(torch, name)
-        yield from reduce_variants(f"aten::{name}.out", lambda a, d, k, fn=fn: fn(a, d, keepdim=k), None, "exact",
+        yield from reduce_variants(f"aten::{name}.out", lambda a, d, k, fn=fn: fn(a, d, keepdim=k), "exact",
                                    empty=False)
         yield Case(f"aten::{name}.out", "f32_dims", lambda a, fn=fn: fn(a, (0, 2)), [T(SHAPE)], tol="exact")
         yield Case(f"aten::{name}.out", "f32_all", lambda a, fn=fn: fn(a, ()), [T(SHAPE)], tol="exact")
         yield Case(f"aten::{name}.out", "f32_empty_kept", lambda a, fn=fn: fn(a, 1), [T((0, 3))], tol="exact")
     for name in ("argmax", "argmin"):
         fn = getattr(torch, name)
-        yield from reduce_variants(f"aten::{name}.out", lambda a, d, k, fn=fn: fn(a, d, keepdim=k), None, "exact",
+        yield from reduce_variants(f"aten::{name}.out", lambda a, d, k, fn=fn: fn(a, d, keepdim=k), "exact",
                                    unique=True, empty=False, lo=-100, hi=100)
         yield Case(f"aten::{name}.out", "f32_all", lambda a, fn=fn: fn(a), [T(SHAPE, unique=True)], tol="exact")
         yield Case(f"aten::{name}.out", "i32_ties_first", lambda a, fn=fn: fn(a, 1),
@@ -112,7 +112,7 @@ def cases():
         yield Case(f"aten::{name}.out", "f32_empty_kept", lambda a, fn=fn: fn(a, 1), [T((0, 3))], tol="exact")
     for name in ("max", "min"):
         fn = getattr(torch, name)
-        yield from reduce_variants(f"aten::{name}.dim_{name}", lambda a, d, k, fn=fn: fn(a, d, keepdim=k), None,
+        yield from reduce_variants(f"aten::{name}.dim_{name}", lambda a, d, k, fn=fn: fn(a, d, keepdim=k),
                                    "exact", unique=True, empty=False, lo=-100, hi=100)
         yield Case(f"aten::{name}.dim_{name}", "i32_ties_first", lambda a, fn=fn: fn(a, 1),
                    [torch.tensor([[1, 3, 3, 0], [2, 2, 0, 0]], dtype=torch.int32)], tol="exact")
@@ -128,12 +128,12 @@ def cases():
     yield Case("aten::any.all_out", "f32_nan", torch.any, [torch.tensor([0.0, float("nan")])], tol="exact")
     yield Case("aten::any.all_out", "bool_empty", torch.any, [T((0, 3), BOOL)], tol="exact")
     yield Case("aten::any.all_out", "bool_all_false", torch.any, [torch.zeros(2, 3, dtype=torch.bool)], tol="exact")
-    yield from reduce_variants("aten::any.out", lambda a, d, k: torch.any(a, d, keepdim=k), None, "exact", -1, 1)
-    yield from reduce_variants("aten::any.dims_out", lambda a, d, k: torch.any(a, (d,), keepdim=k), None, "exact", -1, 1)
+    yield from reduce_variants("aten::any.out", lambda a, d, k: torch.any(a, d, keepdim=k), "exact", -1, 1)
+    yield from reduce_variants("aten::any.dims_out", lambda a, d, k: torch.any(a, (d,), keepdim=k), "exact", -1, 1)
     yield Case("aten::any.dims_out", "f32_two_dims", lambda a: torch.any(a, (0, -1)), [T(SHAPE, F32, -1, 1)], tol="exact")
     yield Case("aten::any.dims_out", "bool_all_dims", lambda a: torch.any(a, (0, 1, 2)), [T(SHAPE, BOOL)], tol="exact")
     # cumsum
-    yield from reduce_variants("aten::cumsum.out", lambda a, d, k: torch.cumsum(a, d), None, "accum")
+    yield from reduce_variants("aten::cumsum.out", lambda a, d, k: torch.cumsum(a, d), "accum")
     yield Case("aten::cumsum.out", "i8_dtype_i8", lambda a: torch.cumsum(a, 1, dtype=torch.int8), [T((2, 30), I8, 0, 9)],
                tol="accum")
     yield Case("aten::cumsum.out", "i32_dtype_f32", lambda a: torch.cumsum(a, -1, dtype=torch.float32),
