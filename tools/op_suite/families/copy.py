@@ -72,10 +72,11 @@ def cases():
     yield Case("aten::clone.out", "f32_empty", lambda a: a.clone(), [T((0, 4))], tol="exact", **nodo)
     yield Case("aten::clone.out", "f32_zero_dim", lambda a: a.clone(), [T(())], tol="exact", **nodo)
     for dt in (F32, I64, BOOL, BF16):
-        yield Case("aten::empty.out", short(dt), lambda a, d=dt: torch.empty(3, 4, dtype=d).fill_(2) + a,
-                   [T((3, 4), dt)], tol="exact", **nodo)
-        yield Case("dim_order_ops::_empty_dim_order.out", short(dt),
-                   lambda a, d=dt: torch.empty(3, 4, dtype=d).fill_(2) + a, [T((3, 4), dt)], tol="exact")
+        # empty's contents are undefined: the cases fill it, so only its dtype and shape matter.
+        yield Case("aten::empty.out", short(dt), lambda d=dt: torch.empty(3, 4, dtype=d).fill_(2), [], tol="exact",
+                   **nodo)
+        yield Case("dim_order_ops::_empty_dim_order.out", short(dt), lambda d=dt: torch.empty(3, 4, dtype=d).fill_(2),
+                   [], tol="exact")
     yield Case("dim_order_ops::_empty_dim_order.out", "f32_channels_last",
                lambda a: torch.empty_like(a, memory_format=torch.channels_last).fill_(1) + a, [T((2, 3, 2, 2))],
                tol="exact", exceptions=[A.empty_permuted.default])
