@@ -127,3 +127,70 @@ pub fn run_and_compare(program: &etch::Program, case: &Case) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// The dtype PyTorch calls `name` (`float32`, `bfloat16`, `int64`, ...), if etch has it.
+pub fn dtype_named(name: &str) -> Option<etch::DType> {
+    etch::DType::ALL.into_iter().find(|d| d.name() == name)
+}
+
+/// Reads a `.npy` file holding a tensor of `dtype`. bfloat16 tensors are stored as float32 (numpy
+/// has no bfloat16) and converted here; the values are exactly representable, so nothing rounds.
+pub fn read_npy_as(path: &Path, dtype: etch::DType) -> Result<Array, String> {
+    let a = etch::npy::read(path)?;
+    if a.dtype == dtype {
+        return Ok(a);
+    }
+    if dtype == etch::DType::BFloat16 && a.dtype == etch::DType::Float {
+        let data = a
+            .data
+            .chunks_exact(4)
+            .flat_map(|c| half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+            .collect();
+        return Ok(Array { dtype, shape: a.shape, data });
+    }
+    Err(format!("{}: holds {}, expected {dtype}", path.display(), a.dtype))
+}
+
+/// How far `got` is from `want`, when it is too far: same dtype and shape required; integers and
+/// bools must be equal (compared as bytes, so int64 beyond 2^53 is exact too); floats pass when
+/// equal (infinities included), both NaN, or both finite and within `atol + rtol * |want|`.
+pub fn compare_close(got: &Array, want: &Array, atol: f64, rtol: f64) -> Result<(), String> {
+    if got.dtype != want.dtype {
+        return Err(format!("dtype {} != {}", got.dtype, want.dtype));
+    }
+    if got.shape != want.shape {
+        return Err(format!("shape {:?} != {:?}", got.shape, want.shape));
+    }
+    if !got.dtype.is_floating_point() {
+        if got.data == want.data {
+            return Ok(());
+        }
+        let size = want.data.len() / want.shape.iter().product::<usize>().max(1);
+        let bad = got.data.chunks(size.max(1)).zip(want.data.chunks(size.max(1))).filter(|(a, b)| a != b).count();
+        let (g, w) = (etch::bundled::as_f64(&got.data, got.dtype), etch::bundled::as_f64(&want.data, want.dtype));
+        let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+        return Err(format!("{bad} elements differ (max abs error {worst})"));
+    }
+    let (g, w) = (etch::bundled::as_f64(&got.data, got.dtype), etch::bundled::as_f64(&want.data, want.dtype));
+    let mut worst = 0f64;
+    let mut first = None;
+    let mut bad = 0usize;
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        // An infinity matches only itself (`rtol * inf` would otherwise accept anything).
+        let finite = a.is_finite() && b.is_finite();
+        let ok = a == b || (a.is_nan() && b.is_nan()) || (finite && (a - b).abs() <= atol + rtol * b.abs());
+        if !ok {
+            bad += 1;
+            let err = if (a - b).is_nan() { f64::INFINITY } else { (a - b).abs() };
+            worst = worst.max(err);
+            first.get_or_insert((i, *a, *b));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((i, a, b)) => Err(format!(
+            "{bad} of {} elements differ, max abs error {worst:.3e} (atol {atol:e}, rtol {rtol:e}); first at flat index {i}: got {a}, want {b}",
+            w.len()
+        )),
+    }
+}

@@ -438,6 +438,19 @@ fn div_rounded(
             binary_map::<f32, f32>(a, divisor, &mut out, div_floor_float)
         };
     }
+    let common = result_type2(&a, &b);
+    if mode == Rounding::Trunc && matches!(common, DType::Half | DType::BFloat16) {
+        // PyTorch divides 16-bit floats in f32 but rounds the quotient to the dtype before
+        // truncating (-2.78125 / -0.1640625 is 16.95, which bfloat16 rounds to 17).
+        let mut out = args.tensor_mut(out_arg)?;
+        check_out_cast(common, &out)?;
+        let round: fn(f32) -> f32 = if common == DType::Half {
+            |q| half::f16::from_f32(q).to_f32()
+        } else {
+            |q| half::bf16::from_f32(q).to_f32()
+        };
+        return binary_map::<f32, f32>(a, b, &mut out, |x, y| round(x / y).trunc());
+    }
     let zero = Cell::new(false);
     match mode {
         Rounding::None => div(a, b, args, out_arg),

@@ -322,6 +322,18 @@ pub fn native_dropout_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Resul
     }
     // PyTorch treats an absent `train` as training.
     let train = args.opt_bool(2)?.unwrap_or(true);
+    if train && p == 1.0 {
+        // Everything dropped: no randomness involved.
+        {
+            let mut out = args.tensor_mut(3)?;
+            same_dtype(&x, &out)?;
+            out.resize(x.sizes())?;
+            fill_with(&mut out, Scalar::Int(0))?;
+        }
+        let mut mask = args.tensor_mut(4)?;
+        mask.resize(x.sizes())?;
+        return fill_with(&mut mask, Scalar::Bool(false));
+    }
     if train && p != 0.0 {
         return Err(KernelError::NotImplemented("native_dropout in training mode (needs a random generator)"));
     }

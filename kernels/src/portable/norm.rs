@@ -70,7 +70,9 @@ fn load(t: &Tensor<'_>, at: usize) -> Result<f64, KernelError> {
 
 /// `1 / sqrt(var + eps)`, clamping a rounding-negative variance to zero as PyTorch does.
 fn rstd(var: f64, eps: f64) -> f64 {
-    1.0 / (var.max(0.0) + eps).sqrt()
+    // Not `max`: a NaN variance (a row holding inf or NaN) must stay NaN.
+    let var = if var < 0.0 { 0.0 } else { var };
+    1.0 / (var + eps).sqrt()
 }
 
 /// Mean and population variance of the `count` elements of `x` at `base + o` for the offsets `o`

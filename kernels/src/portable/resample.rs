@@ -490,6 +490,10 @@ fn grid_sample<T: Element, C: Acc>(
                 );
                 for c in 0..od.size[1] {
                     let v = match mode {
+                        // A NaN or infinite coordinate makes NaN corner weights in PyTorch
+                        // (inf - floor(inf)), and so a NaN sample even though every corner
+                        // counts as outside.
+                        0 if !(ux.to_f64().is_finite() && uy.to_f64().is_finite()) => C::from_f64(f64::NAN),
                         0 => {
                             let (x0, y0) = (floor_i(px), floor_i(py));
                             // Areas to the opposite corners, as PyTorch forms them.
