@@ -52,9 +52,8 @@ pub fn gelu_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     let mut out = args.tensor_mut(2)?;
     check_out_cast(x.dtype(), &out)?;
     fn gelu<F: Float>(x: F, tanh: bool) -> F {
-        // PyTorch gives NaN for ±inf (its formula multiplies inf by an erf/tanh term), and so
-        // do we: `x - x` is NaN exactly for infinities and NaN.
-        if (x - x).is_nan() {
+        // PyTorch gives NaN for ±inf (its formula multiplies inf by an erf/tanh term).
+        if !x.is_finite() {
             return F::NAN;
         }
         let half = F::from_double(0.5);

@@ -150,6 +150,7 @@ pub trait Float:
     const NAN: Self;
     fn from_double(v: f64) -> Self;
     fn is_nan(self) -> bool;
+    fn is_finite(self) -> bool;
     fn abs(self) -> Self;
     fn floor(self) -> Self;
     fn trunc(self) -> Self;
@@ -177,6 +178,10 @@ macro_rules! float_impl {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
             }
             #[inline(always)]
             fn abs(self) -> Self {
