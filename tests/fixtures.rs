@@ -6,7 +6,7 @@ mod common;
 
 use common::{manifest, mismatch};
 use etch::npy::Array;
-use etch::{MethodConfig, PlanChoice, Program, TensorView, Value};
+use etch::{MethodConfig, PlanChoice, Program, Runtime, TensorView, Value};
 
 /// Every fixture that calls no delegate must run. The manifest lists all of them; the repository
 /// holds all but `mobilenet_v2` (14 MB; the zoo has MobileNet v2 at a smaller width, and
@@ -171,4 +171,23 @@ fn external_programs_from_executorch() {
     let e = program.load_method("forward").unwrap_err();
     assert_eq!(e.kind(), etch::ErrorKind::OperatorMissing, "{e}");
     assert!(e.to_string().contains("cortex_m::"), "{e}");
+}
+
+/// The optimized runtime folds inference batch norms into the convolutions before them; the
+/// results stay within each fixture's tolerance of PyTorch, and the portable runtime (the exact
+/// reference) never fuses.
+#[test]
+fn batch_norm_folds_into_convolution_within_tolerance() {
+    for (name, convs) in [("batch_norm", 1), ("res_block", 2)] {
+        let case = common::case(name);
+        let program = Program::load_file(&case.program).unwrap();
+        let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+        let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
+        assert_eq!(fused.fused_instructions(), convs, "{name}");
+        run_case(&case, &optimized).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let portable = MethodConfig { runtime: Runtime::portable(), ..MethodConfig::default() };
+        let exact = program.load_method_configured(&case.method, &portable, None).unwrap();
+        assert_eq!(exact.fused_instructions(), 0, "{name}");
+        run_case(&case, &portable).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }

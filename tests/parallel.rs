@@ -56,9 +56,12 @@ fn parallel_is_bit_identical_to_sequential() {
         // Small programs run more rounds: races show up as rare differences.
         let rounds = if std::fs::metadata(&case.program).map_or(0, |m| m.len()) < 100_000 { 5 } else { 2 };
         let program = Program::load_file(&case.program).unwrap();
-        let mut seq = program.load_method(&case.method).unwrap();
-        let want = outputs(&case, &mut seq);
         for config in parallel_configs(&runtime) {
+            // The same runtime and plan choice, sequentially (fusion, which the exporter's plan
+            // rules out, changes rounding; the mode must not).
+            let sequential = MethodConfig { mode: ExecutionMode::Sequential, always_graph: false, ..config.clone() };
+            let mut seq = program.load_method_configured(&case.method, &sequential, None).unwrap();
+            let want = outputs(&case, &mut seq);
             // Stateful programs advance per execution, so each round uses a fresh method; a second
             // pass on the same method exercises executions after the warm-up.
             for round in 0..rounds {

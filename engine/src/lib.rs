@@ -16,6 +16,7 @@ mod config;
 mod dag;
 mod error;
 mod exec;
+mod fuse;
 mod load;
 mod memory;
 mod meta;

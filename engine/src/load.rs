@@ -307,6 +307,7 @@ impl Builder<'_> {
         memory: &mut MemoryManager<'_>,
         plan: Option<&Replan>,
         folded: &BTreeSet<TensorId>,
+        fused: Vec<crate::fuse::FusedConstant>,
     ) -> Result<(Vec<TensorImpl>, Vec<Region>, Vec<Option<TensorId>>, Vec<AlignedBuf>)> {
         let file = self.program.bytes();
         let inputs: BTreeSet<u32> = self.def.inputs.iter().copied().collect();
@@ -409,6 +410,21 @@ impl Builder<'_> {
             };
             tensors.push(imp);
             regions.push(region);
+            of_value.push(Some(id));
+        }
+        // Constants made by fusion: values appended after the program's, in tensor id order.
+        for mut c in fused {
+            let bad = || self.invalid("fused constant".into(), ErrorKind::Internal);
+            let shape = Shape::new(&c.sizes).ok_or_else(bad)?;
+            let id = TensorId(u32::try_from(tensors.len()).map_err(|_| bad())?);
+            let (ptr, len) = (c.bytes.as_mut_ptr(), c.bytes.len());
+            owned.push(c.bytes);
+            // SAFETY: `ptr` is valid for `len` bytes of an AlignedBuf the method keeps in `_owned`
+            // (moving the buffer does not move its heap allocation); the tensor is read-only.
+            let imp =
+                unsafe { TensorImpl::new(c.dtype, shape, DimOrder::contiguous(c.sizes.len()), false, false, ptr, len) };
+            tensors.push(imp);
+            regions.push(Region::Constant);
             of_value.push(Some(id));
         }
         Ok((tensors, regions, of_value, owned))

@@ -92,6 +92,8 @@ struct Inner<'mem> {
     replanned: bool,
     /// Calls evaluated once at load (constant folding).
     folded: usize,
+    /// Calls fused into others at load (see `fuse`).
+    fused: usize,
     /// Set while a shared-access execution runs, so two can never overlap.
     busy: AtomicBool,
     /// Keeps planned memory alive (tensors point into it).
@@ -191,9 +193,23 @@ impl<'mem> Method<'mem> {
         let b = Builder { program: &shared, def, method: name.into() };
 
         // Values, steps and the dependency structure do not depend on placement.
-        let ids = b.tensor_ids();
-        let (values, pool) = b.values(&ids)?;
-        let ins = b.instructions(&config.runtime, &values, true)?;
+        let mut ids = b.tensor_ids();
+        let (mut values, pool) = b.values(&ids)?;
+        let mut ins = b.instructions(&config.runtime, &values, true)?;
+        let steps_before = ins.steps.iter().filter(|s| matches!(s, Step::Nop)).count();
+        // Fusion changes which instruction writes which tensor, so the exporter's placement no
+        // longer fits: a fused method always runs on etch's re-plan, which needs a method without
+        // control flow, and a caller who asked for the exporter's plan gets no fusion.
+        let can_fuse = config.runtime.fusion()
+            && config.plan != PlanChoice::Exporter
+            && !ins.steps.iter().any(|s| matches!(s, Step::JumpFalse { .. }));
+        let fused_constants = if can_fuse {
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt)
+        } else {
+            Vec::new()
+        };
+        let fused = ins.steps.iter().filter(|s| matches!(s, Step::Nop)).count() - steps_before;
         // `pt` sees views as their base (analysis, scheduling, placement); `raw_pt` sees every
         // tensor as itself (the alias check needs exact regions).
         let pt = b.points_to(&ins, &values, &pool, &ids);
@@ -209,7 +225,8 @@ impl<'mem> Method<'mem> {
 
         // Which memory plan.
         let replan: Option<Replan> = match (config.mode, config.plan) {
-            (_, PlanChoice::Exporter) | (ExecutionMode::Sequential, PlanChoice::Auto) => None,
+            (_, PlanChoice::Exporter) => None,
+            (ExecutionMode::Sequential, PlanChoice::Auto) if fused == 0 => None,
             (mode, choice) => {
                 let live = output_tensors(def, &ids, &pt, &values, &pool);
                 // A sequential method runs the re-plan's order on one thread.
@@ -219,6 +236,10 @@ impl<'mem> Method<'mem> {
                 };
                 let candidate = analysis.replan(def, &ids, &live, &folded_tensors, &pt, workers);
                 match (candidate, choice) {
+                    (Some(r), _) if fused > 0 => Some(r),
+                    (None, _) if fused > 0 => {
+                        return Err(Error::Internal(format!("method '{name}': fused but cannot re-plan")));
+                    }
                     (Some(r), PlanChoice::Concurrent) => Some(r),
                     (Some(r), _) if mode == ExecutionMode::Parallel => {
                         let (old, new) = (total(&def.planned_buffer_sizes), total(&r.buffer_sizes));
@@ -256,7 +277,8 @@ impl<'mem> Method<'mem> {
             }
         }
         memory.zero();
-        let (tensors, regions, tensor_of_value, owned) = b.tensors(&mut memory, replan.as_ref(), &folded_tensors)?;
+        let (tensors, regions, tensor_of_value, owned) =
+            b.tensors(&mut memory, replan.as_ref(), &folded_tensors, fused_constants)?;
         debug_assert_eq!(tensor_of_value, ids);
 
         // The precondition of KernelArgs::new: no call can alias a written argument.
@@ -368,6 +390,7 @@ impl<'mem> Method<'mem> {
                 planned_sizes,
                 replanned: replan.is_some(),
                 folded,
+                fused,
                 busy: AtomicBool::new(false),
                 _memory: memory,
                 _owned: owned,
@@ -417,6 +440,12 @@ impl<'mem> Method<'mem> {
     /// Calls on constants that ran once at load (e.g. weight transposes) and are skipped at run time.
     pub fn folded_instructions(&self) -> usize {
         self.inner.folded
+    }
+
+    /// Calls fused into another at load (e.g. batch norms folded into the convolution before
+    /// them; runtimes with [`crate::Runtime::with_fusion`] on) and skipped at run time.
+    pub fn fused_instructions(&self) -> usize {
+        self.inner.fused
     }
 
     /// Planned buffer sizes in use, and whether they are etch's re-plan (not the exporter's).

@@ -7,7 +7,7 @@ use etch_delegates::BackendRegistry;
 use etch_kernels::KernelRegistry;
 use etch_schema::{MethodDef, ProgramDef, parse_program};
 
-use crate::config::MethodConfig;
+use crate::config::{MethodConfig, PlanChoice};
 use crate::error::{Error, Result};
 use crate::memory::{AlignedBuf, MemoryManager};
 use crate::meta::MethodMeta;
@@ -144,7 +144,11 @@ impl Program {
         runtime: &Runtime,
         memory: Option<MemoryManager<'a>>,
     ) -> Result<Method<'a>> {
-        Method::load(self.clone(), name, &MethodConfig::sequential(runtime.clone()), memory)
+        // Caller-provided buffers are sized for the exporter's plan; otherwise etch may choose
+        // (a fused method runs on its own plan).
+        let plan = if memory.is_some() { PlanChoice::Exporter } else { PlanChoice::Auto };
+        let config = MethodConfig { plan, ..MethodConfig::sequential(runtime.clone()) };
+        Method::load(self.clone(), name, &config, memory)
     }
 
     /// Loads a method with full control: runtime, execution mode (sequential or parallel) and
@@ -169,6 +173,8 @@ pub struct Runtime {
     backends: Arc<BackendRegistry>,
     /// Whether kernels may spread single operators over the pool (intra-op parallelism).
     intra_op: bool,
+    /// Whether methods fuse operators at load (see `fuse`): faster, rounds differently.
+    fusion: bool,
     threads: usize,
     pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
 }
@@ -189,6 +195,7 @@ impl Runtime {
             kernels: Arc::new(kernels),
             backends: Arc::new(backends),
             intra_op: true,
+            fusion: false,
             threads: 0,
             pool: Arc::default(),
         }
@@ -202,6 +209,17 @@ impl Runtime {
 
     pub fn intra_op(&self) -> bool {
         self.intra_op
+    }
+
+    /// The same runtime with load-time fusion on or off. Fusion folds inference batch norms into
+    /// the convolutions before them, as XNNPACK and ONNX Runtime do: less memory traffic, results
+    /// within float rounding of the program as written rather than bit-identical to it.
+    pub fn with_fusion(&self, on: bool) -> Runtime {
+        Runtime { fusion: on, ..self.clone() }
+    }
+
+    pub fn fusion(&self) -> bool {
+        self.fusion
     }
 
     /// The same registries with a pool of `threads` worker threads (0: one per core).
@@ -249,9 +267,10 @@ impl Runtime {
         Runtime::new(KernelRegistry::portable(), BackendRegistry::new()).with_intra_op(false)
     }
 
-    /// Optimized kernels over the portable ones, with intra-op parallelism on the pool.
+    /// Optimized kernels over the portable ones, with intra-op parallelism on the pool and
+    /// load-time fusion.
     pub fn optimized() -> Runtime {
-        Runtime::new(KernelRegistry::optimized(), BackendRegistry::new())
+        Runtime::new(KernelRegistry::optimized(), BackendRegistry::new()).with_fusion(true)
     }
 
     /// A process-wide [`Runtime::optimized`], built on first use: what `Program::load_method` uses.

@@ -1,0 +1,247 @@
+//! Load-time fusion: rewrites of a method's instructions that compute the same function with less
+//! memory traffic, at the price of rounding differently from the program as written. Only runtimes
+//! with fusion on use them ([`crate::Runtime::optimized`]); the portable runtime runs programs
+//! exactly as exported.
+//!
+//! Today one rewrite: a convolution whose only reader is an inference batch norm
+//! (`_native_batch_norm_legit_no_training`) becomes one convolution with the normalisation folded
+//! into its weights and bias — what XNNPACK and ONNX Runtime do to the same models:
+//! `W'[o] = W[o] · s[o]`, `b'[o] = (b[o] - mean[o]) · s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
+
+use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
+use etch_schema::{TensorData, TensorDef, ValueDef};
+
+use crate::alias::PointsTo;
+use crate::exec::{Step, pool_slice};
+use crate::load::{Builder, Instructions};
+use crate::memory::AlignedBuf;
+
+const CONVOLUTION: &str = "aten::convolution.out";
+const BATCH_NORM: &str = "aten::_native_batch_norm_legit_no_training.out";
+
+/// A constant the fusion computed: a tensor of its own, appended after the program's values.
+pub(crate) struct FusedConstant {
+    pub dtype: DType,
+    pub sizes: Vec<usize>,
+    pub bytes: AlignedBuf,
+}
+
+/// How many places name each value: instruction arguments, list items, moves, jumps, frees, and
+/// the method's inputs and outputs.
+fn value_uses(b: &Builder<'_>, ins: &Instructions, values: &[EValue], pool: &ListPool) -> Vec<u32> {
+    let mut uses = vec![0u32; values.len()];
+    let mut bump = |v: u32| {
+        if let Some(u) = uses.get_mut(v as usize) {
+            *u += 1;
+        }
+    };
+    for step in &ins.steps {
+        match *step {
+            Step::Kernel { args, .. } | Step::Delegate { args, .. } => {
+                pool_slice(&ins.arg_pool, args).iter().for_each(|&v| bump(v))
+            }
+            Step::Move { from, to } => {
+                bump(from);
+                bump(to);
+            }
+            Step::JumpFalse { cond, .. } => bump(cond),
+            Step::Free { value } => bump(value),
+            Step::Nop => {}
+        }
+    }
+    b.def.inputs.iter().chain(&b.def.outputs).for_each(|&v| bump(v));
+    // Items of lists something names (a packed return list the engine dropped names nothing).
+    let named: Vec<usize> = uses.iter().enumerate().filter(|&(_, &u)| u > 0).map(|(v, _)| v).collect();
+    for v in named {
+        if let Some(EValue::TensorList(s) | EValue::OptionalTensorList(s)) = values.get(v) {
+            for &i in pool.indices(*s).iter().filter(|&&i| i != NONE_INDEX) {
+                if let Some(u) = uses.get_mut(i as usize) {
+                    *u += 1;
+                }
+            }
+        }
+    }
+    uses
+}
+
+/// Reads a constant float32 tensor's elements.
+fn constant_f32(b: &Builder<'_>, t: &TensorDef) -> Option<Vec<f32>> {
+    let TensorData::Constant(range) = &t.data else { return None };
+    if t.scalar_type != DType::Float {
+        return None;
+    }
+    let bytes = range.slice(b.program.bytes())?;
+    let n: usize = t.sizes.iter().try_fold(1usize, |a, &s| a.checked_mul(s))?;
+    if bytes.len() != n.checked_mul(4)? {
+        return None;
+    }
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn tensor_def<'d>(b: &Builder<'d>, v: u32) -> Option<&'d TensorDef> {
+    match b.def.values.get(v as usize)? {
+        ValueDef::Tensor(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// A per-channel constant of `channels` float32 elements, or `default` when the value is None.
+fn channel_vector(b: &Builder<'_>, values: &[EValue], v: u32, channels: usize, default: f32) -> Option<Vec<f32>> {
+    match values.get(v as usize)? {
+        EValue::None => Some(vec![default; channels]),
+        EValue::Tensor(_) => {
+            let t = tensor_def(b, v)?;
+            let data = constant_f32(b, t)?;
+            (t.sizes == [channels]).then_some(data)
+        }
+        _ => None,
+    }
+}
+
+fn is_contiguous(t: &TensorDef) -> bool {
+    t.dim_order.iter().enumerate().all(|(i, &d)| d as usize == i)
+}
+
+/// Folds inference batch norms into the convolutions that feed them. Rewrites `ins` in place
+/// (the batch norm becomes a no-op, the convolution reads new constants and writes the batch
+/// norm's output), appends a value and a tensor id per new constant, and returns the constants in
+/// the order of their tensor ids. `pt` must describe `ins` before the rewrite.
+pub(crate) fn conv_batch_norm(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &mut Vec<EValue>,
+    ids: &mut Vec<Option<TensorId>>,
+    pool: &ListPool,
+    pt: &PointsTo,
+) -> Vec<FusedConstant> {
+    let mut out = Vec::new();
+    let uses = value_uses(b, ins, values, pool);
+    let tensor_count = ids.iter().flatten().count();
+    let mut class_size = vec![0u32; tensor_count];
+    for t in 0..tensor_count {
+        if let Some(c) = class_size.get_mut(pt.canonical(TensorId(t as u32)).0 as usize) {
+            *c += 1;
+        }
+    }
+    // The reader of each value by a batch norm's input position.
+    let mut batch_norm_of_input = std::collections::BTreeMap::new();
+    for (j, step) in ins.steps.iter().enumerate() {
+        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
+            && &**name == BATCH_NORM
+            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
+        {
+            batch_norm_of_input.insert(input, j);
+        }
+    }
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: conv_span, .. } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
+            continue;
+        }
+        let conv: Vec<u32> = pool_slice(&ins.arg_pool, conv_span).to_vec();
+        let Some(&mid) = conv.get(9) else { continue };
+        let Some(&j) = batch_norm_of_input.get(&mid) else { continue };
+        let Step::Kernel { args: bn_span, .. } = ins.steps[j] else { continue };
+        let bn: Vec<u32> = pool_slice(&ins.arg_pool, bn_span).to_vec();
+        if let Some(fused) = fuse_pair(b, values, ids, &uses, &class_size, &conv, &bn, j > i) {
+            let (weight, bias, constants) = fused;
+            let base = conv_span.start as usize;
+            ins.arg_pool[base + 1] = weight;
+            ins.arg_pool[base + 2] = bias;
+            ins.arg_pool[base + 9] = bn[7];
+            ins.steps[j] = Step::Nop;
+            if let Some(p) = ins.pure.get_mut(j) {
+                *p = false;
+            }
+            out.extend(constants);
+        }
+    }
+    out
+}
+
+/// Checks one convolution → batch norm pair and computes the fused weight and bias; returns their
+/// new value indices and the constants.
+#[allow(clippy::too_many_arguments)]
+fn fuse_pair(
+    b: &Builder<'_>,
+    values: &mut Vec<EValue>,
+    ids: &mut Vec<Option<TensorId>>,
+    uses: &[u32],
+    class_size: &[u32],
+    conv: &[u32],
+    bn: &[u32],
+    in_order: bool,
+) -> Option<(u32, u32, [FusedConstant; 2])> {
+    if conv.len() != 10 || bn.len() != 10 || !in_order {
+        return None;
+    }
+    let (mid, out, save_mean, save_invstd) = (conv[9], bn[7], bn[8], bn[9]);
+    let used = |v: u32, n: u32| uses.get(v as usize) == Some(&n);
+    // The intermediate is written by the convolution and read by the batch norm only; the batch
+    // norm's statistics outputs are read by nobody.
+    if !used(mid, 2) || !used(save_mean, 1) || !used(save_invstd, 1) || out == mid {
+        return None;
+    }
+    let (Some(EValue::Tensor(mid_id)), Some(EValue::Tensor(_))) = (values.get(mid as usize), values.get(out as usize))
+    else {
+        return None;
+    };
+    if class_size.get(mid_id.0 as usize) != Some(&1) {
+        return None;
+    }
+    if !matches!(values.get(conv[6] as usize), Some(EValue::Bool(false))) {
+        return None;
+    }
+    let (mid_def, out_def) = (tensor_def(b, mid)?, tensor_def(b, out)?);
+    if mid_def.scalar_type != DType::Float
+        || out_def.scalar_type != DType::Float
+        || mid_def.sizes != out_def.sizes
+        || mid_def.dim_order != out_def.dim_order
+        || mid_def.dynamism != out_def.dynamism
+    {
+        return None;
+    }
+    let weight_def = tensor_def(b, conv[1])?;
+    if !is_contiguous(weight_def) || weight_def.sizes.len() < 3 {
+        return None;
+    }
+    let weight = constant_f32(b, weight_def)?;
+    let channels = *weight_def.sizes.first()?;
+    let per_channel = weight.len().checked_div(channels)?;
+    let bias = channel_vector(b, values, conv[2], channels, 0.0)?;
+    let gamma = channel_vector(b, values, bn[1], channels, 1.0)?;
+    let beta = channel_vector(b, values, bn[2], channels, 0.0)?;
+    let mean = channel_vector(b, values, bn[3], channels, f32::NAN)?;
+    let var = channel_vector(b, values, bn[4], channels, f32::NAN)?;
+    let EValue::Double(eps) = *values.get(bn[6] as usize)? else { return None };
+    if mean.iter().chain(&var).any(|x| x.is_nan()) {
+        return None;
+    }
+    // f64 arithmetic, one rounding at the end.
+    let scale: Vec<f64> = (0..channels).map(|c| f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt()).collect();
+    let new_weight: Vec<f32> = weight
+        .chunks_exact(per_channel.max(1))
+        .zip(&scale)
+        .flat_map(|(row, &s)| row.iter().map(move |&w| (f64::from(w) * s) as f32))
+        .collect();
+    let new_bias: Vec<f32> = (0..channels)
+        .map(|c| ((f64::from(bias[c]) - f64::from(mean[c])) * scale[c] + f64::from(beta[c])) as f32)
+        .collect();
+    if new_weight.len() != weight.len() {
+        return None;
+    }
+    let constant = |sizes: Vec<usize>, data: &[f32]| -> Option<FusedConstant> {
+        Some(FusedConstant { dtype: DType::Float, sizes, bytes: AlignedBuf::copy_of(bytemuck::cast_slice(data))? })
+    };
+    let constants = [constant(weight_def.sizes.clone(), &new_weight)?, constant(vec![channels], &new_bias)?];
+    // Both indices first, so a failure leaves `values` and `ids` untouched.
+    let tensor = u32::try_from(ids.iter().flatten().count()).ok()?;
+    let value = u32::try_from(values.len()).ok()?;
+    let (tensor2, value2) = (tensor.checked_add(1)?, value.checked_add(1)?);
+    for t in [tensor, tensor2] {
+        values.push(EValue::Tensor(TensorId(t)));
+        ids.push(Some(TensorId(t)));
+    }
+    let (w, bias_value) = (value, value2);
+    Some((w, bias_value, constants))
+}
