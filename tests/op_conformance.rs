@@ -123,8 +123,8 @@ fn dtype_of(t: &TensorFile) -> Result<DType, String> {
 }
 
 /// Runs one case; `Err` lists what went wrong (one line per failing output).
-fn run_case(program: &Program, case: &OpCase) -> Result<(), String> {
-    let mut method = program.load_method(&case.method).map_err(|e| format!("load_method: {e}"))?;
+fn run_case(program: &Program, case: &OpCase, runtime: &Runtime) -> Result<(), String> {
+    let mut method = program.load_method_with(&case.method, runtime, None).map_err(|e| format!("load_method: {e}"))?;
     for (i, input) in case.inputs.iter().enumerate() {
         let a = common::read_npy_as(&input.file, dtype_of(input)?)?;
         method
@@ -162,10 +162,20 @@ struct Tally {
     skipped: usize,
 }
 
+/// The optimized kernels (etch's default) against PyTorch.
 #[test]
 fn operators_match_pytorch() {
+    check_suite(Runtime::global());
+}
+
+/// The portable kernels (the reference, and the heapless configuration) against PyTorch.
+#[test]
+fn portable_operators_match_pytorch() {
+    check_suite(&Runtime::portable());
+}
+
+fn check_suite(runtime: &Runtime) {
     let suite = load_suite();
-    let runtime = Runtime::global();
     let mut by_family: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut programs: HashMap<&str, Result<Program, String>> = HashMap::new();
     let mut failures = Vec::new();
@@ -182,7 +192,7 @@ fn operators_match_pytorch() {
             Program::load_file(suite_dir().join(&case.program)).map_err(|e| format!("load {}: {e}", case.program))
         });
         let outcome = match program {
-            Ok(p) => run_case(p, case),
+            Ok(p) => run_case(p, case, runtime),
             Err(e) => Err(e.clone()),
         };
         let known = KNOWN_FAILURES.iter().find(|(name, _)| *name == case.name);

@@ -105,6 +105,19 @@ impl<'a> KernelArgs<'a> {
         Ok(imp.dtype())
     }
 
+    /// The dim order of the tensor at position `arg`, without borrowing it (like
+    /// [`Self::tensor_dtype`]).
+    pub fn tensor_dim_order(&self, arg: usize) -> Result<crate::shape::DimOrder, KernelError> {
+        let id = self.tensor_id(arg)?;
+        if self.borrowed_mut.get() & Self::bit(arg) != 0 {
+            return Err(KernelError::AlreadyBorrowed { arg });
+        }
+        // SAFETY: as in `tensor_dtype`: no `TensorMut` of this position is alive, and the
+        // reference ends here.
+        let imp = unsafe { self.table.tensor_ref(id) }.ok_or(KernelError::MissingArg { arg, len: self.args.len() })?;
+        Ok(*imp.dim_order())
+    }
+
     /// Position `arg` as a read-only tensor.
     pub fn tensor(&self, arg: usize) -> Result<Tensor<'_>, KernelError> {
         let id = self.tensor_id(arg)?;

@@ -3,6 +3,7 @@
 //! stays the reference: tests compare the two across shapes.
 
 pub mod copy;
+pub mod elementwise;
 pub mod linalg;
 
 use crate::registry::{KernelFn, KernelRegistry};
@@ -11,6 +12,7 @@ use crate::registry::{KernelFn, KernelRegistry};
 pub fn register_all(r: &mut KernelRegistry) {
     linalg::register(r);
     copy::register(r);
+    elementwise::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {

@@ -205,7 +205,8 @@ pub fn addmm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
         p,
         a: (Src::of(&a)?, strides3(&a)),
         m: (Src::of(&m)?, strides3(&m)),
-        bias: Some((Src::of(&bias)?, [0, bs[0], bs[1]])),
+        // PyTorch ignores `self` when beta is 0 (NaN and inf in it do not propagate).
+        bias: (to_f(beta) != 0.0).then_some((Src::of(&bias)?, [0, bs[0], bs[1]])),
         alpha: to_f(alpha),
         beta: to_f(beta),
     }

@@ -1,0 +1,249 @@
+//! Fast float32 elementwise kernels: the arithmetic and activations that fill real models'
+//! feature maps (residual adds, ReLU/ReLU6). Contiguous operands run as flat slice loops LLVM
+//! vectorizes; broadcasting runs row by row over the innermost dimension. Every other case (other
+//! dtypes, mixed dim orders, promotion) goes to the portable kernel. Results are bit-identical to
+//! the portable kernels: the same f32 operations in the same order per element.
+
+use crate::args::KernelArgs;
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::portable;
+use crate::portable::elementwise::broadcast_strides_ordered;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+use crate::shape::{Shape, StridedIter, broadcast_shapes};
+use crate::tensor::{Tensor, TensorMut};
+
+/// Below this many elements a kernel stays on one thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Applies `f` to chunks of `(out, inputs...)` in parallel on the context's pool when the work is
+/// large enough; `f` gets the chunk's starting index.
+fn for_chunks(ctx: &KernelContext, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let n = out.len();
+    let threads = ctx.threads();
+    if threads <= 1 || n < PARALLEL_MIN_ELEMENTS {
+        f(0, out);
+        return;
+    }
+    // A multiple of 16 elements per chunk keeps every chunk's vector loop aligned alike.
+    let chunk = n.div_ceil(threads).next_multiple_of(16);
+    ctx.install(|| {
+        rayon::scope(|s| {
+            for (k, piece) in out.chunks_mut(chunk).enumerate() {
+                let f = &f;
+                s.spawn(move |_| f(k * chunk, piece));
+            }
+        })
+    });
+}
+
+fn contiguous(t: &Tensor<'_>) -> bool {
+    t.dim_order().is_contiguous()
+}
+
+/// `out = op(a, b)` for float32 tensors; `None` when the fast path does not apply.
+fn binary(
+    ctx: &KernelContext,
+    args: &KernelArgs<'_>,
+    out_arg: usize,
+    op: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) -> Option<Result<(), KernelError>> {
+    // Decide before taking the output: a kernel can borrow it only once.
+    let (a, b) = (args.tensor(0).ok()?, args.tensor(1).ok()?);
+    let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
+    if a.dtype() != DType::Float || b.dtype() != DType::Float || out_dtype != DType::Float {
+        return None;
+    }
+    let same_layout = a.sizes() == b.sizes() && a.dim_order() == b.dim_order();
+    if same_layout && out_order == *a.dim_order() {
+        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, &a, &b, &mut out, op)));
+    }
+    if !(contiguous(&a) && contiguous(&b) && out_order.is_contiguous()) {
+        return None;
+    }
+    let shape = broadcast_shapes(a.sizes(), b.sizes())?;
+    Some(args.tensor_mut(out_arg).and_then(|mut out| broadcast(&a, &b, &mut out, &shape, op)))
+}
+
+fn same_shape(
+    ctx: &KernelContext,
+    a: &Tensor<'_>,
+    b: &Tensor<'_>,
+    out: &mut TensorMut<'_>,
+    op: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) -> Result<(), KernelError> {
+    out.resize(a.sizes())?;
+    let (x, y) = (a.data::<f32>()?, b.data::<f32>()?);
+    let o = out.data_mut::<f32>()?;
+    if x.len() != o.len() || y.len() != o.len() {
+        return Err(KernelError::ShapeMismatch { arg: 0, reason: "operand storage does not match its shape" });
+    }
+    for_chunks(ctx, o, |start, piece| {
+        let len = piece.len();
+        let (x, y) = (&x[start..start + len], &y[start..start + len]);
+        for ((o, &x), &y) in piece.iter_mut().zip(x).zip(y) {
+            *o = op(x, y);
+        }
+    });
+    Ok(())
+}
+
+/// Broadcasting over contiguous tensors: the innermost dimension is a run in which each operand
+/// advances by 1 or stays put; outer dimensions are walked once per run.
+fn broadcast(
+    a: &Tensor<'_>,
+    b: &Tensor<'_>,
+    out: &mut TensorMut<'_>,
+    shape: &Shape,
+    op: impl Fn(f32, f32) -> f32 + Copy,
+) -> Result<(), KernelError> {
+    out.resize(shape)?;
+    let dims: &[usize] = shape;
+    let bad = KernelError::ShapeMismatch { arg: 0, reason: "operand storage does not match its shape" };
+    let (x, y) = (a.data::<f32>()?, b.data::<f32>()?);
+    let o = out.data_mut::<f32>()?;
+    if dims.contains(&0) {
+        return Ok(());
+    }
+    let rank = dims.len();
+    if rank == 0 {
+        *o.first_mut().ok_or(bad)? = op(*x.first().ok_or(bad)?, *y.first().ok_or(bad)?);
+        return Ok(());
+    }
+    let out_strides = crate::shape::strides_for(dims, &crate::shape::DimOrder::contiguous(rank));
+    let sa = broadcast_strides_ordered(a.sizes(), &a.strides(), dims);
+    let sb = broadcast_strides_ordered(b.sizes(), &b.strides(), dims);
+    let inner = dims[rank - 1];
+    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+    let outer = Shape::new(&dims[..rank - 1]).ok_or(bad)?;
+    let so = Shape::new(&out_strides[..rank - 1]).ok_or(bad)?;
+    let soa = Shape::new(&sa[..rank - 1]).ok_or(bad)?;
+    let sob = Shape::new(&sb[..rank - 1]).ok_or(bad)?;
+    fn run(s: &[f32], start: usize, step: usize, inner: usize) -> Option<&[f32]> {
+        s.get(start..start + (inner - 1) * step + 1)
+    }
+    for [d0, a0, b0] in StridedIter::new(&outer, [so, soa, sob]) {
+        let dst = o.get_mut(d0..d0 + inner).ok_or(bad)?;
+        let (xs, ys) = (run(x, a0, ia, inner).ok_or(bad)?, run(y, b0, ib, inner).ok_or(bad)?);
+        match (ia, ib) {
+            (1, 1) => dst.iter_mut().zip(xs).zip(ys).for_each(|((o, &x), &y)| *o = op(x, y)),
+            (1, 0) => {
+                let y = ys[0];
+                dst.iter_mut().zip(xs).for_each(|(o, &x)| *o = op(x, y));
+            }
+            (0, 1) => {
+                let x = xs[0];
+                dst.iter_mut().zip(ys).for_each(|(o, &y)| *o = op(x, y));
+            }
+            _ => {
+                let v = op(xs[0], ys[0]);
+                dst.fill(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `alpha` as f32 when it is a float32 add/sub's plain 1 (the common case), else its value.
+fn alpha(args: &KernelArgs<'_>, pos: usize) -> Result<f32, KernelError> {
+    Ok(args.scalar(pos)?.to_f64() as f32)
+}
+
+/// `aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
+pub fn add_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let fast = match alpha(args, 2) {
+        Ok(1.0) => binary(ctx, args, 3, |x, y| x + y),
+        Ok(k) => binary(ctx, args, 3, move |x, y| x + k * y),
+        Err(_) => None,
+    };
+    fast.unwrap_or_else(|| portable::binary::add_out(ctx, args))
+}
+
+/// `aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
+pub fn sub_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let fast = match alpha(args, 2) {
+        Ok(1.0) => binary(ctx, args, 3, |x, y| x - y),
+        Ok(k) => binary(ctx, args, 3, move |x, y| x - k * y),
+        Err(_) => None,
+    };
+    fast.unwrap_or_else(|| portable::binary::sub_out(ctx, args))
+}
+
+/// `aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out)`
+pub fn mul_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    binary(ctx, args, 2, |x, y| x * y).unwrap_or_else(|| portable::binary::mul_out(ctx, args))
+}
+
+/// `aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out)`
+pub fn div_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    binary(ctx, args, 2, |x, y| x / y).unwrap_or_else(|| portable::binary::div_out(ctx, args))
+}
+
+/// `out = f(x)` over a float32 tensor's storage (any dim order, out laid out alike).
+fn unary(
+    ctx: &KernelContext,
+    args: &KernelArgs<'_>,
+    out_arg: usize,
+    f: impl Fn(f32) -> f32 + Sync + Copy,
+) -> Option<Result<(), KernelError>> {
+    let x = args.tensor(0).ok()?;
+    let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
+    if x.dtype() != DType::Float || out_dtype != DType::Float || *x.dim_order() != out_order {
+        return None;
+    }
+    Some((|| {
+        let mut out = args.tensor_mut(out_arg)?;
+        out.resize(x.sizes())?;
+        let src = x.data::<f32>()?;
+        let o = out.data_mut::<f32>()?;
+        if src.len() != o.len() {
+            return Err(KernelError::ShapeMismatch { arg: 0, reason: "storage does not match the shape" });
+        }
+        for_chunks(ctx, o, |start, piece| {
+            let len = piece.len();
+            for (o, &v) in piece.iter_mut().zip(&src[start..start + len]) {
+                *o = f(v);
+            }
+        });
+        Ok(())
+    })())
+}
+
+/// `aten::relu.out(Tensor self, *, Tensor(a!) out)`; NaN stays NaN.
+pub fn relu_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    unary(ctx, args, 1, |x| if x > 0.0 || x.is_nan() { x } else { 0.0 })
+        .unwrap_or_else(|| portable::unary::relu_out(ctx, args))
+}
+
+/// `aten::hardtanh.out(Tensor self, Scalar min_val=-1, Scalar max_val=1, *, Tensor(a!) out)`:
+/// NaN in the input or a bound gives NaN; `max_val` wins over `min_val` (PyTorch's clamp).
+pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let bounds = args.scalar(1).and_then(|lo| Ok((lo.to_f64() as f32, args.scalar(2)?.to_f64() as f32)));
+    let fast = match bounds {
+        Ok((lo, hi)) if !lo.is_nan() && !hi.is_nan() => unary(ctx, args, 3, move |x| {
+            let v = if x < lo { lo } else { x };
+            if v > hi { hi } else { v }
+        }),
+        _ => None,
+    };
+    fast.unwrap_or_else(|| portable::activation::hardtanh_out(ctx, args))
+}
+
+/// Registers the fast elementwise kernels over the portable ones.
+pub fn register(r: &mut KernelRegistry) {
+    // The dtypes the portable kernels accept (the fast path covers float32, the rest falls back).
+    let (all, real) = (portable::elementwise::ALL_DTYPES, portable::elementwise::REAL_DTYPES);
+    let table: &[(&str, &'static [DType], KernelFn)] = &[
+        ("aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)", all, add_out),
+        ("aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out) -> Tensor(a!)", real, sub_out),
+        ("aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", all, mul_out),
+        ("aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)", all, div_out),
+        ("aten::relu.out(Tensor self, *, Tensor(a!) out) -> Tensor(a!)", real, relu_out),
+        (
+            "aten::hardtanh.out(Tensor self, Scalar min_val=-1, Scalar max_val=1, *, Tensor(a!) out) -> Tensor(a!)",
+            real,
+            hardtanh_out,
+        ),
+    ];
+    super::replace_table(r, table);
+}
