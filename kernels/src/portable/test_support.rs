@@ -89,6 +89,17 @@ impl Call {
         }, _ => panic!("dtype"))
     }
 
+    /// Like [`Call::out`], stored in dim order `order`.
+    pub fn out_ordered(mut self, dtype: DType, sizes: &[usize], order: &[u8], capacity: usize) -> Call {
+        crate::dispatch_dtype!(dtype, T => {
+            let data = vec![T::from_f64(0.0); capacity];
+            let v = self.make_tensor(sizes, Some(order), &data[..], true);
+            self.writable |= 1 << self.args.len();
+            self.args.push(v);
+            self
+        }, _ => panic!("dtype"))
+    }
+
     /// A writable input (e.g. running statistics updated in place).
     pub fn inout<T: Element>(mut self, sizes: &[usize], data: &[T]) -> Call {
         let v = self.make_tensor(sizes, None, data, false);
