@@ -45,11 +45,15 @@ const CHANNEL_CHUNK: usize = 16;
 /// Elements of the zero-padded input band a depthwise (contiguous) plane is copied into (64 KiB of
 /// stack; fits L2 with room to spare).
 const BAND: usize = 16 * 1024;
+/// Output rows a depthwise (contiguous) step computes at once.
+const ROWS: usize = 4;
 /// Most kernel taps (`kh * kw`) the contiguous depthwise kernel keeps on the stack.
 const MAX_TAPS: usize = 64;
 /// Most im2col scratch elements one tile uses (8 MiB); tiles cover fewer output positions when
 /// the reduction is long.
 const MAX_COLUMNS: usize = 1 << 21;
+/// Output elements (and im2col elements) a GEMM tile keeps in L2: 256 KiB.
+const L2_TILE: usize = 1 << 16;
 /// Below this many multiply-adds a direct kernel runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 17;
 
@@ -269,6 +273,13 @@ fn fill_bias(
     Ok(())
 }
 
+/// Output positions per GEMM: enough that `rows` output rows of them stay in L2 between the bias
+/// fill and the product (the product reads and writes them again), at least a few hundred so the
+/// GEMM stays efficient.
+fn cache_tile(rows: usize, pixels: usize) -> usize {
+    (L2_TILE / rows.max(1)).max(256).min(pixels)
+}
+
 /// 1x1, unit stride, no padding: per image, one GEMM per group on the tensors themselves.
 fn pointwise(
     ctx: &KernelContext,
@@ -281,25 +292,34 @@ fn pointwise(
     let pixels = c.out_pixels();
     let [xn, xc, _, xp] = c.x_strides;
     let [on, oc, _, op] = out.strides;
+    let tile = cache_tile(c.out_channels, pixels);
+    let lhs = Mat { data: w, batch: c.out_per_group * c.w_strides[0], row: c.w_strides[0], col: c.w_strides[1] };
     for n in 0..c.batch {
-        if let Some(b) = bias {
-            fill_bias(&mut out, b, n, (0, c.out_channels), (0, pixels))?;
+        for p0 in (0..pixels).step_by(tile) {
+            let p1 = (p0 + tile).min(pixels);
+            if let Some(b) = bias {
+                fill_bias(&mut out, b, n, (0, c.out_channels), (p0, p1))?;
+            }
+            let rhs = Mat {
+                data: x.get(n * xn + p0 * xp..).ok_or(short(INPUT))?,
+                batch: c.in_per_group * xc,
+                row: xc,
+                col: xp,
+            };
+            let dst = out.data.get_mut(n * on + p0 * op..).ok_or(short(OUT))?;
+            gemm_f32(
+                ctx,
+                c.groups,
+                (c.out_per_group, c.in_per_group, p1 - p0),
+                lhs,
+                rhs,
+                dst,
+                (c.out_per_group * oc, oc, op),
+                bias.map(|_| 1.0),
+                1.0,
+                OUT,
+            )?;
         }
-        let lhs = Mat { data: w, batch: c.out_per_group * c.w_strides[0], row: c.w_strides[0], col: c.w_strides[1] };
-        let rhs = Mat { data: x.get(n * xn..).ok_or(short(INPUT))?, batch: c.in_per_group * xc, row: xc, col: xp };
-        let dst = out.data.get_mut(n * on..).ok_or(short(OUT))?;
-        gemm_f32(
-            ctx,
-            c.groups,
-            (c.out_per_group, c.in_per_group, pixels),
-            lhs,
-            rhs,
-            dst,
-            (c.out_per_group * oc, oc, op),
-            bias.map(|_| 1.0),
-            1.0,
-            OUT,
-        )?;
     }
     Ok(())
 }
@@ -322,7 +342,7 @@ fn im2col_gemm(
         return Err(KernelError::NotImplemented("convolution reduction longer than the im2col scratch"));
     }
     let pixels = c.out_pixels();
-    let tile = (MAX_COLUMNS / k_len).clamp(1, pixels);
+    let tile = (MAX_COLUMNS / k_len).clamp(1, cache_tile(k_len + c.out_per_group, pixels));
     // Weight layout: is the reduction index one uniform step in the weight as it is?
     let [w0, w1, w2, w3] = c.w_strides;
     let [kh, kw] = c.kernel;
@@ -532,7 +552,9 @@ fn plane_tiling(c: &Conv) -> Option<PlaneTiling> {
     let cols_needed = c.out_width.div_ceil(CHUNK) * CHUNK;
     // Widest tile (whole chunks) whose one-row band fits.
     let rows_for_one = span(c, 0, 1)?;
-    let fits = |cols: usize| Some(span(c, 1, cols)?.checked_mul(rows_for_one)? <= BAND);
+    // One column more than the tile reads: stride-2 chunks load a pair of registers.
+    let band_cols = |cols: usize| span(c, 1, cols)?.checked_add(1);
+    let fits = |cols: usize| Some(band_cols(cols)?.checked_mul(rows_for_one)? <= BAND);
     let mut tile_cols = cols_needed;
     while !fits(tile_cols).unwrap_or(false) {
         if tile_cols == CHUNK {
@@ -540,7 +562,7 @@ fn plane_tiling(c: &Conv) -> Option<PlaneTiling> {
         }
         tile_cols = (tile_cols / 2).div_ceil(CHUNK) * CHUNK;
     }
-    let band_cols = span(c, 1, tile_cols)?;
+    let band_cols = band_cols(tile_cols)?;
     let mut tile_rows = c.out_height;
     while span(c, 0, tile_rows)?.checked_mul(band_cols)? > BAND {
         tile_rows = tile_rows.div_ceil(2);
@@ -651,20 +673,36 @@ fn depthwise_plane_with<const FMA: bool>(
     out: &mut [f32],
     band: &mut [f32; BAND],
 ) -> Option<()> {
+    // Each tap's weight and its offset in the band from the top-left input of the window.
+    let mut offsets = [(0f32, 0usize); MAX_TAPS];
+    let [kh, kw] = c.kernel;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let at = ky * kw + kx;
+            *offsets.get_mut(at)? = (*taps.get(at)?, ky * c.dilation[0] * t.band_cols + kx * c.dilation[1]);
+        }
+    }
+    let taps = offsets.get(..kh * kw)?;
     for oy0 in (0..c.out_height).step_by(t.tile_rows) {
         let oy1 = (oy0 + t.tile_rows).min(c.out_height);
         for ox0 in (0..c.out_width).step_by(t.tile_cols) {
             let ox1 = (ox0 + t.tile_cols).min(c.out_width);
             let band_rows = span(c, 0, oy1 - oy0)?;
             fill_band(c, x, band, (oy0, ox0), band_rows, t.band_cols)?;
-            for oy in oy0..oy1 {
-                let row_out = out.get_mut(oy * c.out_width + ox0..oy * c.out_width + ox1)?;
-                let band_row0 = (oy - oy0) * c.stride[0];
-                match c.stride[1] {
-                    1 => band_row::<FMA, 1>(c, band, t.band_cols, band_row0, taps, bias, row_out),
-                    2 => band_row::<FMA, 2>(c, band, t.band_cols, band_row0, taps, bias, row_out),
-                    _ => band_row::<FMA, 0>(c, band, t.band_cols, band_row0, taps, bias, row_out),
-                }?;
+            let row_step = c.stride[0] * t.band_cols;
+            let mut oy = oy0;
+            while oy < oy1 {
+                let mut rows =
+                    out.get_mut(oy * c.out_width..)?.chunks_mut(c.out_width).map(|row| row.get_mut(ox0..ox1));
+                let start = (oy - oy0) * row_step;
+                if oy + ROWS <= oy1 {
+                    let [a, b, c2, d]: [Option<&mut [f32]>; ROWS] = std::array::from_fn(|_| rows.next().flatten());
+                    band_rows_any::<FMA, ROWS>(c, band, (start, row_step), taps, bias, [a?, b?, c2?, d?])?;
+                    oy += ROWS;
+                } else {
+                    band_rows_any::<FMA, 1>(c, band, (start, row_step), taps, bias, [rows.next().flatten()?])?;
+                    oy += 1;
+                }
             }
         }
     }
@@ -700,37 +738,79 @@ fn fill_band(
     Some(())
 }
 
-/// One output row segment from the padded band: `CHUNK` outputs at a time, every tap an
-/// in-bounds fixed-width read, so the chunk loop vectorizes. `SW` is the column stride when it is
-/// 1 or 2 (constant, for the compiler), 0 for "read it from `c`".
+/// `CHUNK` band values from `at`, `SW` apart (`SW` 1 or 2 constant for the compiler, 0 for the
+/// run-time stride `sw`); reads at most `2 * CHUNK` values when `SW` is 2 (one past the last used).
 #[inline(always)]
-fn band_row<const FMA: bool, const SW: usize>(
+fn load_chunk<const SW: usize>(band: &[f32], at: usize, sw: usize) -> Option<[f32; CHUNK]> {
+    match SW {
+        1 => band.get(at..at + CHUNK)?.try_into().ok(),
+        2 => {
+            let pair: &[f32; 2 * CHUNK] = band.get(at..at + 2 * CHUNK)?.try_into().ok()?;
+            Some(std::array::from_fn(|j| pair[2 * j]))
+        }
+        _ => {
+            let run = band.get(at..at + (CHUNK - 1) * sw + 1)?;
+            let mut v = [0f32; CHUNK];
+            for (d, s) in v.iter_mut().zip(run.iter().step_by(sw)) {
+                *d = *s;
+            }
+            Some(v)
+        }
+    }
+}
+
+/// [`band_rows`] with the column stride as a constant where it is 1 or 2.
+#[inline(always)]
+fn band_rows_any<const FMA: bool, const R: usize>(
     c: &Conv,
     band: &[f32],
-    band_cols: usize,
-    band_row0: usize,
-    taps: &[f32],
+    rows_at: (usize, usize),
+    taps: &[(f32, usize)],
     bias: f32,
-    out: &mut [f32],
+    out: [&mut [f32]; R],
+) -> Option<()> {
+    match c.stride[1] {
+        1 => band_rows::<FMA, 1, R>(c, band, rows_at, taps, bias, out),
+        2 => band_rows::<FMA, 2, R>(c, band, rows_at, taps, bias, out),
+        _ => band_rows::<FMA, 0, R>(c, band, rows_at, taps, bias, out),
+    }
+}
+
+/// `R` output row segments (equal length) from the padded band, the first starting at band
+/// offset `rows_at.0`, each next one `rows_at.1` further: `CHUNK` columns at a time, each tap a
+/// fixed-width read at a precomputed offset, so a step is `R` independent vector multiply-adds
+/// per tap (several rows at once hide the multiply-add latency, which one chain would expose).
+/// `SW` as in [`load_chunk`].
+#[inline(always)]
+fn band_rows<const FMA: bool, const SW: usize, const R: usize>(
+    c: &Conv,
+    band: &[f32],
+    (row_start, row_step): (usize, usize),
+    taps: &[(f32, usize)],
+    bias: f32,
+    mut out: [&mut [f32]; R],
 ) -> Option<()> {
     let sw = if SW == 0 { c.stride[1] } else { SW };
-    let [kh, kw] = c.kernel;
-    let [dh, dw] = c.dilation;
-    let reach = (CHUNK - 1) * sw + 1;
-    for (chunk, dst) in out.chunks_mut(CHUNK).enumerate() {
-        let mut acc = [bias; CHUNK];
-        for ky in 0..kh {
-            let row = band.get((band_row0 + ky * dh) * band_cols..(band_row0 + ky * dh + 1) * band_cols)?;
-            for kx in 0..kw {
-                let tap = *taps.get(ky * kw + kx)?;
-                let start = chunk * CHUNK * sw + kx * dw;
-                let src = row.get(start..start + reach)?;
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = madd::<FMA>(tap, src[j * sw], *a);
+    let width = out[0].len();
+    for chunk in 0..width.div_ceil(CHUNK) {
+        let base = row_start + chunk * CHUNK * sw;
+        let mut acc = [[bias; CHUNK]; R];
+        for &(tap, offset) in taps {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = load_chunk::<SW>(band, base + r * row_step + offset, sw)?;
+                for j in 0..CHUNK {
+                    acc[j] = madd::<FMA>(tap, v[j], acc[j]);
                 }
             }
         }
-        dst.copy_from_slice(acc.get(..dst.len())?);
+        let (lo, hi) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(width));
+        for (row, acc) in out.iter_mut().zip(&acc) {
+            let dst = row.get_mut(lo..hi)?;
+            match <&mut [f32; CHUNK]>::try_from(&mut *dst) {
+                Ok(whole) => *whole = *acc,
+                Err(_) => dst.copy_from_slice(acc.get(..dst.len())?),
+            }
+        }
     }
     Some(())
 }
