@@ -9,12 +9,41 @@ use crate::args::KernelArgs;
 use crate::error::KernelError;
 use crate::op_schema::{OpSchema, SchemaError};
 
-/// Per-call context a kernel may use: today, the thread pool for intra-op parallelism (the same
-/// pool the inter-op scheduler uses, so the two never oversubscribe the cores). Scratch memory will
-/// arrive here too, so kernel signatures need not change.
+thread_local! {
+    /// Each thread's scratch memory, lent to the [`KernelContext`]s created on it and given back
+    /// when they drop: kernels reuse it across executions, so it is allocated (and grown) only by
+    /// the first calls that need it, on each thread.
+    static THREAD_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Per-call context a kernel may use: the thread pool for intra-op parallelism (the same pool the
+/// inter-op scheduler uses, so the two never oversubscribe the cores) and scratch memory.
+///
+/// Scratch memory ([`KernelContext::with_scratch_f32`]) is the one place kernels may allocate: the
+/// portable kernels never ask for it (so `Runtime::portable` executes without allocating), the
+/// optimized ones do (im2col buffers, packed weights). The buffer belongs to the thread, not the
+/// context, so the engine's per-execution contexts reuse it: an optimized method allocates on its
+/// first execution (per thread that runs kernels) and then only if a larger buffer is needed.
 #[derive(Debug, Default)]
 pub struct KernelContext {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// The thread's scratch buffer while this context holds it (empty otherwise).
+    scratch: Vec<f32>,
+}
+
+impl Drop for KernelContext {
+    fn drop(&mut self) {
+        if self.scratch.capacity() == 0 {
+            return;
+        }
+        let mine = std::mem::take(&mut self.scratch);
+        // Keep the larger buffer for the thread (another context may have taken one meanwhile).
+        // `try_with` fails only while the thread is shutting down: then the buffer is just freed.
+        let _ = THREAD_SCRATCH.try_with(|cell| {
+            let theirs = cell.take();
+            cell.set(if theirs.capacity() > mine.capacity() { theirs } else { mine });
+        });
+    }
 }
 
 impl KernelContext {
@@ -26,7 +55,7 @@ impl KernelContext {
 
     /// A context whose kernels may spread work over `pool`.
     pub fn with_pool(pool: Option<std::sync::Arc<rayon::ThreadPool>>) -> Self {
-        KernelContext { pool }
+        KernelContext { pool, scratch: Vec::new() }
     }
 
     /// Threads a kernel may use: the pool it would run in, or 1.
@@ -45,6 +74,26 @@ impl KernelContext {
             Some(pool) if rayon::current_thread_index().is_none() => pool.install(f),
             _ => f(),
         }
+    }
+
+    /// Runs `f` with `len` elements of scratch memory (contents unspecified: write before reading)
+    /// and this context (for [`install`](Self::install) and [`threads`](Self::threads)). The
+    /// memory is the thread's reusable buffer, grown if needed; `None` when it cannot be allocated.
+    pub fn with_scratch_f32<R>(&mut self, len: usize, f: impl FnOnce(&mut [f32], &KernelContext) -> R) -> Option<R> {
+        if self.scratch.len() < len {
+            if self.scratch.capacity() == 0 {
+                self.scratch = THREAD_SCRATCH.try_with(|cell| cell.take()).unwrap_or_default();
+            }
+            if self.scratch.len() < len {
+                let extra = len - self.scratch.len();
+                self.scratch.try_reserve_exact(extra).ok()?;
+                self.scratch.resize(len, 0.0);
+            }
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = f(scratch.get_mut(..len)?, self);
+        self.scratch = scratch;
+        Some(result)
     }
 }
 

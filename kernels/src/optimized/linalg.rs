@@ -18,11 +18,11 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// A dense f32 matrix view: element (i, j) of batch b is at `b * batch + i * row + j * col`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    batch: usize,
-    row: usize,
-    col: usize,
+pub(super) struct Mat<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) batch: usize,
+    pub(super) row: usize,
+    pub(super) col: usize,
 }
 
 /// `(batch, row, col)` strides of a 2-D or 3-D tensor, from its dim order.
@@ -49,7 +49,7 @@ fn max_offset(batches: usize, rows: usize, cols: usize, batch: usize, row: usize
 /// `out[b] = keep * out[b] + scale * a[b] @ m[b]` for `batches` products of `n×k` by `k×p`.
 /// `keep` is `None` when `out` is only written.
 #[allow(clippy::too_many_arguments)]
-fn gemm_f32(
+pub(super) fn gemm_f32(
     ctx: &KernelContext,
     batches: usize,
     (n, k, p): (usize, usize, usize),

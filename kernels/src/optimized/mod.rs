@@ -2,6 +2,7 @@
 //! the common fast cases (dtypes, layouts) and hands everything else to the portable kernel, which
 //! stays the reference: tests compare the two across shapes.
 
+pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod linalg;
@@ -11,6 +12,7 @@ use crate::registry::{KernelFn, KernelRegistry};
 /// Registers every optimized kernel, replacing the portable ones of the same name.
 pub fn register_all(r: &mut KernelRegistry) {
     linalg::register(r);
+    conv::register(r);
     copy::register(r);
     elementwise::register(r);
 }

@@ -60,7 +60,19 @@ pub fn convolution_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     let x = args.tensor(INPUT)?;
     let w = args.tensor(WEIGHT)?;
     let bias = args.opt_tensor(BIAS)?;
-    let mut out = args.tensor_mut(OUT)?;
+    let out = args.tensor_mut(OUT)?;
+    convolution_into(args, &x, &w, bias, out)
+}
+
+/// [`convolution_out`] on arguments already taken from `args` (the optimized kernel hands over
+/// the calls it does not cover after it took the output).
+pub(crate) fn convolution_into(
+    args: &KernelArgs<'_>,
+    x: &Tensor<'_>,
+    w: &Tensor<'_>,
+    bias: Option<Tensor<'_>>,
+    mut out: TensorMut<'_>,
+) -> Result<(), KernelError> {
     if !REAL_DTYPES.contains(&x.dtype()) {
         return Err(KernelError::UnsupportedDtype { arg: INPUT, dtype: x.dtype() });
     }
@@ -76,7 +88,7 @@ pub fn convolution_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     {
         return Err(KernelError::DtypeMismatch { arg: BIAS, expected: x.dtype(), found: b.dtype() });
     }
-    let (sizes, mut geometry) = plan(args, &x, &w, bias.as_ref())?;
+    let (sizes, mut geometry) = plan(args, x, w, bias.as_ref())?;
     out.resize(&sizes[..x.dim()])?;
     geometry.out = Dims5::new(out.sizes(), &out.strides(), x.dim() - 2, true);
     geometry.flatten_pointwise();

@@ -27,8 +27,11 @@ pub mod shape_ops;
 pub mod softmax;
 pub mod spatial;
 pub mod split;
-#[cfg(test)]
-pub(crate) mod test_support;
+/// Builds one operator call over owned buffers and runs a kernel on it: for unit tests, and for
+/// the kernel benchmarks (feature `bench-support`). Not a stable API.
+#[cfg(any(test, feature = "bench-support"))]
+#[doc(hidden)]
+pub mod test_support;
 pub mod topk;
 pub mod unary;
 

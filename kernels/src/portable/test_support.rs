@@ -89,6 +89,17 @@ impl Call {
         }, _ => panic!("dtype"))
     }
 
+    /// Like [`Call::out`], stored in dim order `order`.
+    pub fn out_ordered(mut self, dtype: DType, sizes: &[usize], order: &[u8], capacity: usize) -> Call {
+        crate::dispatch_dtype!(dtype, T => {
+            let data = vec![T::from_f64(0.0); capacity];
+            let v = self.make_tensor(sizes, Some(order), &data[..], true);
+            self.writable |= 1 << self.args.len();
+            self.args.push(v);
+            self
+        }, _ => panic!("dtype"))
+    }
+
     /// A writable input (e.g. running statistics updated in place).
     pub fn inout<T: Element>(mut self, sizes: &[usize], data: &[T]) -> Call {
         let v = self.make_tensor(sizes, None, data, false);
@@ -130,27 +141,37 @@ impl Call {
 
     /// Runs `kernel` on the arguments; returns the result and the call (to read outputs).
     pub fn run(self, kernel: KernelFn) -> (Result<(), KernelError>, Finished) {
+        let mut done = self.prepare();
+        let result = done.run(kernel, &mut KernelContext::new());
+        (result, done)
+    }
+
+    /// The call, ready to run (any number of times, e.g. in a benchmark).
+    pub fn prepare(self) -> Finished {
         let lists = ListPool { indices: self.list_items.into(), doubles: self.doubles.into(), ..ListPool::default() };
         let table = ValueTable::new(self.values, self.tensors, lists);
-        let result = {
-            // SAFETY: every tensor has its own buffer, so writable positions share no tensor or
-            // byte with any other position; the table is local and nothing else accesses it while
-            // `args` lives; writable positions are below 64 (tests use few arguments).
-            let args = unsafe { KernelArgs::new(&table, &self.args, self.writable) };
-            kernel(&mut KernelContext::new(), &args)
-        };
-        (result, Finished { table, args: self.args, _buffers: self.buffers })
+        Finished { table, args: self.args, writable: self.writable, _buffers: self.buffers }
     }
 }
 
-/// A call after its kernel ran.
+/// A call ready to run, or after its kernel ran.
 pub struct Finished {
     table: ValueTable,
     args: Vec<u32>,
+    writable: u64,
     _buffers: Vec<Vec<u64>>,
 }
 
 impl Finished {
+    /// Runs `kernel` (again) on the arguments with context `ctx`.
+    pub fn run(&mut self, kernel: KernelFn, ctx: &mut KernelContext) -> Result<(), KernelError> {
+        // SAFETY: every tensor has its own buffer, so writable positions share no tensor or byte
+        // with any other position; `&mut self` excludes any other access to the table while
+        // `args` lives; writable positions are below 64 (calls have few arguments).
+        let args = unsafe { KernelArgs::new(&self.table, &self.args, self.writable) };
+        kernel(ctx, &args)
+    }
+
     /// Sizes and elements (storage order) of the tensor at position `arg`.
     pub fn tensor<T: Element>(&mut self, arg: usize) -> (Vec<usize>, Vec<T>) {
         let imp = self.table.value_tensor_mut(self.args[arg]).expect("tensor");

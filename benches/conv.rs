@@ -1,0 +1,98 @@
+//! `aten::convolution.out`, portable against optimized, on the convolution shapes that dominate
+//! `mobilenet_v2` (contiguous f32, batch 1): pointwise (1x1) layers at 112x112 and 7x7, depthwise
+//! 3x3 layers at stride 1 and 2, and the 3x3 stride-2 stem. Throughput is in multiply-adds, so
+//! criterion's "elem/s" is MAC/s (GFLOP/s = 2 x GMAC/s). The optimized kernel runs on a pool of
+//! two threads (the machine's cores) as in the engine, and on one thread.
+//!
+//! `cargo bench --bench conv` (add `-- optimized` for the optimized kernel only).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etch_kernels::portable::test_support::{Call, Finished};
+use etch_kernels::{DType, KernelContext, KernelFn};
+
+/// One convolution layer: input `[1, c_in, size, size]`, `c_out` outputs, square kernel.
+struct Layer {
+    name: &'static str,
+    c_in: usize,
+    c_out: usize,
+    size: usize,
+    kernel: usize,
+    stride: i64,
+    groups: usize,
+}
+
+const LAYERS: &[Layer] = &[
+    Layer { name: "pointwise_32to16_112", c_in: 32, c_out: 16, size: 112, kernel: 1, stride: 1, groups: 1 },
+    Layer { name: "pointwise_16to96_112", c_in: 16, c_out: 96, size: 112, kernel: 1, stride: 1, groups: 1 },
+    Layer { name: "pointwise_320to1280_7", c_in: 320, c_out: 1280, size: 7, kernel: 1, stride: 1, groups: 1 },
+    Layer { name: "depthwise3x3_32_112_s1", c_in: 32, c_out: 32, size: 112, kernel: 3, stride: 1, groups: 32 },
+    Layer { name: "depthwise3x3_144_56_s1", c_in: 144, c_out: 144, size: 56, kernel: 3, stride: 1, groups: 144 },
+    Layer { name: "depthwise3x3_144_56_s2", c_in: 144, c_out: 144, size: 56, kernel: 3, stride: 2, groups: 144 },
+    Layer { name: "depthwise3x3_960_7_s1", c_in: 960, c_out: 960, size: 7, kernel: 3, stride: 1, groups: 960 },
+    Layer { name: "stem3x3_3to32_224_s2", c_in: 3, c_out: 32, size: 224, kernel: 3, stride: 2, groups: 1 },
+];
+
+impl Layer {
+    fn out_size(&self) -> usize {
+        let pad = self.kernel / 2;
+        (self.size + 2 * pad - self.kernel) / self.stride as usize + 1
+    }
+
+    fn macs(&self) -> u64 {
+        let o = self.out_size();
+        (self.c_out * o * o * (self.c_in / self.groups) * self.kernel * self.kernel) as u64
+    }
+
+    fn call(&self) -> Finished {
+        let values = |n: usize| (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<f32>>();
+        let x = [1, self.c_in, self.size, self.size];
+        let w = [self.c_out, self.c_in / self.groups, self.kernel, self.kernel];
+        let pad = (self.kernel / 2) as i64;
+        let o = self.out_size();
+        Call::new()
+            .tensor(&x, &values(x.iter().product()))
+            .tensor(&w, &values(w.iter().product()))
+            .tensor(&[self.c_out], &values(self.c_out))
+            .ints(&[self.stride, self.stride])
+            .ints(&[pad, pad])
+            .ints(&[1, 1])
+            .bool(false)
+            .ints(&[0, 0])
+            .int(self.groups as i64)
+            .out(DType::Float, &[1, self.c_out, o, o], self.c_out * o * o)
+            .prepare()
+    }
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
+    let portable: KernelFn = etch_kernels::portable::conv::convolution_out;
+    let optimized: KernelFn = etch_kernels::optimized::conv::convolution_out;
+    for layer in LAYERS {
+        group.throughput(Throughput::Elements(layer.macs()));
+        let mut call = layer.call();
+        let runs: [(&str, KernelFn, Option<Arc<rayon::ThreadPool>>); 3] = [
+            ("portable", portable, None),
+            ("optimized_1t", optimized, None),
+            ("optimized_2t", optimized, Some(pool.clone())),
+        ];
+        for (kind, kernel, pool) in runs {
+            let mut ctx = KernelContext::with_pool(pool);
+            group.bench_function(format!("{kind}/{}", layer.name), |b| {
+                b.iter(|| call.run(black_box(kernel), &mut ctx).expect("convolution"))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    targets = bench_conv
+}
+criterion_main!(benches);

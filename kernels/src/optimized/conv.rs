@@ -1,0 +1,1201 @@
+//! Fast f32 2-D convolution, contiguous (NCHW) and channels-last (NHWC) alike:
+//!
+//! - pointwise (1x1, unit stride, no padding): one GEMM per image and group, straight on the
+//!   tensors (`out[co, p] = W[co, ci] · X[ci, p]`; channels-last is the same product with other
+//!   strides);
+//! - depthwise (one input channel per group): a direct kernel. Contiguous planes are copied a band
+//!   at a time into a zero-padded stack buffer, so the inner loop (a fixed-width chunk of output
+//!   positions per kernel tap) has no borders to test; channels-last pixels are computed as chunks
+//!   of channels, with weights repacked per tap into scratch memory;
+//! - anything else: im2col into scratch memory, a tile of output positions at a time, then GEMM.
+//!
+//! GEMMs go through `gemm` (see `linalg.rs`), which picks its SIMD code at run time; the direct
+//! kernels are compiled twice, plain and with AVX2+FMA, and choose at run time too. Work is spread
+//! over etch's pool above a size threshold. Other dtypes, ranks, transposed convolutions, other dim
+//! orders and invalid arguments go to the portable kernel, which stays the reference (and reports
+//! the errors).
+
+use rayon::prelude::*;
+
+use super::linalg::{Mat, gemm_f32};
+use crate::args::KernelArgs;
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::portable;
+use crate::portable::elementwise::REAL_DTYPES;
+use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+
+/// Argument positions in the schema.
+const INPUT: usize = 0;
+const WEIGHT: usize = 1;
+const BIAS: usize = 2;
+const STRIDE: usize = 3;
+const PADDING: usize = 4;
+const DILATION: usize = 5;
+const TRANSPOSED: usize = 6;
+const OUTPUT_PADDING: usize = 7;
+const GROUPS: usize = 8;
+const OUT: usize = 9;
+
+/// Output positions a depthwise (contiguous) step computes at once: one AVX2 register.
+const CHUNK: usize = 8;
+/// Channels a depthwise (channels-last) step computes at once: two AVX2 registers.
+const CHANNEL_CHUNK: usize = 16;
+/// Elements of the zero-padded input band a depthwise (contiguous) plane is copied into (64 KiB of
+/// stack; fits L2 with room to spare).
+const BAND: usize = 16 * 1024;
+/// Output rows a depthwise (contiguous) step computes at once.
+const ROWS: usize = 4;
+/// Most kernel taps (`kh * kw`) the contiguous depthwise kernel keeps on the stack.
+const MAX_TAPS: usize = 64;
+/// Most im2col scratch elements one tile uses (8 MiB); tiles cover fewer output positions when
+/// the reduction is long.
+const MAX_COLUMNS: usize = 1 << 21;
+/// Output elements (and im2col elements) a GEMM tile keeps in L2: 256 KiB.
+const L2_TILE: usize = 1 << 16;
+/// Below this many multiply-adds a direct kernel runs on one thread.
+const PARALLEL_MIN_MACS: usize = 1 << 17;
+
+/// The checked geometry of a 2-D f32 convolution the fast paths cover.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    batch: usize,
+    height: usize,
+    width: usize,
+    out_channels: usize,
+    out_height: usize,
+    out_width: usize,
+    groups: usize,
+    /// Input and output channels per group.
+    in_per_group: usize,
+    out_per_group: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    /// Input and weight strides (`[N, C, H, W]` order) and whether the input is channels-last.
+    x_strides: [usize; 4],
+    w_strides: [usize; 4],
+    x_channels_last: bool,
+}
+
+impl Conv {
+    fn out_pixels(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Multiply-adds of the whole call (saturating: only compared with thresholds).
+    fn macs(&self) -> usize {
+        [self.batch, self.out_channels, self.out_pixels(), self.in_per_group, self.kernel[0], self.kernel[1]]
+            .iter()
+            .fold(1usize, |a, &b| a.saturating_mul(b))
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// Reduction length of one output element: `in_per_group * kh * kw`.
+    fn reduction(&self) -> usize {
+        self.in_per_group * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Input position (row or column `axis`) read by output position `o` through tap `k`.
+    #[inline(always)]
+    fn input_pos(&self, axis: usize, o: usize, k: usize) -> i64 {
+        (o * self.stride[axis] + k * self.dilation[axis]) as i64 - self.padding[axis] as i64
+    }
+}
+
+/// `[N, C, H, W]` strides of a contiguous or channels-last 4-D tensor of `sizes`.
+fn strides_of(sizes: [usize; 4], channels_last: bool) -> [usize; 4] {
+    let [_, c, h, w] = sizes;
+    if channels_last { [h * w * c, 1, w * c, c] } else { [c * h * w, h * w, w, 1] }
+}
+
+/// The geometry of a call the fast paths cover, or `None` (then the portable kernel runs, and
+/// reports any invalid argument). Checks everything the portable kernel checks for 2-D inputs.
+fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
+    let x = args.tensor(INPUT).ok()?;
+    let w = args.tensor(WEIGHT).ok()?;
+    let bias = args.opt_tensor(BIAS).ok()?;
+    let f32_only = x.dtype() == DType::Float
+        && w.dtype() == DType::Float
+        && args.tensor_dtype(OUT).ok()? == DType::Float
+        && bias.as_ref().is_none_or(|b| b.dtype() == DType::Float);
+    if !f32_only || x.dim() != 4 || w.dim() != 4 || args.bool(TRANSPOSED).ok()? {
+        return None;
+    }
+    let x_channels_last = x.dim_order().is_channels_last();
+    if !x_channels_last && !x.dim_order().is_contiguous() {
+        return None;
+    }
+    let param = |arg, min| spatial_param(args, arg, 2, min, None).ok().map(|p| [p[1], p[2]]);
+    let (stride, padding, dilation) = (param(STRIDE, 1)?, param(PADDING, 0)?, param(DILATION, 1)?);
+    spatial_param(args, OUTPUT_PADDING, 2, 0, Some([0; 3])).ok()?;
+    let groups = usize::try_from(args.int(GROUPS).ok()?).ok().filter(|&g| g >= 1)?;
+    let (xs, ws) = (x.sizes(), w.sizes());
+    let (batch, in_channels, height, width) = (xs[0], xs[1], xs[2], xs[3]);
+    let out_channels = ws[0];
+    if out_channels % groups != 0 || ws[1].checked_mul(groups)? != in_channels {
+        return None;
+    }
+    if let Some(b) = &bias
+        && (b.dim() != 1 || b.sizes()[0] != out_channels)
+    {
+        return None;
+    }
+    let kernel = [ws[2], ws[3]];
+    let mut out = [0usize; 2];
+    for axis in 0..2 {
+        let size = window_output_size(
+            i64::try_from(xs[2 + axis]).ok()?,
+            i64::try_from(kernel[axis]).ok()?,
+            padding[axis],
+            stride[axis],
+            dilation[axis],
+            false,
+        )?;
+        out[axis] = usize::try_from(size).ok().filter(|&s| s >= 1)?;
+    }
+    let u = |v: [i64; 2]| Some([usize::try_from(v[0]).ok()?, usize::try_from(v[1]).ok()?]);
+    let conv = Conv {
+        batch,
+        height,
+        width,
+        out_channels,
+        out_height: out[0],
+        out_width: out[1],
+        groups,
+        in_per_group: ws[1],
+        out_per_group: out_channels / groups,
+        kernel,
+        stride: u(stride)?,
+        padding: u(padding)?,
+        dilation: u(dilation)?,
+        x_strides: strides_of([batch, in_channels, height, width], x_channels_last),
+        w_strides: {
+            let s = w.strides();
+            [s[0], s[1], s[2], s[3]]
+        },
+        x_channels_last,
+    };
+    // Empty tensors, and sizes whose products overflow, are the portable kernel's business.
+    let dims = [batch, in_channels, height, width, out_channels, out[0], out[1], kernel[0], kernel[1]];
+    let total = dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+    if dims.contains(&0) || total.is_none() || x.numel() != x.data::<f32>().ok()?.len() {
+        return None;
+    }
+    Some(conv)
+}
+
+/// `aten::convolution.out(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride,
+/// SymInt[] padding, SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups, *,
+/// Tensor(a!) out) -> Tensor(a!)`
+///
+/// f32 2-D convolutions over contiguous or channels-last tensors run on the fast paths (module
+/// docs); everything else on the portable kernel. May allocate scratch memory (im2col, repacked
+/// depthwise weights) on its first calls on a thread; see [`KernelContext::with_scratch_f32`].
+pub fn convolution_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let Some(conv) = plan(args) else { return portable::conv::convolution_out(ctx, args) };
+    let x = args.tensor(INPUT)?;
+    let w = args.tensor(WEIGHT)?;
+    let bias = args.opt_tensor(BIAS)?;
+    let mut out = args.tensor_mut(OUT)?;
+    out.resize(&[conv.batch, conv.out_channels, conv.out_height, conv.out_width])?;
+    let out_channels_last = out.dim_order().is_channels_last();
+    if !out_channels_last && !out.dim_order().is_contiguous() {
+        return portable::conv::convolution_into(args, &x, &w, bias, out);
+    }
+    let out_strides = strides_of([conv.batch, conv.out_channels, conv.out_height, conv.out_width], out_channels_last);
+    let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
+    let bd = bias.as_ref().map(|b| b.data::<f32>()).transpose()?;
+    let numel = out.numel();
+    let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
+    if bd.is_some_and(|b| b.len() < conv.out_channels) {
+        return Err(short(BIAS));
+    }
+    let out = Output { data: od, strides: out_strides, channels_last: out_channels_last };
+    let same_layout = conv.x_channels_last == out_channels_last;
+    if conv.in_per_group == 1 && same_layout && !out_channels_last && depthwise_fits(&conv) {
+        return depthwise_contiguous(ctx, &conv, xd, wd, bd, out);
+    }
+    if conv.in_per_group == 1 && conv.out_per_group == 1 && same_layout && out_channels_last {
+        let len = conv.kernel[0] * conv.kernel[1] * conv.out_channels + conv.out_channels;
+        let run = |scratch: &mut [f32], ctx: &KernelContext| {
+            depthwise_channels_last(ctx, &conv, xd, wd, bd, out.data, scratch)
+        };
+        return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH));
+    }
+    if conv.is_pointwise() {
+        return pointwise(ctx, &conv, xd, wd, bd, out);
+    }
+    im2col_gemm(ctx, &conv, xd, wd, bd, out)
+}
+
+/// Scratch memory could not be allocated (the output is taken by then, so the portable kernel
+/// cannot take over).
+const NO_SCRATCH: KernelError = KernelError::NotImplemented("convolution scratch memory could not be allocated");
+
+fn short(arg: usize) -> KernelError {
+    KernelError::ShapeMismatch { arg, reason: "tensor data shorter than its shape" }
+}
+
+/// The output's elements and `[N, C, H, W]` strides.
+struct Output<'a> {
+    data: &'a mut [f32],
+    strides: [usize; 4],
+    channels_last: bool,
+}
+
+/// Writes `bias[oc]` over output channels `oc0..oc0 + channels` at pixels `p0..p1` of image `n`.
+fn fill_bias(
+    out: &mut Output<'_>,
+    bias: &[f32],
+    n: usize,
+    (oc0, channels): (usize, usize),
+    (p0, p1): (usize, usize),
+) -> Result<(), KernelError> {
+    let [sn, sc, _, sp] = out.strides;
+    let bias = bias.get(oc0..oc0 + channels).ok_or(short(BIAS))?;
+    if out.channels_last {
+        for p in p0..p1 {
+            let at = n * sn + p * sp + oc0;
+            out.data.get_mut(at..at + channels).ok_or(short(OUT))?.copy_from_slice(bias);
+        }
+    } else {
+        for (j, &b) in bias.iter().enumerate() {
+            let at = n * sn + (oc0 + j) * sc;
+            out.data.get_mut(at + p0..at + p1).ok_or(short(OUT))?.fill(b);
+        }
+    }
+    Ok(())
+}
+
+/// Output positions per GEMM: enough that `rows` output rows of them stay in L2 between the bias
+/// fill and the product (the product reads and writes them again), at least a few hundred so the
+/// GEMM stays efficient.
+fn cache_tile(rows: usize, pixels: usize) -> usize {
+    (L2_TILE / rows.max(1)).max(256).min(pixels)
+}
+
+/// 1x1, unit stride, no padding: per image, one GEMM per group on the tensors themselves.
+fn pointwise(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    mut out: Output<'_>,
+) -> Result<(), KernelError> {
+    let pixels = c.out_pixels();
+    let [xn, xc, _, xp] = c.x_strides;
+    let [on, oc, _, op] = out.strides;
+    let tile = cache_tile(c.out_channels, pixels);
+    let lhs = Mat { data: w, batch: c.out_per_group * c.w_strides[0], row: c.w_strides[0], col: c.w_strides[1] };
+    for n in 0..c.batch {
+        for p0 in (0..pixels).step_by(tile) {
+            let p1 = (p0 + tile).min(pixels);
+            if let Some(b) = bias {
+                fill_bias(&mut out, b, n, (0, c.out_channels), (p0, p1))?;
+            }
+            let rhs = Mat {
+                data: x.get(n * xn + p0 * xp..).ok_or(short(INPUT))?,
+                batch: c.in_per_group * xc,
+                row: xc,
+                col: xp,
+            };
+            let dst = out.data.get_mut(n * on + p0 * op..).ok_or(short(OUT))?;
+            gemm_f32(
+                ctx,
+                c.groups,
+                (c.out_per_group, c.in_per_group, p1 - p0),
+                lhs,
+                rhs,
+                dst,
+                (c.out_per_group * oc, oc, op),
+                bias.map(|_| 1.0),
+                1.0,
+                OUT,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// General convolution: for each image, group and tile of output positions, gathers the inputs
+/// each output reads (im2col) into scratch memory, then multiplies by the weights. The gathered
+/// reduction index is `(ci, ky, kx)` for contiguous inputs (each row a run of output positions)
+/// and `(ky, kx, ci)` for channels-last ones (each pixel a run of channels); weights laid out
+/// otherwise are repacked into that order first.
+fn im2col_gemm(
+    ctx: &mut KernelContext,
+    c: &Conv,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    let k_len = c.reduction();
+    if k_len > MAX_COLUMNS {
+        return Err(KernelError::NotImplemented("convolution reduction longer than the im2col scratch"));
+    }
+    let pixels = c.out_pixels();
+    let tile = (MAX_COLUMNS / k_len).clamp(1, cache_tile(k_len + c.out_per_group, pixels));
+    // Weight layout: is the reduction index one uniform step in the weight as it is?
+    let [w0, w1, w2, w3] = c.w_strides;
+    let [kh, kw] = c.kernel;
+    let uniform_step = if c.x_channels_last {
+        (w3 == c.in_per_group * w1 && w2 == kw * w3).then_some(w1)
+    } else {
+        (w2 == kw * w3 && w1 == kh * w2).then_some(w3)
+    };
+    let packed_len = if uniform_step.is_some() { 0 } else { c.out_channels * k_len };
+    let len = tile * k_len + packed_len;
+    let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
+        let (cols, packed) = scratch.split_at_mut(tile * k_len);
+        let weights = match uniform_step {
+            Some(step) => Mat { data: w, batch: c.out_per_group * w0, row: w0, col: step },
+            None => {
+                pack_weights(c, w, packed)?;
+                Mat { data: packed, batch: c.out_per_group * k_len, row: k_len, col: 1 }
+            }
+        };
+        im2col_tiles(ctx, c, x, weights, bias, out, cols, tile)
+    };
+    ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// Copies the weights into `packed` as `[C_out][reduction]`, reduction in im2col order.
+fn pack_weights(c: &Conv, w: &[f32], packed: &mut [f32]) -> Result<(), KernelError> {
+    let [w0, w1, w2, w3] = c.w_strides;
+    let [kh, kw] = c.kernel;
+    let mut dst = packed.iter_mut();
+    for oc in 0..c.out_channels {
+        for a in 0..c.reduction() {
+            let (ci, ky, kx) = if c.x_channels_last {
+                (a % c.in_per_group, a / c.in_per_group / kw, a / c.in_per_group % kw)
+            } else {
+                (a / (kh * kw), a / kw % kh, a % kw)
+            };
+            *dst.next().ok_or(short(WEIGHT))? = *w.get(oc * w0 + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn im2col_tiles(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    weights: Mat<'_>,
+    bias: Option<&[f32]>,
+    mut out: Output<'_>,
+    cols: &mut [f32],
+    tile: usize,
+) -> Result<(), KernelError> {
+    let k_len = c.reduction();
+    let pixels = c.out_pixels();
+    let [on, oc, _, op] = out.strides;
+    for n in 0..c.batch {
+        for g in 0..c.groups {
+            for p0 in (0..pixels).step_by(tile) {
+                let p1 = (p0 + tile).min(pixels);
+                let width = p1 - p0;
+                let cols = cols.get_mut(..width * k_len).ok_or(short(INPUT))?;
+                let rhs = if c.x_channels_last {
+                    gather_channels_last(c, x, n, g, (p0, p1), cols)?;
+                    Mat { data: cols, batch: 0, row: 1, col: k_len }
+                } else {
+                    gather_contiguous(ctx, c, x, n, g, (p0, p1), cols)?;
+                    Mat { data: cols, batch: 0, row: width, col: 1 }
+                };
+                if let Some(b) = bias {
+                    fill_bias(&mut out, b, n, (g * c.out_per_group, c.out_per_group), (p0, p1))?;
+                }
+                let lhs = Mat { data: weights.data.get(g * weights.batch..).ok_or(short(WEIGHT))?, ..weights };
+                let at = n * on + g * c.out_per_group * oc + p0 * op;
+                let dst = out.data.get_mut(at..).ok_or(short(OUT))?;
+                gemm_f32(
+                    ctx,
+                    1,
+                    (c.out_per_group, k_len, width),
+                    lhs,
+                    rhs,
+                    dst,
+                    (0, oc, op),
+                    bias.map(|_| 1.0),
+                    1.0,
+                    OUT,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// im2col for a contiguous input: row `(ci, ky, kx)` of `cols` holds, for output positions
+/// `p0..p1`, the input each reads through that tap (zero in the padding).
+fn gather_contiguous(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    g: usize,
+    (p0, p1): (usize, usize),
+    cols: &mut [f32],
+) -> Result<(), KernelError> {
+    let width = p1 - p0;
+    let [kh, kw] = c.kernel;
+    let [xn, xc, _, _] = c.x_strides;
+    let plane = c.height * c.width;
+    let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+        let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+        let base = n * xn + (g * c.in_per_group + ci) * xc;
+        let src = x.get(base..base + plane).ok_or(short(INPUT))?;
+        let mut p = p0;
+        while p < p1 {
+            let (oy, ox0) = (p / c.out_width, p % c.out_width);
+            let ox1 = (ox0 + p1 - p).min(c.out_width);
+            let seg = dst.get_mut(p - p0..p - p0 + (ox1 - ox0)).ok_or(short(INPUT))?;
+            let iy = c.input_pos(0, oy, ky);
+            if iy < 0 || iy >= c.height as i64 {
+                seg.fill(0.0);
+            } else {
+                let row_in = &src[iy as usize * c.width..(iy as usize + 1) * c.width];
+                let offset = (kx * c.dilation[1]) as i64 - c.padding[1] as i64;
+                let (lo, hi) = valid_range(ox0 as i64, ox1 as i64, c.stride[1] as i64, offset, c.width as i64);
+                // Outputs [lo, hi) read inside the row; the rest of the segment reads padding.
+                let lo = lo.clamp(ox0 as i64, ox1 as i64) as usize;
+                let hi = hi.clamp(lo as i64, ox1 as i64) as usize;
+                seg[..lo - ox0].fill(0.0);
+                seg[hi - ox0..].fill(0.0);
+                if hi > lo {
+                    let start = (lo * c.stride[1]) as i64 + offset;
+                    let start = usize::try_from(start).map_err(|_| short(INPUT))?;
+                    let dst = &mut seg[lo - ox0..hi - ox0];
+                    if c.stride[1] == 1 {
+                        dst.copy_from_slice(row_in.get(start..start + dst.len()).ok_or(short(INPUT))?);
+                    } else {
+                        let src = row_in.get(start..).ok_or(short(INPUT))?;
+                        for (d, s) in dst.iter_mut().zip(src.iter().step_by(c.stride[1])) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+            p += ox1 - ox0;
+        }
+        Ok(())
+    };
+    if ctx.threads() > 1 && cols.len() >= 1 << 16 {
+        ctx.install(|| cols.par_chunks_mut(width).enumerate().try_for_each(fill_row))
+    } else {
+        cols.chunks_mut(width).enumerate().try_for_each(fill_row)
+    }
+}
+
+/// im2col for a channels-last input: pixel `p` of `cols` holds, for each tap `(ky, kx)`, the run
+/// of the group's input channels it reads (zero in the padding).
+fn gather_channels_last(
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    g: usize,
+    (p0, p1): (usize, usize),
+    cols: &mut [f32],
+) -> Result<(), KernelError> {
+    let [kh, kw] = c.kernel;
+    let [xn, _, xh, xw] = c.x_strides;
+    let cg = c.in_per_group;
+    for (p, dst) in (p0..p1).zip(cols.chunks_exact_mut(c.reduction())) {
+        let (oy, ox) = (p / c.out_width, p % c.out_width);
+        for ky in 0..kh {
+            let iy = c.input_pos(0, oy, ky);
+            for kx in 0..kw {
+                let ix = c.input_pos(1, ox, kx);
+                let seg = dst.get_mut((ky * kw + kx) * cg..(ky * kw + kx + 1) * cg).ok_or(short(INPUT))?;
+                if iy < 0 || iy >= c.height as i64 || ix < 0 || ix >= c.width as i64 {
+                    seg.fill(0.0);
+                } else {
+                    let at = n * xn + iy as usize * xh + ix as usize * xw + g * cg;
+                    seg.copy_from_slice(x.get(at..at + cg).ok_or(short(INPUT))?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise, contiguous planes.
+
+/// The tiling of one contiguous depthwise plane: output tiles of `tile_rows` x `tile_cols`
+/// positions whose zero-padded input band (`band_rows` x `band_cols`) fits in [`BAND`].
+#[derive(Debug, Clone, Copy)]
+struct PlaneTiling {
+    tile_rows: usize,
+    tile_cols: usize,
+    band_cols: usize,
+}
+
+/// Input extent read by `outputs` consecutive outputs along `axis` (`None` on overflow).
+fn span(c: &Conv, axis: usize, outputs: usize) -> Option<usize> {
+    (outputs.checked_sub(1)?.checked_mul(c.stride[axis])?)
+        .checked_add((c.kernel[axis] - 1).checked_mul(c.dilation[axis])?)?
+        .checked_add(1)
+}
+
+fn plane_tiling(c: &Conv) -> Option<PlaneTiling> {
+    let cols_needed = c.out_width.div_ceil(CHUNK) * CHUNK;
+    // Widest tile (whole chunks) whose one-row band fits.
+    let rows_for_one = span(c, 0, 1)?;
+    // One column more than the tile reads: stride-2 chunks load a pair of registers.
+    let band_cols = |cols: usize| span(c, 1, cols)?.checked_add(1);
+    let fits = |cols: usize| Some(band_cols(cols)?.checked_mul(rows_for_one)? <= BAND);
+    let mut tile_cols = cols_needed;
+    while !fits(tile_cols).unwrap_or(false) {
+        if tile_cols == CHUNK {
+            return None;
+        }
+        tile_cols = (tile_cols / 2).div_ceil(CHUNK) * CHUNK;
+    }
+    let band_cols = band_cols(tile_cols)?;
+    let mut tile_rows = c.out_height;
+    while span(c, 0, tile_rows)?.checked_mul(band_cols)? > BAND {
+        tile_rows = tile_rows.div_ceil(2);
+        if tile_rows == 1 {
+            break;
+        }
+    }
+    Some(PlaneTiling { tile_rows, tile_cols, band_cols })
+}
+
+fn depthwise_fits(c: &Conv) -> bool {
+    c.kernel[0] * c.kernel[1] <= MAX_TAPS && plane_tiling(c).is_some()
+}
+
+/// Depthwise convolution of contiguous tensors: every output plane `(n, oc)` from input plane
+/// `(n, oc / multiplier)`, planes spread over the pool.
+fn depthwise_contiguous(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    let tiling = plane_tiling(c).ok_or(KernelError::NotImplemented("depthwise tiling"))?;
+    let plane_out = c.out_pixels();
+    let plane_in = c.height * c.width;
+    let [xn, xc, _, _] = c.x_strides;
+    let [w0, _, w2, w3] = c.w_strides;
+    let [kh, kw] = c.kernel;
+    let one_plane = |band: &mut [f32; BAND], (index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+        let (n, oc) = (index / c.out_channels, index % c.out_channels);
+        let ic = oc / c.out_per_group;
+        let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
+        let mut taps = [0f32; MAX_TAPS];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                taps[ky * kw + kx] = *w.get(oc * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+            }
+        }
+        let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
+        depthwise_plane(c, tiling, src, &taps[..kh * kw], b, dst, band).ok_or(short(INPUT))
+    };
+    let macs = c.macs();
+    if ctx.threads() > 1 && macs >= PARALLEL_MIN_MACS {
+        // Enough planes per task that each is worth a steal; one band buffer per task.
+        let per_plane = (macs / (c.batch * c.out_channels)).max(1);
+        let min_len = (PARALLEL_MIN_MACS / 4 / per_plane).max(1);
+        ctx.install(|| {
+            out.data
+                .par_chunks_mut(plane_out)
+                .with_min_len(min_len)
+                .enumerate()
+                .try_for_each_init(|| [0f32; BAND], one_plane)
+        })
+    } else {
+        let mut band = [0f32; BAND];
+        out.data.chunks_mut(plane_out).enumerate().try_for_each(|item| one_plane(&mut band, item))
+    }
+}
+
+/// One depthwise plane, on the best SIMD level this CPU has.
+fn depthwise_plane(
+    c: &Conv,
+    t: PlaneTiling,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    band: &mut [f32; BAND],
+) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), all this function requires.
+        return unsafe { depthwise_plane_avx2(c, t, x, taps, bias, out, band) };
+    }
+    depthwise_plane_with::<{ cfg!(target_arch = "aarch64") }>(c, t, x, taps, bias, out, band)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_plane_avx2(
+    c: &Conv,
+    t: PlaneTiling,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    band: &mut [f32; BAND],
+) -> Option<()> {
+    depthwise_plane_with::<true>(c, t, x, taps, bias, out, band)
+}
+
+/// `a * b + c`, fused when `FMA` (only where fused multiply-add is an instruction: otherwise
+/// `mul_add` is a slow library call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+#[inline(always)]
+fn depthwise_plane_with<const FMA: bool>(
+    c: &Conv,
+    t: PlaneTiling,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    band: &mut [f32; BAND],
+) -> Option<()> {
+    // Each tap's weight and its offset in the band from the top-left input of the window.
+    let mut offsets = [(0f32, 0usize); MAX_TAPS];
+    let [kh, kw] = c.kernel;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let at = ky * kw + kx;
+            *offsets.get_mut(at)? = (*taps.get(at)?, ky * c.dilation[0] * t.band_cols + kx * c.dilation[1]);
+        }
+    }
+    let taps = offsets.get(..kh * kw)?;
+    for oy0 in (0..c.out_height).step_by(t.tile_rows) {
+        let oy1 = (oy0 + t.tile_rows).min(c.out_height);
+        for ox0 in (0..c.out_width).step_by(t.tile_cols) {
+            let ox1 = (ox0 + t.tile_cols).min(c.out_width);
+            let band_rows = span(c, 0, oy1 - oy0)?;
+            fill_band(c, x, band, (oy0, ox0), band_rows, t.band_cols)?;
+            let row_step = c.stride[0] * t.band_cols;
+            let mut oy = oy0;
+            while oy < oy1 {
+                let mut rows =
+                    out.get_mut(oy * c.out_width..)?.chunks_mut(c.out_width).map(|row| row.get_mut(ox0..ox1));
+                let start = (oy - oy0) * row_step;
+                if oy + ROWS <= oy1 {
+                    let [a, b, c2, d]: [Option<&mut [f32]>; ROWS] = std::array::from_fn(|_| rows.next().flatten());
+                    band_rows_any::<FMA, ROWS>(c, band, (start, row_step), taps, bias, [a?, b?, c2?, d?])?;
+                    oy += ROWS;
+                } else {
+                    band_rows_any::<FMA, 1>(c, band, (start, row_step), taps, bias, [rows.next().flatten()?])?;
+                    oy += 1;
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// Copies the input under output tile `(oy0, ox0)` into `band` (`rows` x `cols`, row-major),
+/// zeros where the tile reads padding.
+fn fill_band(
+    c: &Conv,
+    x: &[f32],
+    band: &mut [f32],
+    (oy0, ox0): (usize, usize),
+    rows: usize,
+    cols: usize,
+) -> Option<()> {
+    let iy0 = (oy0 * c.stride[0]) as i64 - c.padding[0] as i64;
+    let ix0 = (ox0 * c.stride[1]) as i64 - c.padding[1] as i64;
+    // Band columns that fall inside the input: [lo, hi).
+    let lo = (-ix0).clamp(0, cols as i64) as usize;
+    let hi = (c.width as i64 - ix0).clamp(lo as i64, cols as i64) as usize;
+    for (r, dst) in band.get_mut(..rows * cols)?.chunks_exact_mut(cols).enumerate() {
+        let iy = iy0 + r as i64;
+        if iy < 0 || iy >= c.height as i64 {
+            dst.fill(0.0);
+            continue;
+        }
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let start = iy as usize * c.width + (ix0 + lo as i64) as usize;
+        dst[lo..hi].copy_from_slice(x.get(start..start + (hi - lo))?);
+    }
+    Some(())
+}
+
+/// `CHUNK` band values from `at`, `SW` apart (`SW` 1 or 2 constant for the compiler, 0 for the
+/// run-time stride `sw`); reads at most `2 * CHUNK` values when `SW` is 2 (one past the last used).
+#[inline(always)]
+fn load_chunk<const SW: usize>(band: &[f32], at: usize, sw: usize) -> Option<[f32; CHUNK]> {
+    match SW {
+        1 => band.get(at..at + CHUNK)?.try_into().ok(),
+        2 => {
+            let pair: &[f32; 2 * CHUNK] = band.get(at..at + 2 * CHUNK)?.try_into().ok()?;
+            Some(std::array::from_fn(|j| pair[2 * j]))
+        }
+        _ => {
+            let run = band.get(at..at + (CHUNK - 1) * sw + 1)?;
+            let mut v = [0f32; CHUNK];
+            for (d, s) in v.iter_mut().zip(run.iter().step_by(sw)) {
+                *d = *s;
+            }
+            Some(v)
+        }
+    }
+}
+
+/// [`band_rows`] with the column stride as a constant where it is 1 or 2.
+#[inline(always)]
+fn band_rows_any<const FMA: bool, const R: usize>(
+    c: &Conv,
+    band: &[f32],
+    rows_at: (usize, usize),
+    taps: &[(f32, usize)],
+    bias: f32,
+    out: [&mut [f32]; R],
+) -> Option<()> {
+    match c.stride[1] {
+        1 => band_rows::<FMA, 1, R>(c, band, rows_at, taps, bias, out),
+        2 => band_rows::<FMA, 2, R>(c, band, rows_at, taps, bias, out),
+        _ => band_rows::<FMA, 0, R>(c, band, rows_at, taps, bias, out),
+    }
+}
+
+/// `R` output row segments (equal length) from the padded band, the first starting at band
+/// offset `rows_at.0`, each next one `rows_at.1` further: `CHUNK` columns at a time, each tap a
+/// fixed-width read at a precomputed offset, so a step is `R` independent vector multiply-adds
+/// per tap (several rows at once hide the multiply-add latency, which one chain would expose).
+/// `SW` as in [`load_chunk`].
+#[inline(always)]
+fn band_rows<const FMA: bool, const SW: usize, const R: usize>(
+    c: &Conv,
+    band: &[f32],
+    (row_start, row_step): (usize, usize),
+    taps: &[(f32, usize)],
+    bias: f32,
+    mut out: [&mut [f32]; R],
+) -> Option<()> {
+    let sw = if SW == 0 { c.stride[1] } else { SW };
+    let width = out[0].len();
+    for chunk in 0..width.div_ceil(CHUNK) {
+        let base = row_start + chunk * CHUNK * sw;
+        let mut acc = [[bias; CHUNK]; R];
+        for &(tap, offset) in taps {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = load_chunk::<SW>(band, base + r * row_step + offset, sw)?;
+                for j in 0..CHUNK {
+                    acc[j] = madd::<FMA>(tap, v[j], acc[j]);
+                }
+            }
+        }
+        let (lo, hi) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(width));
+        for (row, acc) in out.iter_mut().zip(&acc) {
+            let dst = row.get_mut(lo..hi)?;
+            match <&mut [f32; CHUNK]>::try_from(&mut *dst) {
+                Ok(whole) => *whole = *acc,
+                Err(_) => dst.copy_from_slice(acc.get(..dst.len())?),
+            }
+        }
+    }
+    Some(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise, channels-last.
+
+/// Depthwise convolution (one output channel per input channel) of channels-last tensors: each
+/// output pixel is a run of channels, computed [`CHANNEL_CHUNK`] at a time from weights repacked
+/// per tap (`scratch`: `kh * kw * C` tap weights, then `C` biases). Output rows spread over the
+/// pool.
+fn depthwise_channels_last(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), KernelError> {
+    let channels = c.out_channels;
+    let [kh, kw] = c.kernel;
+    let [w0, _, w2, w3] = c.w_strides;
+    let (taps, biases) = scratch.split_at_mut(kh * kw * channels);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let dst = taps.get_mut((ky * kw + kx) * channels..(ky * kw + kx + 1) * channels).ok_or(short(WEIGHT))?;
+            for (ch, d) in dst.iter_mut().enumerate() {
+                *d = *w.get(ch * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+            }
+        }
+    }
+    match bias {
+        Some(b) => biases.copy_from_slice(b.get(..channels).ok_or(short(BIAS))?),
+        None => biases.fill(0.0),
+    }
+    let (taps, biases) = (&*taps, &*biases);
+    let row_len = c.out_width * channels;
+    let one_row = |(index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+        let (n, oy) = (index / c.out_height, index % c.out_height);
+        depthwise_row_channels_last(c, x, n, oy, taps, biases, dst).ok_or(short(INPUT))
+    };
+    if ctx.threads() > 1 && c.macs() >= PARALLEL_MIN_MACS {
+        ctx.install(|| out.par_chunks_mut(row_len).enumerate().try_for_each(one_row))
+    } else {
+        out.chunks_mut(row_len).enumerate().try_for_each(one_row)
+    }
+}
+
+fn depthwise_row_channels_last(
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    oy: usize,
+    taps: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), all this function requires.
+        return unsafe { depthwise_row_channels_last_avx2(c, x, n, oy, taps, biases, out) };
+    }
+    depthwise_row_channels_last_with::<{ cfg!(target_arch = "aarch64") }>(c, x, n, oy, taps, biases, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_row_channels_last_avx2(
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    oy: usize,
+    taps: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) -> Option<()> {
+    depthwise_row_channels_last_with::<true>(c, x, n, oy, taps, biases, out)
+}
+
+#[inline(always)]
+fn depthwise_row_channels_last_with<const FMA: bool>(
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    oy: usize,
+    taps: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) -> Option<()> {
+    let channels = c.out_channels;
+    let [kh, kw] = c.kernel;
+    let [xn, _, xh, xw] = c.x_strides;
+    // Taps whose input row / column is inside the input.
+    let rows = (0..kh).filter(|&ky| (0..c.height as i64).contains(&c.input_pos(0, oy, ky)));
+    let whole = channels / CHANNEL_CHUNK * CHANNEL_CHUNK;
+    for (ox, dst) in out.chunks_exact_mut(channels).enumerate() {
+        let cols = (0..kw).filter(|&kx| (0..c.width as i64).contains(&c.input_pos(1, ox, kx)));
+        for c0 in (0..whole).step_by(CHANNEL_CHUNK) {
+            let mut acc: [f32; CHANNEL_CHUNK] = biases.get(c0..c0 + CHANNEL_CHUNK)?.try_into().ok()?;
+            for ky in rows.clone() {
+                let iy = c.input_pos(0, oy, ky) as usize;
+                for kx in cols.clone() {
+                    let ix = c.input_pos(1, ox, kx) as usize;
+                    let at = n * xn + iy * xh + ix * xw + c0;
+                    let src: &[f32; CHANNEL_CHUNK] = x.get(at..at + CHANNEL_CHUNK)?.try_into().ok()?;
+                    let t = (ky * kw + kx) * channels + c0;
+                    let wt: &[f32; CHANNEL_CHUNK] = taps.get(t..t + CHANNEL_CHUNK)?.try_into().ok()?;
+                    for j in 0..CHANNEL_CHUNK {
+                        acc[j] = madd::<FMA>(wt[j], src[j], acc[j]);
+                    }
+                }
+            }
+            dst.get_mut(c0..c0 + CHANNEL_CHUNK)?.copy_from_slice(&acc);
+        }
+        if whole < channels {
+            let tail = dst.get_mut(whole..)?;
+            tail.copy_from_slice(biases.get(whole..channels)?);
+            for ky in rows.clone() {
+                let iy = c.input_pos(0, oy, ky) as usize;
+                for kx in cols.clone() {
+                    let ix = c.input_pos(1, ox, kx) as usize;
+                    let at = n * xn + iy * xh + ix * xw + whole;
+                    let src = x.get(at..at + tail.len())?;
+                    let t = (ky * kw + kx) * channels + whole;
+                    let wt = taps.get(t..t + tail.len())?;
+                    for ((a, &s), &wv) in tail.iter_mut().zip(src).zip(wt) {
+                        *a = madd::<FMA>(wv, s, *a);
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// Registers the optimized convolution.
+pub fn register(r: &mut KernelRegistry) {
+    let table: &[(&str, &'static [DType], KernelFn)] = &[(
+        "aten::convolution.out(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups, *, Tensor(a!) out) -> Tensor(a!)",
+        REAL_DTYPES,
+        convolution_out,
+    )];
+    super::replace_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portable::test_support::{Call, assert_close};
+
+    const CHANNELS_LAST: &[u8] = &[0, 2, 3, 1];
+
+    /// One convolution call: `x` and `w` sizes, parameters, layouts.
+    #[derive(Clone, Copy)]
+    struct Case {
+        x: [usize; 4],
+        w: [usize; 4],
+        bias: bool,
+        stride: [i64; 2],
+        padding: [i64; 2],
+        dilation: [i64; 2],
+        groups: i64,
+        x_channels_last: bool,
+        out_channels_last: bool,
+    }
+
+    const fn case(x: [usize; 4], w: [usize; 4], stride: i64, padding: i64, groups: i64) -> Case {
+        Case {
+            x,
+            w,
+            bias: true,
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [1; 2],
+            groups,
+            x_channels_last: false,
+            out_channels_last: false,
+        }
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    impl Case {
+        fn call(&self) -> Call {
+            let numel = |s: &[usize]| s.iter().product::<usize>();
+            let order = |cl: bool| cl.then_some(CHANNELS_LAST);
+            let mut c = Call::new()
+                .tensor_ordered(&self.x, order(self.x_channels_last), &noise(numel(&self.x), 1))
+                .tensor(&self.w, &noise(numel(&self.w), 2));
+            c = if self.bias { c.tensor(&[self.w[0]], &noise(self.w[0], 3)) } else { c.none() };
+            c = c
+                .ints(&self.stride)
+                .ints(&self.padding)
+                .ints(&self.dilation)
+                .bool(false)
+                .ints(&[0, 0])
+                .int(self.groups);
+            let capacity = 1 << 20;
+            if self.out_channels_last {
+                c.out_ordered(DType::Float, &[1, 1, 1, 1], CHANNELS_LAST, capacity)
+            } else {
+                c.out(DType::Float, &[1, 1, 1, 1], capacity)
+            }
+        }
+
+        /// Output sizes and elements (storage order) from `kernel`.
+        fn run(&self, kernel: KernelFn) -> (Vec<usize>, Vec<f32>) {
+            let (r, mut done) = self.call().run(kernel);
+            r.unwrap_or_else(|e| panic!("{e}"));
+            done.tensor::<f32>(OUT)
+        }
+
+        /// The optimized kernel agrees with the portable one, on one thread and on a pool.
+        fn check(&self) {
+            let (want_sizes, want) = self.run(portable::conv::convolution_out);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+            for got in [self.run(convolution_out), pool.install(|| self.run(convolution_out))] {
+                assert_eq!(got.0, want_sizes);
+                assert_close(&got.1, &want, 1e-4);
+            }
+        }
+
+        fn all_layouts(self) {
+            for (x_channels_last, out_channels_last) in [(false, false), (true, true), (true, false), (false, true)] {
+                Case { x_channels_last, out_channels_last, ..self }.check();
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_portable() {
+        case([1, 32, 17, 13], [16, 32, 1, 1], 1, 0, 1).all_layouts();
+        case([3, 8, 5, 7], [12, 8, 1, 1], 1, 0, 1).all_layouts();
+        case([2, 12, 9, 11], [9, 4, 1, 1], 1, 0, 3).all_layouts();
+        Case { bias: false, ..case([1, 5, 3, 3], [7, 5, 1, 1], 1, 0, 1) }.all_layouts();
+        // Strided and padded 1x1 go through im2col.
+        case([1, 6, 9, 8], [4, 6, 1, 1], 2, 1, 1).all_layouts();
+        // Large enough for the threaded GEMM.
+        case([1, 64, 28, 28], [96, 64, 1, 1], 1, 0, 1).all_layouts();
+    }
+
+    #[test]
+    fn depthwise_matches_portable() {
+        for stride in 1..=3 {
+            for padding in 0..=2 {
+                case([1, 6, 11, 9], [6, 1, 3, 3], stride, padding, 6).all_layouts();
+            }
+        }
+        // Odd kernels, dilation, a channel multiplier, no bias, batches, long rows, big planes.
+        Case { dilation: [2, 3], ..case([2, 5, 13, 17], [5, 1, 3, 5], 1, 2, 5) }.all_layouts();
+        Case { stride: [2, 1], padding: [0, 3], ..case([1, 3, 10, 12], [6, 1, 5, 4], 1, 0, 3) }.all_layouts();
+        Case { bias: false, ..case([3, 19, 7, 7], [19, 1, 3, 3], 1, 1, 19) }.all_layouts();
+        case([1, 4, 3, 300], [4, 1, 3, 3], 1, 1, 4).all_layouts();
+        case([1, 2, 150, 150], [2, 1, 3, 3], 2, 1, 2).all_layouts();
+        case([1, 144, 56, 56], [144, 1, 3, 3], 2, 1, 144).all_layouts();
+        case([1, 33, 28, 28], [33, 1, 3, 3], 1, 1, 33).all_layouts();
+        // A wide kernel: more taps than the stack buffer holds goes through im2col.
+        case([1, 2, 12, 12], [2, 1, 9, 9], 1, 4, 2).all_layouts();
+    }
+
+    #[test]
+    fn general_matches_portable() {
+        // The mobilenet stem, a grouped (not depthwise) conv, dilation, asymmetric everything.
+        case([1, 3, 31, 29], [8, 3, 3, 3], 2, 1, 1).all_layouts();
+        case([2, 8, 10, 9], [12, 2, 3, 3], 1, 1, 4).all_layouts();
+        Case { dilation: [2, 1], stride: [1, 3], padding: [2, 0], ..case([1, 4, 12, 15], [6, 4, 3, 2], 1, 0, 1) }
+            .all_layouts();
+        Case { bias: false, ..case([1, 5, 7, 7], [3, 5, 7, 7], 1, 3, 1) }.all_layouts();
+        case([1, 3, 64, 64], [32, 3, 3, 3], 2, 1, 1).all_layouts();
+        // A reduction long enough to tile the output positions.
+        case([1, 256, 20, 20], [8, 256, 3, 3], 1, 1, 1).check();
+    }
+
+    #[test]
+    fn uncovered_calls_fall_back_to_portable() {
+        // 1-D and transposed convolutions, other dtypes: the portable kernel's results.
+        let conv1d = Call::new()
+            .tensor(&[1, 2, 5], &noise(10, 1))
+            .tensor(&[3, 2, 2], &noise(12, 2))
+            .none()
+            .ints(&[1])
+            .ints(&[0])
+            .ints(&[1])
+            .bool(false)
+            .ints(&[0])
+            .int(1)
+            .out(DType::Float, &[1, 1, 1], 64);
+        let (r, mut done) = conv1d.run(convolution_out);
+        r.expect("1-D convolution");
+        assert_eq!(done.tensor::<f32>(OUT).0, vec![1, 3, 4]);
+        let double = Call::new()
+            .ramp(DType::Double, &[1, 1, 3, 3], 1.0)
+            .ramp(DType::Double, &[1, 1, 2, 2], 1.0)
+            .none()
+            .ints(&[1, 1])
+            .ints(&[0, 0])
+            .ints(&[1, 1])
+            .bool(false)
+            .ints(&[0, 0])
+            .int(1)
+            .out(DType::Double, &[1, 1, 1, 1], 64);
+        let (r, mut done) = double.run(convolution_out);
+        r.expect("f64 convolution");
+        // torch.ops.aten.convolution(arange(9.).view(1,1,3,3), arange(4.).view(1,1,2,2), None, ...)
+        assert_eq!(done.tensor::<f64>(OUT).1, vec![19.0, 25.0, 37.0, 43.0]);
+    }
+
+    #[test]
+    fn bad_arguments_are_typed_errors() {
+        let run = |c: Case| c.call().run(convolution_out).0;
+        let bad_groups = case([1, 6, 5, 5], [6, 2, 3, 3], 1, 1, 4);
+        assert!(matches!(run(bad_groups), Err(KernelError::ShapeMismatch { arg: WEIGHT, .. })));
+        let too_big_kernel = case([1, 2, 3, 3], [2, 2, 5, 5], 1, 0, 1);
+        assert!(matches!(run(too_big_kernel), Err(KernelError::ShapeMismatch { arg: WEIGHT, .. })));
+        assert!(matches!(
+            run(case([1, 2, 5, 5], [2, 2, 3, 3], 0, 0, 1)),
+            Err(KernelError::ValueOutOfRange { arg: STRIDE, .. })
+        ));
+        assert!(matches!(
+            run(case([1, 2, 5, 5], [2, 2, 3, 3], 1, -1, 1)),
+            Err(KernelError::ValueOutOfRange { arg: PADDING, .. })
+        ));
+        assert!(matches!(
+            run(case([1, 4, 5, 5], [4, 1, 3, 3], 1, 1, 0)),
+            Err(KernelError::ValueOutOfRange { arg: GROUPS, .. })
+        ));
+        let huge = Case {
+            stride: [i64::MAX, i64::MAX],
+            dilation: [i64::MAX / 2, 1],
+            ..case([1, 2, 5, 5], [2, 1, 3, 3], 1, 0, 2)
+        };
+        assert!(run(huge).is_err());
+        let bias_mismatch = Call::new()
+            .tensor(&[1, 2, 4, 4], &noise(32, 1))
+            .tensor(&[3, 2, 1, 1], &noise(6, 2))
+            .tensor(&[2], &[0.5f32, 0.25])
+            .ints(&[1, 1])
+            .ints(&[0, 0])
+            .ints(&[1, 1])
+            .bool(false)
+            .ints(&[0, 0])
+            .int(1)
+            .out(DType::Float, &[1, 1, 1, 1], 64);
+        assert!(matches!(bias_mismatch.run(convolution_out).0, Err(KernelError::ShapeMismatch { arg: BIAS, .. })));
+        // A fixed-size output of the wrong shape cannot be resized.
+        let fixed = Call::new()
+            .tensor(&[1, 2, 4, 4], &noise(32, 1))
+            .tensor(&[3, 2, 1, 1], &noise(6, 2))
+            .none()
+            .ints(&[1, 1])
+            .ints(&[0, 0])
+            .ints(&[1, 1])
+            .bool(false)
+            .ints(&[0, 0])
+            .int(1)
+            .inout(&[1, 3, 4, 5], &[0f32; 60]);
+        assert!(fixed.run(convolution_out).0.is_err());
+    }
+
+    #[test]
+    fn scratch_is_reused_across_contexts() {
+        let case = case([1, 3, 16, 16], [4, 3, 3, 3], 1, 1, 1);
+        let first = case.run(convolution_out);
+        let second = case.run(convolution_out);
+        assert_eq!(first, second);
+        let mut ctx = KernelContext::new();
+        let seen = ctx.with_scratch_f32(10, |s, _| s.len());
+        assert_eq!(seen, Some(10));
+        drop(ctx);
+        // The next context on this thread starts from the buffer the previous one gave back.
+        let mut ctx = KernelContext::new();
+        let reused = ctx.with_scratch_f32(5, |s, _| s.as_ptr() as usize);
+        let mut again = KernelContext::new();
+        // A second live context on the same thread gets its own memory.
+        let other = again.with_scratch_f32(5, |s, _| s.as_ptr() as usize);
+        assert_ne!(reused, other);
+    }
+}
