@@ -13,6 +13,9 @@ use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::shape::{Shape, StridedIter, broadcast_shapes};
 use crate::tensor::{Tensor, TensorMut};
 
+/// Below this many elements the portable kernel runs (its setup is cheaper).
+const SMALL: usize = 64;
+
 /// Below this many elements a kernel stays on one thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
@@ -44,25 +47,26 @@ fn contiguous(t: &Tensor<'_>) -> bool {
 /// `out = op(a, b)` for float32 tensors; `None` when the fast path does not apply.
 fn binary(
     ctx: &KernelContext,
+    a: &Tensor<'_>,
+    b: &Tensor<'_>,
     args: &KernelArgs<'_>,
     out_arg: usize,
     op: impl Fn(f32, f32) -> f32 + Sync + Copy,
 ) -> Option<Result<(), KernelError>> {
     // Decide before taking the output: a kernel can borrow it only once.
-    let (a, b) = (args.tensor(0).ok()?, args.tensor(1).ok()?);
     let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
     if a.dtype() != DType::Float || b.dtype() != DType::Float || out_dtype != DType::Float {
         return None;
     }
     let same_layout = a.sizes() == b.sizes() && a.dim_order() == b.dim_order();
     if same_layout && out_order == *a.dim_order() {
-        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, &a, &b, &mut out, op)));
+        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, a, b, &mut out, op)));
     }
-    if !(contiguous(&a) && contiguous(&b) && out_order.is_contiguous()) {
+    if !(contiguous(a) && contiguous(b) && out_order.is_contiguous()) {
         return None;
     }
     let shape = broadcast_shapes(a.sizes(), b.sizes())?;
-    Some(args.tensor_mut(out_arg).and_then(|mut out| broadcast(&a, &b, &mut out, &shape, op)))
+    Some(args.tensor_mut(out_arg).and_then(|mut out| broadcast(a, b, &mut out, &shape, op)))
 }
 
 fn same_shape(
@@ -144,40 +148,50 @@ fn broadcast(
     Ok(())
 }
 
-/// `alpha` as f32 when it is a float32 add/sub's plain 1 (the common case), else its value.
-fn alpha(args: &KernelArgs<'_>, pos: usize) -> Result<f32, KernelError> {
-    Ok(args.scalar(pos)?.to_f64() as f32)
-}
-
-/// `aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
-pub fn add_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let fast = match alpha(args, 2) {
-        Ok(1.0) => binary(ctx, args, 3, |x, y| x + y),
-        Ok(k) => binary(ctx, args, 3, move |x, y| x + k * y),
-        Err(_) => None,
+/// The binary entry points: operands are read once; small ones (dispatch-bound chains of
+/// one-element operations, e.g. `dispatch_chain`) and every case the fast path does not cover go
+/// to the portable kernel with the operands already in hand.
+macro_rules! binary_kernel {
+    ($(#[$doc:meta])* $name:ident, $portable:ident, $out:expr, |$args:ident| $op:expr) => {
+        $(#[$doc])*
+        pub fn $name(ctx: &mut KernelContext, $args: &KernelArgs<'_>) -> Result<(), KernelError> {
+            let (a, b) = ($args.tensor(0)?, $args.tensor(1)?);
+            if a.numel().max(b.numel()) >= SMALL {
+                let fast = match $op {
+                    Ok(op) => binary(ctx, &a, &b, $args, $out, op),
+                    Err(_) => None,
+                };
+                if let Some(done) = fast {
+                    return done;
+                }
+            }
+            portable::binary::$portable(a, b, $args)
+        }
     };
-    fast.unwrap_or_else(|| portable::binary::add_out(ctx, args))
 }
 
-/// `aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
-pub fn sub_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let fast = match alpha(args, 2) {
-        Ok(1.0) => binary(ctx, args, 3, |x, y| x - y),
-        Ok(k) => binary(ctx, args, 3, move |x, y| x - k * y),
-        Err(_) => None,
-    };
-    fast.unwrap_or_else(|| portable::binary::sub_out(ctx, args))
+/// `x + alpha * y` (`x + y` when alpha is 1, as the portable kernel computes it for float32).
+fn with_alpha(args: &KernelArgs<'_>, sign: f32) -> Result<impl Fn(f32, f32) -> f32 + Sync + Copy, KernelError> {
+    let k = args.scalar(2)?.to_f64() as f32;
+    Ok(move |x: f32, y: f32| if k == 1.0 { x + sign * y } else { x + sign * (k * y) })
 }
 
-/// `aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out)`
-pub fn mul_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    binary(ctx, args, 2, |x, y| x * y).unwrap_or_else(|| portable::binary::mul_out(ctx, args))
-}
-
-/// `aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out)`
-pub fn div_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    binary(ctx, args, 2, |x, y| x / y).unwrap_or_else(|| portable::binary::div_out(ctx, args))
-}
+binary_kernel!(
+    /// `aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
+    add_out, add_tensors, 3, |args| with_alpha(args, 1.0)
+);
+binary_kernel!(
+    /// `aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
+    sub_out, sub_tensors, 3, |args| with_alpha(args, -1.0)
+);
+binary_kernel!(
+    /// `aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out)`
+    mul_out, mul_tensors, 2, |args| Ok::<_, KernelError>(|x: f32, y: f32| x * y)
+);
+binary_kernel!(
+    /// `aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out)`
+    div_out, div_tensors, 2, |args| Ok::<_, KernelError>(|x: f32, y: f32| x / y)
+);
 
 /// `out = f(x)` over a float32 tensor's storage (any dim order, out laid out alike).
 fn unary(
@@ -187,6 +201,9 @@ fn unary(
     f: impl Fn(f32) -> f32 + Sync + Copy,
 ) -> Option<Result<(), KernelError>> {
     let x = args.tensor(0).ok()?;
+    if x.numel() < SMALL {
+        return None;
+    }
     let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
     if x.dtype() != DType::Float || out_dtype != DType::Float || *x.dim_order() != out_order {
         return None;

@@ -9,6 +9,7 @@ use crate::portable::elementwise::{
 };
 use crate::portable::math::{Float, div_floor_float, div_floor_int, pow_int, remainder_float, remainder_int};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+use crate::tensor::Tensor;
 use crate::value::Scalar;
 use core::cell::Cell;
 
@@ -154,7 +155,12 @@ fn alpha_arg(args: &KernelArgs<'_>, arg: usize, result: DType) -> Result<Scalar,
 
 /// `aten::add.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
 pub fn add_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?));
+    add_tensors(args.tensor(0)?, args.tensor(1)?, args)
+}
+
+/// `add.out` on operands already read (for kernels that fall back here after looking at them).
+pub(crate) fn add_tensors(a: Tensor<'_>, b: Tensor<'_>, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (a, b) = (Operand::Tensor(a), Operand::Tensor(b));
     let result = result_type2(&a, &b);
     let alpha = alpha_arg(args, 2, result)?;
     arith_in(a, b, result, 3, args, Add { alpha })
@@ -170,7 +176,12 @@ pub fn add_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 
 /// `aten::sub.out(Tensor self, Tensor other, *, Scalar alpha=1, Tensor(a!) out)`
 pub fn sub_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let (a, b) = (Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?));
+    sub_tensors(args.tensor(0)?, args.tensor(1)?, args)
+}
+
+/// `sub.out` on operands already read.
+pub(crate) fn sub_tensors(a: Tensor<'_>, b: Tensor<'_>, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (a, b) = (Operand::Tensor(a), Operand::Tensor(b));
     let result = result_type2(&a, &b);
     let alpha = alpha_arg(args, 2, result)?;
     arith_in(a, b, result, 3, args, Sub { alpha })
@@ -186,7 +197,12 @@ pub fn sub_scalar_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 
 /// `aten::mul.out(Tensor self, Tensor other, *, Tensor(a!) out)`
 pub fn mul_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    arith(Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?), 2, args, Mul)
+    mul_tensors(args.tensor(0)?, args.tensor(1)?, args)
+}
+
+/// `mul.out` on operands already read.
+pub(crate) fn mul_tensors(a: Tensor<'_>, b: Tensor<'_>, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    arith(Operand::Tensor(a), Operand::Tensor(b), 2, args, Mul)
 }
 
 /// `aten::mul.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out)`
@@ -230,7 +246,12 @@ fn div(a: Operand<'_>, b: Operand<'_>, args: &KernelArgs<'_>, out_arg: usize) ->
 
 /// `aten::div.out(Tensor self, Tensor other, *, Tensor(a!) out)`
 pub fn div_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    div(Operand::Tensor(args.tensor(0)?), Operand::Tensor(args.tensor(1)?), args, 2)
+    div_tensors(args.tensor(0)?, args.tensor(1)?, args)
+}
+
+/// `div.out` on operands already read.
+pub(crate) fn div_tensors(a: Tensor<'_>, b: Tensor<'_>, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    div(Operand::Tensor(a), Operand::Tensor(b), args, 2)
 }
 
 /// `aten::div.Scalar_out(Tensor self, Scalar other, *, Tensor(a!) out)`
