@@ -102,6 +102,18 @@ impl PointsTo {
         self.storage.get(t.0 as usize).copied().unwrap_or(t)
     }
 
+    /// How many of the `tensor_count` tensors each class representative stands for (1 for a
+    /// tensor no view shares).
+    pub(crate) fn class_sizes(&self, tensor_count: usize) -> Vec<u32> {
+        let mut sizes = vec![0u32; tensor_count];
+        for t in 0..tensor_count {
+            if let Some(c) = sizes.get_mut(self.canonical(TensorId(t as u32)).0 as usize) {
+                *c += 1;
+            }
+        }
+        sizes
+    }
+
     /// `overlaps` (per tensor, the tensors sharing its bytes) over storage classes.
     pub(crate) fn canonical_overlaps(&self, overlaps: Vec<Vec<TensorId>>) -> Vec<Vec<TensorId>> {
         if self.storage.is_empty() {

@@ -116,13 +116,7 @@ pub(crate) fn conv_batch_norm(
 ) -> Vec<FusedConstant> {
     let mut out = Vec::new();
     let uses = value_uses(b, ins, values, pool);
-    let tensor_count = ids.iter().flatten().count();
-    let mut class_size = vec![0u32; tensor_count];
-    for t in 0..tensor_count {
-        if let Some(c) = class_size.get_mut(pt.canonical(TensorId(t as u32)).0 as usize) {
-            *c += 1;
-        }
-    }
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
     // The reader of each value by a batch norm's input position.
     let mut batch_norm_of_input = std::collections::BTreeMap::new();
     for (j, step) in ins.steps.iter().enumerate() {

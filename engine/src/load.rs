@@ -237,12 +237,7 @@ impl Builder<'_> {
             }
         }
         // A folded output moves to memory of its own; its views would be left behind.
-        let mut class_size = vec![0u32; tensor_count];
-        for t in 0..tensor_count {
-            if let Some(c) = class_size.get_mut(pt.canonical(TensorId(t as u32)).0 as usize) {
-                *c += 1;
-            }
-        }
+        let class_size = pt.class_sizes(tensor_count);
         let mut tensor_def = vec![None; tensor_count];
         for (vi, v) in self.def.values.iter().enumerate() {
             if let (ValueDef::Tensor(t), Some(Some(id))) = (v, ids.get(vi))

@@ -48,12 +48,7 @@ pub fn bench(
     // Inputs live in planned memory, which a program may reuse once it has read them (the
     // exporter's plan does): set them before every execution, outside the timed region, as a
     // caller would.
-    let set = |method: &mut etch::Method<'_>| -> Result<(), String> {
-        match input_files {
-            Some(files) => set_inputs(method, files),
-            None => inputs::set_deterministic(method).map(|_| ()),
-        }
-    };
+    let set = |method: &mut etch::Method<'_>| set_request_inputs(method, input_files);
     set(&mut method)?;
     let t1 = Instant::now();
     method.execute().map_err(|e| e.to_string())?;
@@ -171,13 +166,8 @@ pub fn throughput(
         let mut methods = Vec::with_capacity(n);
         for _ in 0..n {
             let mut m = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
-            match input_files {
-                Some(files) => set_inputs(&mut m, files)?,
-                None => {
-                    inputs::set_deterministic(&mut m)?;
-                }
-            }
             for _ in 0..3 {
+                set_request_inputs(&mut m, input_files)?;
                 m.execute().map_err(|e| e.to_string())?;
             }
             methods.push(m);
@@ -191,12 +181,7 @@ pub fn throughput(
                         let mut lat = Vec::with_capacity(iters);
                         for _ in 0..iters.max(1) {
                             // Each request brings its inputs (a program may reuse their memory).
-                            match input_files {
-                                Some(files) => set_inputs(m, files)?,
-                                None => {
-                                    inputs::set_deterministic(m)?;
-                                }
-                            }
+                            set_request_inputs(m, input_files)?;
                             let t = Instant::now();
                             m.execute().map_err(|e| e.to_string())?;
                             lat.push(ms(t.elapsed()));
@@ -243,4 +228,12 @@ pub fn throughput(
         }
     }
     Ok(())
+}
+
+/// The inputs of one execution: from `files`, or deterministic data at the planned shapes.
+fn set_request_inputs(method: &mut etch::Method<'_>, files: Option<&[PathBuf]>) -> Result<(), String> {
+    match files {
+        Some(files) => set_inputs(method, files),
+        None => inputs::set_deterministic(method).map(|_| ()),
+    }
 }
