@@ -6,6 +6,7 @@ pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod linalg;
+pub mod sgemm;
 
 use crate::registry::{KernelFn, KernelRegistry};
 

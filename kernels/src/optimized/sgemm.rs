@@ -1,0 +1,904 @@
+//! etch's own f32 GEMM: `C[M, N] (= or +=) A[M, K] · B[K, N]`, with the left operand packed ahead
+//! of time and an epilogue (per-row or per-column bias, clamp) applied while the results are still
+//! in registers.
+//!
+//! Why not a crate: the `gemm` crate runs only its AVX2 microkernel on stable Rust (its AVX-512 path
+//! needs the `nightly` feature, which no longer builds), reaching ~57 GFLOP/s on one core of this
+//! machine against a peak near 130; and no crate takes pre-packed weights with a fused bias + clamp
+//! epilogue, which is what convolution and linear layers need (the bias and the activation would
+//! otherwise be separate passes over the output). AVX-512 intrinsics are stable since Rust 1.89.
+//!
+//! Layout and blocking (BLIS-style, mirrored for row-major C):
+//! - `A` is packed ([`pack_lhs`]) into panels of [`MR`] rows, k-major inside a panel (element
+//!   `(i, k)` of panel `p` at `p * MR * K + k * MR + i`), zero-padded to whole panels, so constant
+//!   weights are packed once at load and every K block of a panel is contiguous.
+//! - `B` is read where it lies when its rows are contiguous (`B[k, j..j + NR]` one run), else a
+//!   `KC × NR` strip is packed into a stack buffer first.
+//! - The microkernel computes an `MR × NR` tile (`NR` = [`NR`] columns, two AVX-512 registers per
+//!   row: 24 accumulators of the 32 registers) over a block of [`KC`] reductions; the panel of `A`
+//!   (`MR × KC`) stays in L1 while the strips of the `KC × NC` block of `B` stream from L2.
+//! - The epilogue runs after the last K block only; earlier blocks store partial sums in `C`.
+//!
+//! Every element of `C` is summed in the same order (K ascending, block by block) whatever the
+//! thread split, so results do not depend on the number of threads.
+//!
+//! Microkernels: AVX-512F, AVX2+FMA and portable (autovectorized) code, chosen once per process
+//! from the CPU's features (tests force each).
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::error::KernelError;
+use crate::registry::KernelContext;
+
+/// Rows of a packed panel of `A` (and of a microkernel tile).
+pub const MR: usize = 12;
+/// Columns of a microkernel tile (two AVX-512 registers).
+pub const NR: usize = 32;
+/// Reductions per block: the `MR × KC` panel of `A` plus a `KC`-row strip of `B` stay in L1.
+pub const KC: usize = 256;
+/// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
+pub const NC: usize = 1024;
+/// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
+/// costs a few microseconds (measured with `cargo bench --bench sgemm`).
+pub const PARALLEL_MIN_MACS: usize = 1 << 19;
+
+/// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub row: usize,
+    pub col: usize,
+}
+
+/// A writable strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub row: usize,
+    pub col: usize,
+}
+
+/// A bias added in the epilogue.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Bias<'a> {
+    #[default]
+    None,
+    /// `bias[i]` added to row `i` (convolutions: `C[out_channel, pixel]`).
+    Row(&'a [f32]),
+    /// `bias[j]` added to column `j` (linear layers with `C[batch, out_feature]`).
+    Col(&'a [f32]),
+}
+
+/// What happens to each result before it is stored: `C = clamp(A·B + bias (+ C_old), min, max)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Bias<'a>,
+    /// Add the product onto the existing `C` (beta = 1) instead of overwriting it.
+    pub accumulate: bool,
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Epilogue { bias: Bias::None, accumulate: false, min: f32::NEG_INFINITY, max: f32::INFINITY }
+    }
+}
+
+impl<'a> Epilogue<'a> {
+    /// Overwrite `C` with the plain product.
+    pub fn store() -> Self {
+        Epilogue::default()
+    }
+
+    pub fn with_bias(self, bias: Bias<'a>) -> Self {
+        Epilogue { bias, ..self }
+    }
+
+    pub fn accumulating(self) -> Self {
+        Epilogue { accumulate: true, ..self }
+    }
+
+    pub fn clamped(self, min: f32, max: f32) -> Self {
+        Epilogue { min, max, ..self }
+    }
+}
+
+/// The microkernel families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest family this CPU runs (detected once).
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Kernel::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    return Kernel::Avx2;
+                }
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// Every family this CPU runs (for tests and benchmarks).
+    pub fn supported() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                all.push(Kernel::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
+        }
+        all
+    }
+}
+
+/// Elements [`pack_lhs`] writes for an `m × k` matrix (`None` on overflow).
+pub fn packed_lhs_len(m: usize, k: usize) -> Option<usize> {
+    m.div_ceil(MR).checked_mul(MR)?.checked_mul(k)
+}
+
+/// Largest element offset an `rows × cols` view with strides `(row, col)` touches, if it fits.
+fn max_offset(rows: usize, cols: usize, row: usize, col: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1).checked_mul(row)?.checked_add((cols - 1).checked_mul(col)?)
+}
+
+/// Whether every element of an `rows × cols` view lies inside a slice of `len` elements.
+fn fits(len: usize, rows: usize, cols: usize, row: usize, col: usize) -> bool {
+    rows == 0 || cols == 0 || max_offset(rows, cols, row, col).is_some_and(|o| o < len)
+}
+
+fn bad(arg: usize, reason: &'static str) -> KernelError {
+    KernelError::ShapeMismatch { arg, reason }
+}
+
+/// Packs the `m × k` matrix `a` into `dst` (panel layout in the module docs), each element times
+/// `scale`. `dst` must hold at least [`packed_lhs_len`] elements; `arg` names `a` in errors.
+pub fn pack_lhs(m: usize, k: usize, a: MatRef<'_>, scale: f32, dst: &mut [f32], arg: usize) -> Result<(), KernelError> {
+    let len = packed_lhs_len(m, k).ok_or(bad(arg, "matrix too large"))?;
+    if !fits(a.data.len(), m, k, a.row, a.col) {
+        return Err(bad(arg, "matrix view outside its tensor"));
+    }
+    let dst = dst.get_mut(..len).ok_or(bad(arg, "packing buffer too small"))?;
+    if k == 0 {
+        return Ok(());
+    }
+    for (panel, out) in dst.chunks_exact_mut(MR * k).enumerate() {
+        let i0 = panel * MR;
+        let rows = (m - i0).min(MR);
+        if a.col == 1 {
+            // Rows contiguous: read each row once, scatter into the panel.
+            for i in 0..rows {
+                let start = (i0 + i) * a.row;
+                let src = &a.data[start..start + k];
+                for (kk, &v) in src.iter().enumerate() {
+                    out[kk * MR + i] = v * scale;
+                }
+            }
+            for kk in 0..k {
+                out[kk * MR + rows..kk * MR + MR].fill(0.0);
+            }
+        } else {
+            for (kk, dst) in out.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = if i < rows { a.data[(i0 + i) * a.row + kk * a.col] * scale } else { 0.0 };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A packed left operand: `m × k` in panels (see [`pack_lhs`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedLhs<'a> {
+    pub data: &'a [f32],
+    pub m: usize,
+    pub k: usize,
+}
+
+/// `C = epilogue(A · B)` for a packed `A` (`m × k`), `B` (`k × n`) and `C` (`m × n`), on the
+/// caller's pool when the product is large enough. `arg` names `C` in errors about it (and
+/// `arg + 1`... are not used: views outside their slices are reported against `C`'s argument,
+/// since callers build all three from checked tensors).
+pub fn sgemm(
+    ctx: &KernelContext,
+    n: usize,
+    a: PackedLhs<'_>,
+    b: MatRef<'_>,
+    c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    sgemm_with(Kernel::best(), ctx.threads(), ctx, n, a, b, c, epilogue, arg)
+}
+
+/// [`sgemm`] with the microkernel family and the thread budget chosen by the caller (tests,
+/// benchmarks).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    kernel: Kernel,
+    threads: usize,
+    ctx: &KernelContext,
+    n: usize,
+    a: PackedLhs<'_>,
+    b: MatRef<'_>,
+    c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    let (m, k) = (a.m, a.k);
+    // Every access below stays inside these slices: checked here, once, for the SAFETY comments.
+    if packed_lhs_len(m, k).is_none_or(|len| a.data.len() < len) {
+        return Err(bad(arg, "packed matrix shorter than its shape"));
+    }
+    if !fits(b.data.len(), k, n, b.row, b.col) || !fits(c.data.len(), m, n, c.row, c.col) {
+        return Err(bad(arg, "matrix view outside its tensor"));
+    }
+    match epilogue.bias {
+        Bias::Row(bias) if bias.len() < m => return Err(bad(arg, "bias shorter than the rows")),
+        Bias::Col(bias) if bias.len() < n => return Err(bad(arg, "bias shorter than the columns")),
+        _ => {}
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Distinct (row, col) pairs must address distinct elements of C, or parallel stores would race
+    // (and sequential ones overwrite): zero strides are only fine along a dimension of size 1.
+    if (m > 1 && c.row == 0) || (n > 1 && c.col == 0) {
+        return Err(bad(arg, "output view with a zero stride"));
+    }
+    let job = Job {
+        kernel,
+        m,
+        k,
+        a: a.data.as_ptr(),
+        b: b.data.as_ptr(),
+        b_row: b.row,
+        b_col: b.col,
+        c: SendPtr(c.data.as_mut_ptr()),
+        c_row: c.row,
+        c_col: c.col,
+        epilogue: *epilogue,
+    };
+    let panels = m.div_ceil(MR);
+    let macs = m.saturating_mul(n).saturating_mul(k.max(1));
+    if threads <= 1 || macs < PARALLEL_MIN_MACS {
+        job.run(0..panels, 0..n);
+        return Ok(());
+    }
+    // Split the columns when there are enough whole strips for every thread, else the panels.
+    // Twice as many tasks as threads lets the pool balance when another branch holds a core.
+    let tasks = threads * 2;
+    let strips = n.div_ceil(NR);
+    let job = &job;
+    ctx.install(|| {
+        if strips >= tasks {
+            (0..tasks).into_par_iter().for_each(|t| {
+                let (s0, s1) = (strips * t / tasks, strips * (t + 1) / tasks);
+                job.run(0..panels, s0 * NR..(s1 * NR).min(n));
+            });
+        } else {
+            let tasks = tasks.min(panels);
+            (0..tasks).into_par_iter().for_each(|t| {
+                job.run(panels * t / tasks..panels * (t + 1) / tasks, 0..n);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A raw output pointer that may cross threads: tasks write disjoint elements (see `sgemm_with`).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced for elements of C, which distinct tasks never share.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above; shared references to the job only read the pointer value.
+unsafe impl Sync for SendPtr {}
+
+/// One product with all views checked (the constructor's contract): for `i < m`, `j < n`,
+/// `kk < k`: `a[p * MR * k + kk * MR + r]` for every panel `p < ceil(m / MR)` and `r < MR`,
+/// `b[kk * b_row + j * b_col]` and `c[i * c_row + j * c_col]` are inside their slices; `c` is
+/// exclusively borrowed for the duration and distinct `(i, j)` address distinct elements.
+struct Job<'a> {
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    b_row: usize,
+    b_col: usize,
+    c: SendPtr,
+    c_row: usize,
+    c_col: usize,
+    epilogue: Epilogue<'a>,
+}
+
+// SAFETY: the raw pointers point into slices borrowed for the job's lifetime (read-only for `a`
+// and `b`); writes through `c` go to disjoint elements per task.
+unsafe impl Sync for Job<'_> {}
+
+/// One microkernel call: an `rows × cols` tile (`rows <= MR`, `1 <= cols <= NR`) over `kc`
+/// reductions. Contract (upheld by `Job::run`): `a[kk * MR + r]` readable for `kk < kc`,
+/// `r < MR`; `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
+/// writable for `r < rows`, `j < cols`, not aliased; `row_bias[r]` readable for `r < rows` when
+/// not null; `col_bias[j]` readable for `j < cols` when not null.
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    kc: usize,
+    rows: usize,
+    cols: usize,
+    /// Start from the stored `C` (later K blocks, or accumulating) instead of zero.
+    load_c: bool,
+    /// Apply bias and clamp (last K block).
+    finish: bool,
+    row_bias: *const f32,
+    col_bias: *const f32,
+    min: f32,
+    max: f32,
+}
+
+impl Job<'_> {
+    /// Computes panels `panels` (of `MR` rows) × columns `cols` of `C`.
+    fn run(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let direct_b = self.b_col == 1;
+        let direct_c = self.c_col == 1;
+        let mut b_strip = [0f32; KC * NR];
+        let mut c_tile = [0f32; MR * NR];
+        let (row_bias, col_bias) = match self.epilogue.bias {
+            Bias::None => (std::ptr::null(), std::ptr::null()),
+            Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
+            Bias::Col(b) => (std::ptr::null(), b.as_ptr()),
+        };
+        let k_blocks = self.k.div_ceil(KC).max(1);
+        for jc in cols.clone().step_by(NC) {
+            let jc_end = (jc + NC).min(cols.end);
+            for kb in 0..k_blocks {
+                let k0 = kb * KC;
+                let kc = (self.k - k0).min(KC);
+                let load_c = kb > 0 || self.epilogue.accumulate;
+                let finish = kb + 1 == k_blocks;
+                let tile = |p: usize, j0: usize, b: *const f32, ldb: usize, c_tile: &mut [f32; MR * NR]| {
+                    let i0 = p * MR;
+                    let rows = (self.m - i0).min(MR);
+                    let width = (jc_end - j0).min(NR);
+                    let a = self.a.wrapping_add(p * MR * self.k + k0 * MR);
+                    let c_at = self.c.0.wrapping_add(i0 * self.c_row + j0 * self.c_col);
+                    let mut t = Tile {
+                        a,
+                        b,
+                        ldb,
+                        c: c_at,
+                        ldc: self.c_row,
+                        kc,
+                        rows,
+                        cols: width,
+                        load_c,
+                        finish,
+                        row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
+                        col_bias: if col_bias.is_null() { col_bias } else { col_bias.wrapping_add(j0) },
+                        min: self.epilogue.min,
+                        max: self.epilogue.max,
+                    };
+                    if direct_c {
+                        run_tile(self.kernel, &t);
+                    } else {
+                        // Strided C: compute into a dense tile, then scatter.
+                        if load_c {
+                            for r in 0..rows {
+                                for j in 0..width {
+                                    // SAFETY: (i0 + r, j0 + j) is inside C (Job contract).
+                                    c_tile[r * NR + j] = unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).read() };
+                                }
+                            }
+                        }
+                        t.c = c_tile.as_mut_ptr();
+                        t.ldc = NR;
+                        run_tile(self.kernel, &t);
+                        for r in 0..rows {
+                            for j in 0..width {
+                                let v = c_tile[r * NR + j];
+                                // SAFETY: as above; this task owns the element.
+                                unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).write(v) };
+                            }
+                        }
+                    }
+                };
+                if direct_b {
+                    // Panel of A in L1 across the strips of B, which stream from L2.
+                    for p in panels.clone() {
+                        for j0 in (jc..jc_end).step_by(NR) {
+                            let b = self.b.wrapping_add(k0 * self.b_row + j0);
+                            tile(p, j0, b, self.b_row, &mut c_tile);
+                        }
+                    }
+                } else {
+                    // Strip of B packed into L1 across the panels of A.
+                    for j0 in (jc..jc_end).step_by(NR) {
+                        let width = (jc_end - j0).min(NR);
+                        for kk in 0..kc {
+                            let row = &mut b_strip[kk * NR..kk * NR + width];
+                            let src = self.b.wrapping_add((k0 + kk) * self.b_row + j0 * self.b_col);
+                            for (j, d) in row.iter_mut().enumerate() {
+                                // SAFETY: (k0 + kk, j0 + j) is inside B (Job contract).
+                                *d = unsafe { src.wrapping_add(j * self.b_col).read() };
+                            }
+                        }
+                        for p in panels.clone() {
+                            tile(p, j0, b_strip.as_ptr(), NR, &mut c_tile);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run_tile(kernel: Kernel, t: &Tile) {
+    match kernel {
+        Kernel::Portable => tile_portable(t),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2` is only chosen (or offered to tests) when the CPU has AVX2 and FMA; the
+        // tile's pointers satisfy the `Tile` contract (upheld by `Job::run`).
+        Kernel::Avx2 => unsafe { x86::tile_avx2(t) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => {
+            if t.cols > 16 {
+                // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F; contract as above.
+                unsafe { x86::tile_avx512::<2>(t) }
+            } else {
+                // SAFETY: as above.
+                unsafe { x86::tile_avx512::<1>(t) }
+            }
+        }
+    }
+}
+
+/// The portable microkernel: fixed-size loops the compiler vectorizes.
+fn tile_portable(t: &Tile) {
+    let mut acc = [[0f32; NR]; MR];
+    if t.load_c {
+        for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
+            for (j, v) in acc.iter_mut().enumerate().take(t.cols) {
+                // SAFETY: r < rows, j < cols (Tile contract).
+                *v = unsafe { t.c.wrapping_add(r * t.ldc + j).read() };
+            }
+        }
+    }
+    let mut b_row = [0f32; NR];
+    for kk in 0..t.kc {
+        for (j, v) in b_row.iter_mut().enumerate().take(t.cols) {
+            // SAFETY: kk < kc, j < cols (Tile contract).
+            *v = unsafe { t.b.wrapping_add(kk * t.ldb + j).read() };
+        }
+        let mut a_col = [0f32; MR];
+        for (r, v) in a_col.iter_mut().enumerate() {
+            // SAFETY: kk < kc, r < MR (Tile contract).
+            *v = unsafe { t.a.wrapping_add(kk * MR + r).read() };
+        }
+        for (acc, &a) in acc.iter_mut().zip(&a_col) {
+            for (v, &b) in acc.iter_mut().zip(&b_row) {
+                *v = madd(a, b, *v);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(t.rows) {
+        for (j, &v) in acc.iter().enumerate().take(t.cols) {
+            let mut v = v;
+            if t.finish {
+                if !t.row_bias.is_null() {
+                    // SAFETY: r < rows (Tile contract).
+                    v += unsafe { t.row_bias.wrapping_add(r).read() };
+                }
+                if !t.col_bias.is_null() {
+                    // SAFETY: j < cols (Tile contract).
+                    v += unsafe { t.col_bias.wrapping_add(j).read() };
+                }
+                v = clamp(v, t.min, t.max);
+            }
+            // SAFETY: r < rows, j < cols (Tile contract).
+            unsafe { t.c.wrapping_add(r * t.ldc + j).write(v) };
+        }
+    }
+}
+
+/// `a * b + c`, fused where that is one instruction (elsewhere `mul_add` is a library call).
+#[inline(always)]
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    if cfg!(any(target_arch = "aarch64", target_feature = "fma")) { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `v` limited to `[min, max]`; NaN stays NaN (as PyTorch's clamp and hardtanh).
+#[inline(always)]
+pub fn clamp(v: f32, min: f32, max: f32) -> f32 {
+    if v < min {
+        min
+    } else if v > max {
+        max
+    } else {
+        v
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, Tile};
+
+    /// The AVX-512 microkernel: `MR` rows × `NV` registers of 16 columns, the last register
+    /// masked to the tile's width.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `t` satisfies the `Tile` contract with `t.cols <= 16 * NV`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_avx512<const NV: usize>(t: &Tile) {
+        let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+            let lanes = t.cols.saturating_sub(v * 16).min(16);
+            ((1u32 << lanes) - 1) as __mmask16
+        });
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        if t.load_c {
+            for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: masked lanes are columns < cols of row r < rows (Tile contract);
+                    // masked-off lanes are not accessed.
+                    *acc = unsafe { _mm512_maskz_loadu_ps(masks[v], t.c.wrapping_add(r * t.ldc + v * 16)) };
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc {
+            let bv: [__m512; NV] = std::array::from_fn(|v| {
+                // SAFETY: columns < cols of the current row of B (Tile contract), masked.
+                unsafe { _mm512_maskz_loadu_ps(masks[v], b.wrapping_add(v * 16)) }
+            });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: element r < MR of the current k of the panel (Tile contract).
+                let av = _mm512_set1_ps(unsafe { a.wrapping_add(r).read() });
+                for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, bv, *acc);
+                }
+            }
+            a = a.wrapping_add(MR);
+            b = b.wrapping_add(t.ldb);
+        }
+        if t.finish {
+            if !t.row_bias.is_null() {
+                for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
+                    // SAFETY: r < rows (Tile contract).
+                    let bias = _mm512_set1_ps(unsafe { t.row_bias.wrapping_add(r).read() });
+                    for acc in acc.iter_mut() {
+                        *acc = _mm512_add_ps(*acc, bias);
+                    }
+                }
+            }
+            if !t.col_bias.is_null() {
+                let bias: [__m512; NV] = std::array::from_fn(|v| {
+                    // SAFETY: columns < cols (Tile contract), masked.
+                    unsafe { _mm512_maskz_loadu_ps(masks[v], t.col_bias.wrapping_add(v * 16)) }
+                });
+                for acc in acc.iter_mut() {
+                    for (acc, &bias) in acc.iter_mut().zip(&bias) {
+                        *acc = _mm512_add_ps(*acc, bias);
+                    }
+                }
+            }
+            if t.min > f32::NEG_INFINITY || t.max < f32::INFINITY {
+                let (lo, hi) = (_mm512_set1_ps(t.min), _mm512_set1_ps(t.max));
+                for acc in acc.iter_mut().flatten() {
+                    // max/min return their second operand when either is NaN: NaN propagates.
+                    *acc = _mm512_min_ps(hi, _mm512_max_ps(lo, *acc));
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(t.rows) {
+            for (v, &acc) in acc.iter().enumerate() {
+                // SAFETY: columns < cols of row r < rows (Tile contract), masked.
+                unsafe { _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.ldc + v * 16), masks[v], acc) };
+            }
+        }
+    }
+
+    /// Rows of the AVX2 microkernel (12 accumulators of the 16 registers).
+    const ROWS2: usize = 6;
+
+    /// Lane mask for `_mm256_maskload_ps`: the first `lanes` lanes.
+    #[target_feature(enable = "avx2")]
+    fn lane_mask(lanes: usize) -> __m256i {
+        let n = lanes.min(8) as i32;
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The AVX2 microkernel: the tile as `MR / 6` row halves × `NR / 16` column halves of 6 rows ×
+    /// two registers of 8 columns.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `t` satisfies the `Tile` contract.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(t: &Tile) {
+        for r0 in (0..t.rows).step_by(ROWS2) {
+            for j0 in (0..t.cols).step_by(16) {
+                // SAFETY: a sub-tile of `t` satisfies the contract for its rows and columns.
+                unsafe { sub_tile_avx2(t, r0, j0) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`tile_avx2`], with `r0 < t.rows`, `j0 < t.cols`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sub_tile_avx2(t: &Tile, r0: usize, j0: usize) {
+        let rows = (t.rows - r0).min(ROWS2);
+        let cols = t.cols - j0;
+        let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(8))];
+        let c = t.c.wrapping_add(r0 * t.ldc + j0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS2];
+        if t.load_c {
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: masked lanes are columns < cols of a row < rows (Tile contract).
+                    *acc = unsafe { _mm256_maskload_ps(c.wrapping_add(r * t.ldc + v * 8), masks[v]) };
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a.wrapping_add(r0), t.b.wrapping_add(j0));
+        for _ in 0..t.kc {
+            // SAFETY: columns < cols of the current row of B (Tile contract), masked.
+            let b0 = unsafe { _mm256_maskload_ps(b, masks[0]) };
+            // SAFETY: as above.
+            let b1 = unsafe { _mm256_maskload_ps(b.wrapping_add(8), masks[1]) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r0 + r < MR: element of the current k of the panel (Tile contract).
+                let av = _mm256_set1_ps(unsafe { a.wrapping_add(r).read() });
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+            a = a.wrapping_add(MR);
+            b = b.wrapping_add(t.ldb);
+        }
+        if t.finish {
+            if !t.row_bias.is_null() {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    // SAFETY: r0 + r < rows (Tile contract).
+                    let bias = _mm256_set1_ps(unsafe { t.row_bias.wrapping_add(r0 + r).read() });
+                    for acc in acc.iter_mut() {
+                        *acc = _mm256_add_ps(*acc, bias);
+                    }
+                }
+            }
+            if !t.col_bias.is_null() {
+                let at = t.col_bias.wrapping_add(j0);
+                // SAFETY: columns < cols (Tile contract), masked.
+                let bias0 = unsafe { _mm256_maskload_ps(at, masks[0]) };
+                // SAFETY: as above.
+                let bias1 = unsafe { _mm256_maskload_ps(at.wrapping_add(8), masks[1]) };
+                for acc in acc.iter_mut() {
+                    acc[0] = _mm256_add_ps(acc[0], bias0);
+                    acc[1] = _mm256_add_ps(acc[1], bias1);
+                }
+            }
+            if t.min > f32::NEG_INFINITY || t.max < f32::INFINITY {
+                let (lo, hi) = (_mm256_set1_ps(t.min), _mm256_set1_ps(t.max));
+                for acc in acc.iter_mut().flatten() {
+                    // max/min return their second operand when either is NaN: NaN propagates.
+                    *acc = _mm256_min_ps(hi, _mm256_max_ps(lo, *acc));
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            for (v, &acc) in acc.iter().enumerate() {
+                // SAFETY: masked lanes are columns < cols of a row < rows (Tile contract).
+                unsafe { _mm256_maskstore_ps(c.wrapping_add(r * t.ldc + v * 8), masks[v], acc) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Strides of an `rows × cols` matrix, row-major or transposed in memory.
+    fn layout(rows: usize, cols: usize, transposed: bool) -> (usize, usize) {
+        if transposed { (1, rows) } else { (cols, 1) }
+    }
+
+    struct Case {
+        m: usize,
+        n: usize,
+        k: usize,
+        a_t: bool,
+        b_t: bool,
+        c_t: bool,
+    }
+
+    impl Case {
+        /// Runs one product with `kernel` on `threads` and checks it against a naive loop in f64.
+        fn check(&self, kernel: Kernel, threads: usize, epilogue_kind: usize) -> Vec<f32> {
+            let Case { m, n, k, a_t, b_t, c_t } = *self;
+            let a = noise(m * k, 1);
+            let b = noise(k * n, 2);
+            let c0 = noise(m * n, 3);
+            let row_bias = noise(m, 4);
+            let col_bias = noise(n, 5);
+            let (ar, ac) = layout(m, k, a_t);
+            let (br, bc) = layout(k, n, b_t);
+            let (cr, cc) = layout(m, n, c_t);
+            let bias = match epilogue_kind % 3 {
+                0 => Bias::None,
+                1 => Bias::Row(&row_bias),
+                _ => Bias::Col(&col_bias),
+            };
+            let accumulate = epilogue_kind / 3 % 2 == 1;
+            let (lo, hi) = if epilogue_kind / 6 == 1 { (-0.5, 0.75) } else { (f32::NEG_INFINITY, f32::INFINITY) };
+            let epi = Epilogue { bias, accumulate, min: lo, max: hi };
+            let mut packed = vec![f32::NAN; packed_lhs_len(m, k).unwrap()];
+            pack_lhs(m, k, MatRef { data: &a, row: ar, col: ac }, 1.0, &mut packed, 0).unwrap();
+            let mut c = c0.clone();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let ctx = KernelContext::with_pool(Some(std::sync::Arc::new(pool)));
+            sgemm_with(
+                kernel,
+                threads,
+                &ctx,
+                n,
+                PackedLhs { data: &packed, m, k },
+                MatRef { data: &b, row: br, col: bc },
+                MatMut { data: &mut c, row: cr, col: cc },
+                &epi,
+                0,
+            )
+            .unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want = 0f64;
+                    for kk in 0..k {
+                        want += a[i * ar + kk * ac] as f64 * b[kk * br + j * bc] as f64;
+                    }
+                    if accumulate {
+                        want += c0[i * cr + j * cc] as f64;
+                    }
+                    match bias {
+                        Bias::Row(r) => want += r[i] as f64,
+                        Bias::Col(r) => want += r[j] as f64,
+                        Bias::None => {}
+                    }
+                    let want = want.clamp(lo as f64, hi as f64);
+                    let got = c[i * cr + j * cc] as f64;
+                    let tol = 1e-5 * (k as f64 + 2.0);
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{kernel:?} m={m} n={n} k={k} epi={epilogue_kind} at ({i},{j}): {got} vs {want}"
+                    );
+                }
+            }
+            c
+        }
+    }
+
+    const SIZES: &[usize] = &[1, 2, 15, 17, 31, 33, 63, 100];
+
+    #[test]
+    fn every_kernel_matches_naive_loops() {
+        for kernel in Kernel::supported() {
+            for &m in SIZES {
+                for &n in SIZES {
+                    for &k in &[0, 1, 3, 17, 100] {
+                        let case = Case { m, n, k, a_t: false, b_t: false, c_t: false };
+                        case.check(kernel, 1, (m + n + k) % 12);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_epilogue_and_layout() {
+        for kernel in Kernel::supported() {
+            for epi in 0..12 {
+                for (a_t, b_t, c_t) in [(false, false, false), (true, false, false), (false, true, false), (true, true, true)] {
+                    Case { m: 29, n: 45, k: 37, a_t, b_t, c_t }.check(kernel, 1, epi);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_reductions_and_wide_blocks() {
+        // Several K blocks (the epilogue after the last only) and several N blocks.
+        for kernel in Kernel::supported() {
+            Case { m: 13, n: NC + 40, k: 2 * KC + 7, a_t: false, b_t: false, c_t: false }.check(kernel, 1, 7);
+            Case { m: 25, n: 70, k: KC + 1, a_t: false, b_t: true, c_t: true }.check(kernel, 1, 11);
+        }
+    }
+
+    #[test]
+    fn threads_give_identical_results() {
+        for kernel in Kernel::supported() {
+            // Split by columns, then by panels.
+            for (m, n, k) in [(64, 1000, 300), (300, 40, 300)] {
+                for b_t in [false, true] {
+                    let case = Case { m, n, k, a_t: false, b_t, c_t: false };
+                    let one = case.check(kernel, 1, 10);
+                    let two = case.check(kernel, 2, 10);
+                    let three = case.check(kernel, 3, 10);
+                    assert_eq!(one, two);
+                    assert_eq!(one, three);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nan_propagates_through_the_clamp() {
+        for kernel in Kernel::supported() {
+            let packed = {
+                let mut p = vec![0.0; packed_lhs_len(1, 1).unwrap()];
+                pack_lhs(1, 1, MatRef { data: &[f32::NAN], row: 1, col: 1 }, 1.0, &mut p, 0).unwrap();
+                p
+            };
+            let mut c = [0.0f32; 3];
+            let ctx = KernelContext::new();
+            let epi = Epilogue::store().clamped(0.0, 6.0);
+            let a = PackedLhs { data: &packed, m: 1, k: 1 };
+            let b = MatRef { data: &[1.0, 2.0, 3.0], row: 3, col: 1 };
+            sgemm_with(kernel, 1, &ctx, 3, a, b, MatMut { data: &mut c, row: 3, col: 1 }, &epi, 0).unwrap();
+            assert!(c.iter().all(|v| v.is_nan()), "{kernel:?}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn views_outside_their_slices_are_errors() {
+        let ctx = KernelContext::new();
+        let packed = vec![0.0; packed_lhs_len(4, 4).unwrap()];
+        let a = PackedLhs { data: &packed, m: 4, k: 4 };
+        let b = [0.0; 16];
+        let mut c = [0.0; 15];
+        let r = sgemm(&ctx, 4, a, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 4, col: 1 }, &Epilogue::store(), 3);
+        assert!(matches!(r, Err(KernelError::ShapeMismatch { arg: 3, .. })));
+        let mut c = [0.0; 16];
+        let short = PackedLhs { data: &packed[..10], m: 4, k: 4 };
+        let r = sgemm(&ctx, 4, short, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 4, col: 1 }, &Epilogue::store(), 3);
+        assert!(r.is_err());
+        let r = sgemm(&ctx, 4, a, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 0, col: 1 }, &Epilogue::store(), 3);
+        assert!(r.is_err());
+        assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut vec![0.0; 48], 0).is_err());
+    }
+}
