@@ -720,6 +720,75 @@ mod x86 {
     }
 }
 
+
+/// Benchmark helpers (feature `bench-support`): the `gemm` crate on the same product, and the
+/// core's measured multiply-add peak. Not a stable API.
+#[cfg(feature = "bench-support")]
+pub mod bench_support {
+    /// `c = a · b` through the `gemm` crate (row-major, contiguous), on one thread or rayon's.
+    pub fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm_crate: short slices");
+        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: the asserts above keep every element gemm touches (row-major, contiguous strides)
+        // inside the slices; `c` is exclusively borrowed.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    }
+
+    /// Single-core f32 peak in GFLOP/s: a loop of independent AVX-512 (else AVX2) multiply-adds.
+    pub fn fma_peak_gflops() -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                return unsafe { peak_avx512() };
+            }
+        }
+        0.0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn peak_avx512() -> f64 {
+        use std::arch::x86_64::*;
+        const CHAINS: usize = 16;
+        const ITERS: usize = 20_000_000;
+        let mut acc = [_mm512_set1_ps(0.0); CHAINS];
+        let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let start = std::time::Instant::now();
+        for _ in 0..ITERS {
+            for acc in acc.iter_mut() {
+                *acc = _mm512_fmadd_ps(*acc, x, y);
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let sum: f32 = acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum();
+        std::hint::black_box(sum);
+        (ITERS * CHAINS * 16 * 2) as f64 / seconds / 1e9
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
