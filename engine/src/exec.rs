@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use etch_delegates::{DelegateError, DelegateHandle};
-use etch_kernels::{DType, EValue, KernelArgs, KernelContext, KernelError, KernelFn, Span, Tensor, ValueTable};
+use etch_kernels::{
+    DType, EValue, KernelArgs, KernelContext, KernelError, KernelFn, PreparedState, Span, Tensor, ValueTable,
+};
 use etch_scheduler::{Flow, GraphRun, TaskGraph};
 
 use crate::dag::BlockRange;
@@ -15,6 +17,8 @@ pub(crate) enum Step {
         run: KernelFn,
         args: Span,
         writable: u64,
+        /// Index of the call's prepared state in [`StepEnv::prepared`], or [`NOT_PREPARED`].
+        prepared: u32,
     },
     Delegate {
         delegate: u32,
@@ -36,6 +40,9 @@ pub(crate) enum Step {
     Nop,
 }
 
+/// [`Step::Kernel::prepared`] of a call without prepared state.
+pub(crate) const NOT_PREPARED: u32 = u32::MAX;
+
 /// Why one step failed.
 #[derive(Debug)]
 pub(crate) enum StepError {
@@ -53,6 +60,8 @@ pub(crate) struct StepEnv<'a> {
     /// Whether a tracing subscriber exists: checked once per execution, so that instructions pay
     /// nothing for spans nobody records.
     pub traced: bool,
+    /// State the kernels' prepare functions derived at method init (pre-packed weights).
+    pub prepared: &'a [PreparedState],
 }
 
 pub(crate) fn pool_slice(pool: &[u32], s: Span) -> &[u32] {
@@ -113,12 +122,15 @@ unsafe fn run_step_plain(
     context: &mut KernelContext,
 ) -> Result<Flow, StepError> {
     match *step {
-        Step::Kernel { run, args, writable } => {
+        Step::Kernel { run, args, writable, prepared } => {
             let args = pool_slice(env.arg_pool, args);
             // SAFETY: contract 1 from the load-time alias check; contract 2 from this function's
             // own contract; contract 3 because calls with more than MAX_ARGS arguments were
             // refused at load and schemas have at most MAX_ARGS arguments.
-            let kernel_args = unsafe { KernelArgs::new(values, args, writable) };
+            let mut kernel_args = unsafe { KernelArgs::new(values, args, writable) };
+            if prepared != NOT_PREPARED {
+                kernel_args = kernel_args.with_prepared(env.prepared.get(prepared as usize).map(|b| &**b));
+            }
             run(context, &kernel_args).map_err(StepError::Kernel)?;
             Ok(Flow::Next)
         }

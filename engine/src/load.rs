@@ -11,7 +11,7 @@ use etch_schema::{InstructionDef, MethodDef, ShapeDynamism, TensorData, ValueDef
 use crate::alias::{PointsTo, Region};
 use crate::dag::{self, Accesses, BlockRange, PlannedTensor, Replan, StepShape};
 use crate::error::{Error, ErrorKind, InstructionSite, Result};
-use crate::exec::Step;
+use crate::exec::{NOT_PREPARED, Step};
 use crate::memory::{AlignedBuf, MemoryManager};
 use crate::program::{Program, Runtime};
 
@@ -616,7 +616,15 @@ impl Builder<'_> {
                     let span = push_args(&mut pool, shown, i, &name)?;
                     pure.resize(i, false);
                     pure.push(kernel.pure);
-                    (Step::Kernel { run: kernel.run, args: span, writable: schema.writable_mask() }, name)
+                    (
+                        Step::Kernel {
+                            run: kernel.run,
+                            args: span,
+                            writable: schema.writable_mask(),
+                            prepared: NOT_PREPARED,
+                        },
+                        name,
+                    )
                 }
                 InstructionDef::Delegate { delegate, args } => {
                     let d = &def.delegates[*delegate as usize];

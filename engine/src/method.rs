@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use etch_delegates::DelegateHandle;
 use etch_kernels::{
-    DType, DimOrder, EValue, KernelContext, KernelError, Shape, Tensor, TensorId, TensorImpl, ValueTable,
+    DType, DimOrder, EValue, KernelArgs, KernelContext, KernelError, KernelRegistry, PreparedState, Shape, Tensor,
+    TensorId, TensorImpl, ValueTable,
 };
 use etch_scheduler::{DEFAULT_BUDGET, GraphRun, RunError, run_sequential};
 use etch_schema::MethodDef;
@@ -74,6 +75,8 @@ struct Inner<'mem> {
     name: Arc<str>,
     values: ValueTable,
     steps: Box<[Step]>,
+    /// State the kernels prepared at init, indexed by `Step::Kernel::prepared`.
+    prepared: Box<[PreparedState]>,
     arg_pool: Box<[u32]>,
     /// Per instruction: operator name (or backend id / instruction kind) and byte offset.
     sites: Box<[(Arc<str>, usize)]>,
@@ -218,7 +221,8 @@ impl<'mem> Method<'mem> {
         let fold = b.foldable(&ins, &values, &pool, &pt, &ids);
         let folded_tensors = folded_outputs(&ins.steps, &fold, &ins.arg_pool, &values);
         let Instructions { steps: original_steps, arg_pool, sites, delegates, .. } = ins;
-        let steps: Vec<Step> = original_steps.iter().zip(&fold).map(|(s, &f)| if f { Step::Nop } else { *s }).collect();
+        let mut steps: Vec<Step> =
+            original_steps.iter().zip(&fold).map(|(s, &f)| if f { Step::Nop } else { *s }).collect();
         let shapes = step_shapes(&steps, &arg_pool);
         let tensor_count = ids.iter().flatten().count();
         let analysis = Analysis::new(&shapes, &values, &pool, &pt, tensor_count);
@@ -349,7 +353,8 @@ impl<'mem> Method<'mem> {
 
         let mut values = ValueTable::new(values, tensors, pool);
         {
-            let env = StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites, traced: false };
+            let env =
+                StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites, traced: false, prepared: &[] };
             let mut context = KernelContext::new();
             for (i, step) in original_steps.iter().enumerate().filter(|(i, _)| fold[*i]) {
                 // SAFETY: the method is not built yet: this is the only access to `values`, and
@@ -369,6 +374,8 @@ impl<'mem> Method<'mem> {
                 }
             }
         }
+        let prepared = prepare_calls(&mut steps, &values, &arg_pool, &sites, config.runtime.kernels())
+            .map_err(|(i, source)| Error::Kernel { at: b.site(i, &sites[i].0), source })?;
         let folded = fold.iter().filter(|f| **f).count();
 
         Ok(Method {
@@ -377,6 +384,7 @@ impl<'mem> Method<'mem> {
                 name: name.into(),
                 values,
                 steps: steps.into(),
+                prepared: prepared.into(),
                 arg_pool: arg_pool.into(),
                 sites: sites.into(),
                 delegates: delegates.into(),
@@ -687,6 +695,7 @@ impl Inner<'_> {
             delegates: &self.delegates,
             names: &self.sites,
             traced: tracing::dispatcher::has_been_set(),
+            prepared: &self.prepared,
         }
     }
 
@@ -913,3 +922,30 @@ static EMPTY_METHOD: MethodDef = MethodDef {
     delegates: Vec::new(),
     planned_buffer_sizes: Vec::new(),
 };
+
+/// Runs the prepare function of every kernel call that has one (pre-packing constant weights),
+/// links each call to its state, and returns the states. Fails with the instruction index.
+fn prepare_calls(
+    steps: &mut [Step],
+    values: &ValueTable,
+    arg_pool: &[u32],
+    sites: &[(Arc<str>, usize)],
+    kernels: &KernelRegistry,
+) -> std::result::Result<Vec<PreparedState>, (usize, KernelError)> {
+    let mut prepared = Vec::new();
+    for (i, step) in steps.iter_mut().enumerate() {
+        let Step::Kernel { args, writable, prepared: slot, .. } = step else { continue };
+        let Some(prepare) = sites.get(i).and_then(|(name, _)| kernels.get(name)).and_then(|k| k.prepare) else {
+            continue;
+        };
+        // SAFETY: the method is not built yet, so nothing else accesses `values`; the call passed
+        // the alias check (contract 1) and the MAX_ARGS limit (contract 3) at load.
+        let call = unsafe { KernelArgs::new(values, crate::exec::pool_slice(arg_pool, *args), *writable) };
+        if let Some(state) = prepare(&call).map_err(|e| (i, e))? {
+            *slot = u32::try_from(prepared.len())
+                .map_err(|_| (i, KernelError::NotImplemented("too many prepared calls")))?;
+            prepared.push(state);
+        }
+    }
+    Ok(prepared)
+}

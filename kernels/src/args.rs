@@ -21,6 +21,7 @@ pub struct KernelArgs<'a> {
     writable: u64,
     borrowed_mut: Cell<u64>,
     borrowed_shared: Cell<u64>,
+    prepared: Option<&'a (dyn core::any::Any + Send + Sync)>,
 }
 
 impl core::fmt::Debug for KernelArgs<'_> {
@@ -45,7 +46,17 @@ impl<'a> KernelArgs<'a> {
     ///    (including `Int` values that an `IntList` argument names).
     /// 3. Writable positions are below [`MAX_ARGS`].
     pub unsafe fn new(table: &'a ValueTable, args: &'a [u32], writable: u64) -> Self {
-        KernelArgs { table, args, writable, borrowed_mut: Cell::new(0), borrowed_shared: Cell::new(0) }
+        KernelArgs { table, args, writable, borrowed_mut: Cell::new(0), borrowed_shared: Cell::new(0), prepared: None }
+    }
+
+    /// The same call, carrying the state its kernel's [`crate::PrepareFn`] derived at method init.
+    pub fn with_prepared(self, prepared: Option<&'a (dyn core::any::Any + Send + Sync)>) -> Self {
+        KernelArgs { prepared, ..self }
+    }
+
+    /// The state prepared for this call site at method init, if there is one of type `T`.
+    pub fn prepared<T: core::any::Any>(&self) -> Option<&'a T> {
+        self.prepared?.downcast_ref::<T>()
     }
 
     pub fn len(&self) -> usize {

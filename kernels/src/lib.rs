@@ -27,7 +27,7 @@ pub use dtype::{Bool, COMPUTE_DTYPES, DType, Element, can_cast, promote_types};
 pub use error::KernelError;
 pub use half;
 pub use op_schema::{OpSchema, SchemaError};
-pub use registry::{KernelContext, KernelFn, KernelRegistry, OpKernel, RegistryError};
+pub use registry::{KernelContext, KernelFn, KernelRegistry, OpKernel, PrepareFn, PreparedState, RegistryError};
 pub use shape::{DimOrder, Shape};
 pub use tensor::{Tensor, TensorImpl, TensorMut};
 pub use value::{EValue, ListPool, NONE_INDEX, Scalar, Span, TensorId, ValueTable};

@@ -100,6 +100,15 @@ impl KernelContext {
 /// A kernel: reads its arguments, writes its outputs.
 pub type KernelFn = fn(&mut KernelContext, &KernelArgs<'_>) -> Result<(), KernelError>;
 
+/// State a kernel derives once per call site, at method init, from the call's constant arguments
+/// (pre-packed weights, say); the kernel reads it back with [`KernelArgs::prepared`] on every
+/// execution. Only constant tensors ([`crate::Tensor::is_constant`]) hold their data when this
+/// runs; `None` means nothing to keep. Runs outside `execute`, so it may allocate.
+pub type PrepareFn = fn(&KernelArgs<'_>) -> Result<Option<PreparedState>, KernelError>;
+
+/// What a [`PrepareFn`] keeps for one call site.
+pub type PreparedState = Box<dyn core::any::Any + Send + Sync>;
+
 /// A registered operator implementation.
 #[derive(Debug, Clone)]
 pub struct OpKernel {
@@ -110,6 +119,8 @@ pub struct OpKernel {
     /// Same inputs always give the same outputs and nothing else changes: a call whose inputs are
     /// all constants may be evaluated once at load (constant folding).
     pub pure: bool,
+    /// Load-time preparation per call site (see [`PrepareFn`]).
+    pub prepare: Option<PrepareFn>,
 }
 
 /// Why a registration failed.
@@ -182,7 +193,10 @@ impl KernelRegistry {
         if !replace && self.kernels.contains_key(&schema.qualified_name) {
             return Err(RegistryError::AlreadyRegistered(schema.qualified_name));
         }
-        self.kernels.insert(schema.qualified_name.clone(), OpKernel { schema: Arc::new(schema), run, dtypes, pure });
+        self.kernels.insert(
+            schema.qualified_name.clone(),
+            OpKernel { schema: Arc::new(schema), run, dtypes, pure, prepare: None },
+        );
         Ok(())
     }
 
@@ -204,6 +218,12 @@ impl KernelRegistry {
         run: KernelFn,
     ) -> Result<(), RegistryError> {
         self.insert(schema, dtypes, run, false, true)
+    }
+
+    /// Gives the registered operator `qualified_name` a load-time preparation step; false when no
+    /// such operator is registered.
+    pub fn set_prepare(&mut self, qualified_name: &str, prepare: PrepareFn) -> bool {
+        self.kernels.get_mut(qualified_name).map(|k| k.prepare = Some(prepare)).is_some()
     }
 
     /// The kernel for `name.overload` (or `name` alone when the overload is empty).

@@ -232,6 +232,12 @@ impl<'a> Tensor<'a> {
         self.imp.dtype
     }
 
+    /// Whether the tensor is a constant of the program (or computed from constants at load): its
+    /// data never changes once the method is built.
+    pub fn is_constant(&self) -> bool {
+        !self.imp.writable
+    }
+
     #[inline]
     pub fn sizes(&self) -> &'a [usize] {
         &self.imp.shape
