@@ -9,22 +9,25 @@
 //!   of channels, with weights repacked per tap into scratch memory;
 //! - anything else: im2col into scratch memory, a tile of output positions at a time, then GEMM.
 //!
-//! GEMMs go through `gemm` (see `linalg.rs`), which picks its SIMD code at run time; the direct
-//! kernels are compiled twice, plain and with AVX2+FMA, and choose at run time too. Work is spread
+//! GEMMs go through etch's [`sgemm`](super::sgemm), which adds the bias and applies the clamp of a
+//! fused activation ([`convolution_clamped`]) while the results are in registers; the weights are
+//! packed for it once at method init when they are constants ([`prepare_convolution`]), else per
+//! call into scratch memory. The direct kernels are compiled twice, plain and with AVX2+FMA, and
+//! choose at run time; they clamp as they store. Work is spread
 //! over etch's pool above a size threshold. Other dtypes, ranks, transposed convolutions, other dim
 //! orders and invalid arguments go to the portable kernel, which stays the reference (and reports
 //! the errors).
 
 use rayon::prelude::*;
 
-use super::linalg::{Mat, gemm_f32};
+use super::sgemm::{self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, packed_lhs_len, sgemm};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
 use crate::portable;
 use crate::portable::elementwise::REAL_DTYPES;
 use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
-use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+use crate::registry::{KernelContext, KernelFn, KernelRegistry, PreparedState};
 
 /// Argument positions in the schema.
 const INPUT: usize = 0;
@@ -78,6 +81,9 @@ struct Conv {
     x_strides: [usize; 4],
     w_strides: [usize; 4],
     x_channels_last: bool,
+    /// Every output is clamped to `[min, max]` (a fused activation; infinite for none).
+    min: f32,
+    max: f32,
 }
 
 impl Conv {
@@ -180,6 +186,8 @@ fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
             [s[0], s[1], s[2], s[3]]
         },
         x_channels_last,
+        min: f32::NEG_INFINITY,
+        max: f32::INFINITY,
     };
     // Empty tensors, and sizes whose products overflow, are the portable kernel's business.
     let dims = [batch, in_channels, height, width, out_channels, out[0], out[1], kernel[0], kernel[1]];
@@ -195,10 +203,29 @@ fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
 /// Tensor(a!) out) -> Tensor(a!)`
 ///
 /// f32 2-D convolutions over contiguous or channels-last tensors run on the fast paths (module
-/// docs); everything else on the portable kernel. May allocate scratch memory (im2col, repacked
-/// depthwise weights) on its first calls on a thread; see [`KernelContext::with_scratch_f32`].
+/// docs); everything else on the portable kernel. May allocate scratch memory (im2col, packed
+/// weights when they were not packed at init) on its first calls on a thread; see
+/// [`KernelContext::with_scratch_f32`].
 pub fn convolution_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let Some(conv) = plan(args) else { return portable::conv::convolution_out(ctx, args) };
+    convolution_clamped(ctx, args, f32::NEG_INFINITY, f32::INFINITY)
+}
+
+/// [`convolution_out`] followed by a clamp of every output to `[min, max]` (relu: `[0, inf]`,
+/// relu6 / hardtanh: `[lo, hi]`), applied as results are stored; NaN stays NaN. For an engine
+/// that fuses a convolution with the activation after it. Outputs of dtypes other than f32 are
+/// only supported without a clamp (`NotImplemented` otherwise).
+pub fn convolution_clamped(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    min: f32,
+    max: f32,
+) -> Result<(), KernelError> {
+    let Some(mut conv) = plan(args) else {
+        portable::conv::convolution_out(ctx, args)?;
+        return clamp_output(args, min, max);
+    };
+    conv.min = min;
+    conv.max = max;
     let x = args.tensor(INPUT)?;
     let w = args.tensor(WEIGHT)?;
     let bias = args.opt_tensor(BIAS)?;
@@ -206,7 +233,8 @@ pub fn convolution_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result
     out.resize(&[conv.batch, conv.out_channels, conv.out_height, conv.out_width])?;
     let out_channels_last = out.dim_order().is_channels_last();
     if !out_channels_last && !out.dim_order().is_contiguous() {
-        return portable::conv::convolution_into(args, &x, &w, bias, out);
+        portable::conv::convolution_into(args, &x, &w, bias, out)?;
+        return clamp_output(args, min, max);
     }
     let out_strides = strides_of([conv.batch, conv.out_channels, conv.out_height, conv.out_width], out_channels_last);
     let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
@@ -216,7 +244,7 @@ pub fn convolution_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result
     if bd.is_some_and(|b| b.len() < conv.out_channels) {
         return Err(short(BIAS));
     }
-    let out = Output { data: od, strides: out_strides, channels_last: out_channels_last };
+    let out = Output { data: od, strides: out_strides };
     let same_layout = conv.x_channels_last == out_channels_last;
     if conv.in_per_group == 1 && same_layout && !out_channels_last && depthwise_fits(&conv) {
         return depthwise_contiguous(ctx, &conv, xd, wd, bd, out);
@@ -228,10 +256,133 @@ pub fn convolution_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result
         };
         return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH));
     }
+    let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&conv, wd));
     if conv.is_pointwise() {
-        return pointwise(ctx, &conv, xd, wd, bd, out);
+        return pointwise(ctx, &conv, xd, wd, bd, out, prepared);
     }
-    im2col_gemm(ctx, &conv, xd, wd, bd, out)
+    im2col_gemm(ctx, &conv, xd, wd, bd, out, prepared)
+}
+
+/// Clamps a finished f32 output in place (the portable kernel's results, for
+/// [`convolution_clamped`]).
+fn clamp_output(args: &KernelArgs<'_>, min: f32, max: f32) -> Result<(), KernelError> {
+    if min == f32::NEG_INFINITY && max == f32::INFINITY {
+        return Ok(());
+    }
+    let mut out = args.tensor_mut(OUT)?;
+    if out.dtype() != DType::Float {
+        return Err(KernelError::NotImplemented("clamped convolution of a dtype other than f32"));
+    }
+    let numel = out.numel();
+    for v in out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))? {
+        *v = sgemm::clamp(*v, min, max);
+    }
+    Ok(())
+}
+
+/// A convolution's weights packed for [`sgemm`]: per group, the `out_per_group × reduction`
+/// matrix in the reduction order of the im2col path ([`reduction_index`]), made once at method
+/// init by [`prepare_convolution`] when the weight is a constant.
+#[derive(Debug)]
+pub struct PackedConvWeights {
+    /// The weight tensor (its data address and sizes) and the input layout the packing is for.
+    weight_at: usize,
+    weight_sizes: [usize; 4],
+    channels_last_order: bool,
+    data: Vec<f32>,
+}
+
+impl PackedConvWeights {
+    /// Whether this packing is the one `c` needs for the weight data `w`.
+    fn fits(&self, c: &Conv, w: &[f32]) -> bool {
+        let sizes = [c.out_channels, c.in_per_group, c.kernel[0], c.kernel[1]];
+        self.weight_at == w.as_ptr() as usize
+            && self.weight_sizes == sizes
+            && (self.channels_last_order == c.x_channels_last || c.kernel == [1, 1])
+            && packed_conv_len(c).is_some_and(|len| self.data.len() == len)
+    }
+}
+
+/// Load-time preparation of `aten::convolution.out`: packs a constant weight for the GEMM paths
+/// (pointwise and im2col); nothing for depthwise convolutions, other dtypes or non-constant
+/// weights.
+pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState>, KernelError> {
+    let w = args.tensor(WEIGHT)?;
+    if !w.is_constant() {
+        return Ok(None);
+    }
+    let Some(conv) = plan(args) else { return Ok(None) };
+    if conv.in_per_group == 1 {
+        return Ok(None);
+    }
+    let wd = w.data::<f32>()?;
+    let Some(len) = packed_conv_len(&conv) else { return Ok(None) };
+    let mut data = vec![0f32; len];
+    pack_conv_weights(&conv, wd, &mut data)?;
+    Ok(Some(Box::new(PackedConvWeights {
+        weight_at: wd.as_ptr() as usize,
+        weight_sizes: [conv.out_channels, conv.in_per_group, conv.kernel[0], conv.kernel[1]],
+        channels_last_order: conv.x_channels_last,
+        data,
+    })))
+}
+
+/// Packed length of one group's weights, and of all groups.
+fn packed_group_len(c: &Conv) -> Option<usize> {
+    packed_lhs_len(c.out_per_group, c.reduction())
+}
+
+fn packed_conv_len(c: &Conv) -> Option<usize> {
+    packed_group_len(c)?.checked_mul(c.groups)
+}
+
+/// `(ci, ky, kx)` of reduction index `r` in the im2col order: `(ci, ky, kx)` for contiguous inputs,
+/// `(ky, kx, ci)` for channels-last ones.
+fn reduction_index(c: &Conv, r: usize) -> (usize, usize, usize) {
+    let [kh, kw] = c.kernel;
+    if c.x_channels_last {
+        (r % c.in_per_group, r / c.in_per_group / kw, r / c.in_per_group % kw)
+    } else {
+        (r / (kh * kw), r / kw % kh, r % kw)
+    }
+}
+
+/// Packs every group's `out_per_group × reduction` weight matrix into `dst` in [`sgemm`]'s panel
+/// layout (see [`sgemm::pack_lhs`]).
+fn pack_conv_weights(c: &Conv, w: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+    let [w0, w1, w2, w3] = c.w_strides;
+    let k_len = c.reduction();
+    let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
+    let dst = dst.get_mut(..group_len * c.groups).ok_or(short(WEIGHT))?;
+    dst.fill(0.0);
+    for (g, dst) in dst.chunks_exact_mut(group_len.max(1)).enumerate().take(c.groups) {
+        for r in 0..k_len {
+            let (ci, ky, kx) = reduction_index(c, r);
+            let at = ci * w1 + ky * w2 + kx * w3;
+            for i in 0..c.out_per_group {
+                let v = *w.get((g * c.out_per_group + i) * w0 + at).ok_or(short(WEIGHT))?;
+                *dst.get_mut(i / MR * MR * k_len + r * MR + i % MR).ok_or(short(WEIGHT))? = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The packed weights: prepared at init, or packed now into `scratch` (which must then hold
+/// [`packed_conv_len`] elements).
+fn packed_weights<'s>(
+    c: &Conv,
+    w: &[f32],
+    prepared: Option<&'s PackedConvWeights>,
+    scratch: &'s mut [f32],
+) -> Result<&'s [f32], KernelError> {
+    match prepared {
+        Some(p) => Ok(&p.data),
+        None => {
+            pack_conv_weights(c, w, scratch)?;
+            Ok(scratch)
+        }
+    }
 }
 
 /// Scratch memory could not be allocated (the output is taken by then, so the portable kernel
@@ -246,89 +397,65 @@ fn short(arg: usize) -> KernelError {
 struct Output<'a> {
     data: &'a mut [f32],
     strides: [usize; 4],
-    channels_last: bool,
 }
 
-/// Writes `bias[oc]` over output channels `oc0..oc0 + channels` at pixels `p0..p1` of image `n`.
-fn fill_bias(
-    out: &mut Output<'_>,
-    bias: &[f32],
-    n: usize,
-    (oc0, channels): (usize, usize),
-    (p0, p1): (usize, usize),
-) -> Result<(), KernelError> {
-    let [sn, sc, _, sp] = out.strides;
-    let bias = bias.get(oc0..oc0 + channels).ok_or(short(BIAS))?;
-    if out.channels_last {
-        for p in p0..p1 {
-            let at = n * sn + p * sp + oc0;
-            out.data.get_mut(at..at + channels).ok_or(short(OUT))?.copy_from_slice(bias);
-        }
-    } else {
-        for (j, &b) in bias.iter().enumerate() {
-            let at = n * sn + (oc0 + j) * sc;
-            out.data.get_mut(at + p0..at + p1).ok_or(short(OUT))?.fill(b);
-        }
-    }
-    Ok(())
-}
-
-/// Output positions per GEMM: enough that `rows` output rows of them stay in L2 between the bias
-/// fill and the product (the product reads and writes them again), at least a few hundred so the
-/// GEMM stays efficient.
-fn cache_tile(rows: usize, pixels: usize) -> usize {
-    (L2_TILE / rows.max(1)).max(256).min(pixels)
-}
-
-/// 1x1, unit stride, no padding: per image, one GEMM per group on the tensors themselves.
+/// 1x1, unit stride, no padding: per image and group, one GEMM on the tensors themselves with the
+/// bias and the clamp in its epilogue.
 fn pointwise(
-    ctx: &KernelContext,
+    ctx: &mut KernelContext,
     c: &Conv,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    mut out: Output<'_>,
+    out: Output<'_>,
+    prepared: Option<&PackedConvWeights>,
 ) -> Result<(), KernelError> {
     let pixels = c.out_pixels();
     let [xn, xc, _, xp] = c.x_strides;
     let [on, oc, _, op] = out.strides;
-    let tile = cache_tile(c.out_channels, pixels);
-    let lhs = Mat { data: w, batch: c.out_per_group * c.w_strides[0], row: c.w_strides[0], col: c.w_strides[1] };
-    for n in 0..c.batch {
-        for p0 in (0..pixels).step_by(tile) {
-            let p1 = (p0 + tile).min(pixels);
-            if let Some(b) = bias {
-                fill_bias(&mut out, b, n, (0, c.out_channels), (p0, p1))?;
+    let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
+    let scratch_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
+        let packed = packed_weights(c, w, prepared, scratch)?;
+        for n in 0..c.batch {
+            for g in 0..c.groups {
+                let lhs = PackedLhs {
+                    data: packed.get(g * group_len..).ok_or(short(WEIGHT))?,
+                    m: c.out_per_group,
+                    k: c.in_per_group,
+                };
+                let at = n * xn + g * c.in_per_group * xc;
+                let rhs = MatRef { data: x.get(at..).ok_or(short(INPUT))?, row: xc, col: xp };
+                let at = n * on + g * c.out_per_group * oc;
+                let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
+                let epilogue = epilogue(c, bias, g)?;
+                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue, OUT)?;
             }
-            let rhs = Mat {
-                data: x.get(n * xn + p0 * xp..).ok_or(short(INPUT))?,
-                batch: c.in_per_group * xc,
-                row: xc,
-                col: xp,
-            };
-            let dst = out.data.get_mut(n * on + p0 * op..).ok_or(short(OUT))?;
-            gemm_f32(
-                ctx,
-                c.groups,
-                (c.out_per_group, c.in_per_group, p1 - p0),
-                lhs,
-                rhs,
-                dst,
-                (c.out_per_group * oc, oc, op),
-                bias.map(|_| 1.0),
-                1.0,
-                OUT,
-            )?;
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    ctx.with_scratch_f32(scratch_len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// The GEMM epilogue of group `g`: its bias per output channel (row), the clamp.
+fn epilogue<'b>(c: &Conv, bias: Option<&'b [f32]>, g: usize) -> Result<Epilogue<'b>, KernelError> {
+    let bias = match bias {
+        Some(b) => Bias::Row(b.get(g * c.out_per_group..(g + 1) * c.out_per_group).ok_or(short(BIAS))?),
+        None => Bias::None,
+    };
+    Ok(Epilogue::store().with_bias(bias).clamped(c.min, c.max))
+}
+
+/// Output positions per im2col tile: enough that the tile's gathered inputs and its outputs stay
+/// in L2, at least a few hundred so the GEMM stays efficient.
+fn cache_tile(rows: usize, pixels: usize) -> usize {
+    (L2_TILE / rows.max(1)).max(256).min(pixels)
 }
 
 /// General convolution: for each image, group and tile of output positions, gathers the inputs
-/// each output reads (im2col) into scratch memory, then multiplies by the weights. The gathered
-/// reduction index is `(ci, ky, kx)` for contiguous inputs (each row a run of output positions)
-/// and `(ky, kx, ci)` for channels-last ones (each pixel a run of channels); weights laid out
-/// otherwise are repacked into that order first.
+/// each output reads (im2col) into scratch memory, then multiplies by the packed weights. The
+/// gathered reduction index is `(ci, ky, kx)` for contiguous inputs (each row a run of output
+/// positions) and `(ky, kx, ci)` for channels-last ones (each pixel a run of channels).
 fn im2col_gemm(
     ctx: &mut KernelContext,
     c: &Conv,
@@ -336,6 +463,7 @@ fn im2col_gemm(
     w: &[f32],
     bias: Option<&[f32]>,
     out: Output<'_>,
+    prepared: Option<&PackedConvWeights>,
 ) -> Result<(), KernelError> {
     let k_len = c.reduction();
     if k_len > MAX_COLUMNS {
@@ -343,46 +471,14 @@ fn im2col_gemm(
     }
     let pixels = c.out_pixels();
     let tile = (MAX_COLUMNS / k_len).clamp(1, cache_tile(k_len + c.out_per_group, pixels));
-    // Weight layout: is the reduction index one uniform step in the weight as it is?
-    let [w0, w1, w2, w3] = c.w_strides;
-    let [kh, kw] = c.kernel;
-    let uniform_step = if c.x_channels_last {
-        (w3 == c.in_per_group * w1 && w2 == kw * w3).then_some(w1)
-    } else {
-        (w2 == kw * w3 && w1 == kh * w2).then_some(w3)
-    };
-    let packed_len = if uniform_step.is_some() { 0 } else { c.out_channels * k_len };
-    let len = tile * k_len + packed_len;
+    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let len = tile.checked_mul(k_len).and_then(|l| l.checked_add(packed_len)).ok_or(short(WEIGHT))?;
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         let (cols, packed) = scratch.split_at_mut(tile * k_len);
-        let weights = match uniform_step {
-            Some(step) => Mat { data: w, batch: c.out_per_group * w0, row: w0, col: step },
-            None => {
-                pack_weights(c, w, packed)?;
-                Mat { data: packed, batch: c.out_per_group * k_len, row: k_len, col: 1 }
-            }
-        };
-        im2col_tiles(ctx, c, x, weights, bias, out, cols, tile)
+        let packed = packed_weights(c, w, prepared, packed)?;
+        im2col_tiles(ctx, c, x, packed, bias, out, cols, tile)
     };
     ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
-}
-
-/// Copies the weights into `packed` as `[C_out][reduction]`, reduction in im2col order.
-fn pack_weights(c: &Conv, w: &[f32], packed: &mut [f32]) -> Result<(), KernelError> {
-    let [w0, w1, w2, w3] = c.w_strides;
-    let [kh, kw] = c.kernel;
-    let mut dst = packed.iter_mut();
-    for oc in 0..c.out_channels {
-        for a in 0..c.reduction() {
-            let (ci, ky, kx) = if c.x_channels_last {
-                (a % c.in_per_group, a / c.in_per_group / kw, a / c.in_per_group % kw)
-            } else {
-                (a / (kh * kw), a / kw % kh, a % kw)
-            };
-            *dst.next().ok_or(short(WEIGHT))? = *w.get(oc * w0 + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
-        }
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -390,15 +486,16 @@ fn im2col_tiles(
     ctx: &KernelContext,
     c: &Conv,
     x: &[f32],
-    weights: Mat<'_>,
+    packed: &[f32],
     bias: Option<&[f32]>,
-    mut out: Output<'_>,
+    out: Output<'_>,
     cols: &mut [f32],
     tile: usize,
 ) -> Result<(), KernelError> {
     let k_len = c.reduction();
     let pixels = c.out_pixels();
     let [on, oc, _, op] = out.strides;
+    let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
     for n in 0..c.batch {
         for g in 0..c.groups {
             for p0 in (0..pixels).step_by(tile) {
@@ -407,29 +504,15 @@ fn im2col_tiles(
                 let cols = cols.get_mut(..width * k_len).ok_or(short(INPUT))?;
                 let rhs = if c.x_channels_last {
                     gather_channels_last(c, x, n, g, (p0, p1), cols)?;
-                    Mat { data: cols, batch: 0, row: 1, col: k_len }
+                    MatRef { data: cols, row: 1, col: k_len }
                 } else {
                     gather_contiguous(ctx, c, x, n, g, (p0, p1), cols)?;
-                    Mat { data: cols, batch: 0, row: width, col: 1 }
+                    MatRef { data: cols, row: width, col: 1 }
                 };
-                if let Some(b) = bias {
-                    fill_bias(&mut out, b, n, (g * c.out_per_group, c.out_per_group), (p0, p1))?;
-                }
-                let lhs = Mat { data: weights.data.get(g * weights.batch..).ok_or(short(WEIGHT))?, ..weights };
+                let lhs = PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
                 let at = n * on + g * c.out_per_group * oc + p0 * op;
-                let dst = out.data.get_mut(at..).ok_or(short(OUT))?;
-                gemm_f32(
-                    ctx,
-                    1,
-                    (c.out_per_group, k_len, width),
-                    lhs,
-                    rhs,
-                    dst,
-                    (0, oc, op),
-                    bias.map(|_| 1.0),
-                    1.0,
-                    OUT,
-                )?;
+                let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
+                sgemm(ctx, width, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
             }
         }
     }
@@ -804,6 +887,9 @@ fn band_rows<const FMA: bool, const SW: usize, const R: usize>(
             }
         }
         let (lo, hi) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(width));
+        for acc in acc.iter_mut().flatten() {
+            *acc = sgemm::clamp(*acc, c.min, c.max);
+        }
         for (row, acc) in out.iter_mut().zip(&acc) {
             let dst = row.get_mut(lo..hi)?;
             match <&mut [f32; CHUNK]>::try_from(&mut *dst) {
@@ -924,6 +1010,9 @@ fn depthwise_row_channels_last_with<const FMA: bool>(
                     }
                 }
             }
+            for v in acc.iter_mut() {
+                *v = sgemm::clamp(*v, c.min, c.max);
+            }
             dst.get_mut(c0..c0 + CHANNEL_CHUNK)?.copy_from_slice(&acc);
         }
         if whole < channels {
@@ -942,6 +1031,9 @@ fn depthwise_row_channels_last_with<const FMA: bool>(
                     }
                 }
             }
+            for v in tail.iter_mut() {
+                *v = sgemm::clamp(*v, c.min, c.max);
+            }
         }
     }
     Some(())
@@ -955,6 +1047,8 @@ pub fn register(r: &mut KernelRegistry) {
         convolution_out,
     )];
     super::replace_table(r, table);
+    let prepared = r.set_prepare("aten::convolution.out", prepare_convolution);
+    debug_assert!(prepared, "aten::convolution.out is registered");
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
-//! Matrix products through the `gemm` crate (blocked, SIMD, multi-threaded on etch's pool).
+//! Matrix products through etch's [`sgemm`](super::sgemm) (the left operand packed into scratch
+//! memory per call, the scaling by `alpha` folded into the packing, a `[N]` bias of `addmm` added
+//! in the epilogue), multi-threaded on etch's pool. Where only the portable microkernel would run
+//! (CPUs without AVX2, other architectures) the `gemm` crate, whose NEON and SSE code is faster,
+//! does the product instead.
 
 use gemm::{Parallelism, gemm};
+
+use super::sgemm::{Bias, Epilogue, Kernel, MatMut, MatRef, PackedLhs, pack_lhs, packed_lhs_len, sgemm};
 
 use crate::args::KernelArgs;
 use crate::dtype::DType;
@@ -46,10 +52,87 @@ fn max_offset(batches: usize, rows: usize, cols: usize, batch: usize, row: usize
         .checked_add((cols - 1).checked_mul(col)?)
 }
 
-/// `out[b] = keep * out[b] + scale * a[b] @ m[b]` for `batches` products of `n×k` by `k×p`.
-/// `keep` is `None` when `out` is only written.
+/// Scratch memory for the packed left operand could not be allocated.
+const NO_SCRATCH: KernelError = KernelError::NotImplemented("matrix product scratch memory could not be allocated");
+
+/// `out[b] = keep * out[b] + scale * a[b] @ m[b] (+ col_bias)` for `batches` products of `n×k` by
+/// `k×p`. `keep` is `None` when `out` is only written; `col_bias[j]` (length `p`) is added to
+/// column `j`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_f32(
+    ctx: &mut KernelContext,
+    batches: usize,
+    (n, k, p): (usize, usize, usize),
+    a: Mat<'_>,
+    m: Mat<'_>,
+    out: &mut [f32],
+    (ob, or, oc): (usize, usize, usize),
+    keep: Option<f32>,
+    scale: f32,
+    col_bias: Option<&[f32]>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    if Kernel::best() == Kernel::Portable {
+        if let Some(bias) = col_bias {
+            fill_col_bias(bias, out, batches, (n, p), (ob, or, oc), keep, arg)?;
+            return gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), Some(1.0), scale, arg);
+        }
+        return gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), keep, scale, arg);
+    }
+    let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+    let len = packed_lhs_len(n, k).ok_or(bad)?;
+    let epilogue = Epilogue {
+        bias: col_bias.map_or(Bias::None, Bias::Col),
+        accumulate: keep.is_some(),
+        ..Epilogue::store()
+    };
+    let run = |packed: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
+        for b in 0..batches {
+            let at = |base: usize| b.checked_mul(base).ok_or(bad);
+            let lhs = MatRef { data: a.data.get(at(a.batch)?..).ok_or(bad)?, row: a.row, col: a.col };
+            pack_lhs(n, k, lhs, scale, packed, arg)?;
+            let dst = out.get_mut(at(ob)?..).ok_or(bad)?;
+            if let Some(beta) = keep.filter(|&beta| beta != 1.0) {
+                for i in 0..n {
+                    for j in 0..p {
+                        *dst.get_mut(i * or + j * oc).ok_or(bad)? *= beta;
+                    }
+                }
+            }
+            let rhs = MatRef { data: m.data.get(at(m.batch)?..).ok_or(bad)?, row: m.row, col: m.col };
+            let lhs = PackedLhs { data: packed, m: n, k };
+            sgemm(ctx, p, lhs, rhs, MatMut { data: dst, row: or, col: oc }, &epilogue, arg)?;
+        }
+        Ok(())
+    };
+    ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// Writes `keep * out + bias[j]` (or `bias[j]` when `keep` is `None`) into every row of `out`.
+fn fill_col_bias(
+    bias: &[f32],
+    out: &mut [f32],
+    batches: usize,
+    (n, p): (usize, usize),
+    (ob, or, oc): (usize, usize, usize),
+    keep: Option<f32>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+    for b in 0..batches {
+        for i in 0..n {
+            for (j, &bias) in bias.iter().enumerate().take(p) {
+                let v = out.get_mut(b * ob + i * or + j * oc).ok_or(bad)?;
+                *v = keep.map_or(0.0, |beta| beta * *v) + bias;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`gemm_f32`] through the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+fn gemm_crate_f32(
     ctx: &KernelContext,
     batches: usize,
     (n, k, p): (usize, usize, usize),
@@ -79,7 +162,7 @@ pub(super) fn gemm_f32(
     let threads = ctx.threads();
     let parallelism =
         if threads > 1 && macs >= PARALLEL_MIN_MACS { Parallelism::Rayon(threads) } else { Parallelism::None };
-    ctx.install(|| {
+    let mut run = || {
         for b in 0..batches {
             let (ao, mo, oo) = (b * a.batch, b * m.batch, b * ob);
             // In bounds by the `fits` checks: `wrapping_add` here only avoids a separate unsafe op.
@@ -114,7 +197,9 @@ pub(super) fn gemm_f32(
                 );
             }
         }
-    });
+    };
+    // One thread: no hop to a pool thread (`install` would send even sequential work there).
+    if matches!(parallelism, Parallelism::None) { run() } else { ctx.install(run) }
     Ok(())
 }
 
@@ -143,7 +228,7 @@ pub fn mm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     let mut out = args.tensor_mut(2)?;
     out.resize(&[n, p])?;
     let s = out.strides();
-    gemm_f32(ctx, 1, (n, k, p), av, mv, out.data_mut::<f32>()?, (0, s[0], s[1]), None, 1.0, 2)
+    gemm_f32(ctx, 1, (n, k, p), av, mv, out.data_mut::<f32>()?, (0, s[0], s[1]), None, 1.0, None, 2)
 }
 
 /// `aten::bmm.out` — f32 through gemm, otherwise the portable kernel.
@@ -158,7 +243,7 @@ pub fn bmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let mut out = args.tensor_mut(2)?;
     out.resize(&[b, n, p])?;
     let s = out.strides();
-    gemm_f32(ctx, b, (n, k, p), av, mv, out.data_mut::<f32>()?, (s[0], s[1], s[2]), None, 1.0, 2)
+    gemm_f32(ctx, b, (n, k, p), av, mv, out.data_mut::<f32>()?, (s[0], s[1], s[2]), None, 1.0, None, 2)
 }
 
 /// `aten::addmm.out` — `beta * self + alpha * (mat1 @ mat2)`; f32 through gemm (the bias is
@@ -183,25 +268,22 @@ pub fn addmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
     let bias_strides = broadcast_strides_ordered(bias.sizes(), &bias.strides(), &[n, p]);
     let bias_data = bias.data::<f32>()?;
     let o = out.data_mut::<f32>()?;
+    if beta == 1.0 && bias.sizes() == [p] && bias_data.len() == p {
+        // The linear-layer case: the bias row is added in the GEMM's epilogue.
+        return gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), None, alpha, Some(bias_data), 5);
+    }
     let keep = if beta == 0.0 {
         // PyTorch ignores `self` (even NaN) when beta is 0.
         None
     } else {
         let bad = KernelError::ShapeMismatch { arg: 0, reason: "bias outside its tensor" };
-        if bias.sizes() == [p] && s[1] == 1 && bias_data.len() == p {
-            // The linear-layer case: one bias row copied into every output row.
-            for i in 0..n {
-                o.get_mut(i * s[0]..i * s[0] + p).ok_or(bad)?.copy_from_slice(bias_data);
-            }
-        } else {
-            let ostrides = crate::Shape::new(&[s[0], s[1]]).unwrap_or_default();
-            for [io, ib] in StridedIter::new(&[n, p], [ostrides, bias_strides]) {
-                *o.get_mut(io).ok_or(bad)? = *bias_data.get(ib).ok_or(bad)?;
-            }
+        let ostrides = crate::Shape::new(&[s[0], s[1]]).unwrap_or_default();
+        for [io, ib] in StridedIter::new(&[n, p], [ostrides, bias_strides]) {
+            *o.get_mut(io).ok_or(bad)? = *bias_data.get(ib).ok_or(bad)?;
         }
         Some(beta)
     };
-    gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, 5)
+    gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, None, 5)
 }
 
 /// Registers the optimized matrix products.

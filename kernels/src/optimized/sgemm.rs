@@ -467,15 +467,7 @@ fn run_tile(kernel: Kernel, t: &Tile) {
         // tile's pointers satisfy the `Tile` contract (upheld by `Job::run`).
         Kernel::Avx2 => unsafe { x86::tile_avx2(t) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => {
-            if t.cols > 16 {
-                // SAFETY: `Avx512` is only chosen when the CPU has AVX-512F; contract as above.
-                unsafe { x86::tile_avx512::<2>(t) }
-            } else {
-                // SAFETY: as above.
-                unsafe { x86::tile_avx512::<1>(t) }
-            }
-        }
+        Kernel::Avx512 => x86::dispatch_avx512(t),
     }
 }
 
@@ -551,20 +543,42 @@ mod x86 {
 
     use super::{MR, Tile};
 
-    /// The AVX-512 microkernel: `MR` rows × `NV` registers of 16 columns, the last register
+    /// The AVX-512 microkernel instantiated for the tile's rows (a panel's last rows and
+    /// matrix-vector products compute no padding rows) and registers per row.
+    pub(super) fn dispatch_avx512(t: &Tile) {
+        macro_rules! by_rows {
+            ($($r:literal)*) => {
+                match (t.rows, t.cols > 16) {
+                    $(
+                        // SAFETY: `Avx512` is only chosen (or offered to tests) when the CPU has
+                        // AVX-512F; the tile satisfies the `Tile` contract (upheld by
+                        // `Job::run`), with `rows == R` and `cols <= 16 * NV`.
+                        ($r, true) => unsafe { tile_avx512::<$r, 2>(t) },
+                        // SAFETY: as above.
+                        ($r, false) => unsafe { tile_avx512::<$r, 1>(t) },
+                    )*
+                    _ => {}
+                }
+            };
+        }
+        by_rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+    }
+
+    /// The AVX-512 microkernel: `R <= MR` rows × `NV` registers of 16 columns, the last register
     /// masked to the tile's width.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `t` satisfies the `Tile` contract with `t.cols <= 16 * NV`.
+    /// The CPU supports AVX-512F; `t` satisfies the `Tile` contract with `t.rows == R` and
+    /// `t.cols <= 16 * NV`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_avx512<const NV: usize>(t: &Tile) {
+    unsafe fn tile_avx512<const R: usize, const NV: usize>(t: &Tile) {
         let masks: [__mmask16; NV] = std::array::from_fn(|v| {
             let lanes = t.cols.saturating_sub(v * 16).min(16);
             ((1u32 << lanes) - 1) as __mmask16
         });
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
         if t.load_c {
-            for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
+            for (r, acc) in acc.iter_mut().enumerate() {
                 for (v, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: masked lanes are columns < cols of row r < rows (Tile contract);
                     // masked-off lanes are not accessed.
@@ -590,7 +604,7 @@ mod x86 {
         }
         if t.finish {
             if !t.row_bias.is_null() {
-                for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
+                for (r, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: r < rows (Tile contract).
                     let bias = _mm512_set1_ps(unsafe { t.row_bias.wrapping_add(r).read() });
                     for acc in acc.iter_mut() {
@@ -617,7 +631,7 @@ mod x86 {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(t.rows) {
+        for (r, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
                 // SAFETY: columns < cols of row r < rows (Tile contract), masked.
                 unsafe { _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.ldc + v * 16), masks[v], acc) };
