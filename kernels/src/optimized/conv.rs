@@ -1070,6 +1070,8 @@ mod tests {
         groups: i64,
         x_channels_last: bool,
         out_channels_last: bool,
+        /// The weight is a program constant (packed at init by `prepare_convolution`).
+        constant_weight: bool,
     }
 
     const fn case(x: [usize; 4], w: [usize; 4], stride: i64, padding: i64, groups: i64) -> Case {
@@ -1083,6 +1085,7 @@ mod tests {
             groups,
             x_channels_last: false,
             out_channels_last: false,
+            constant_weight: false,
         }
     }
 
@@ -1101,9 +1104,12 @@ mod tests {
         fn call(&self) -> Call {
             let numel = |s: &[usize]| s.iter().product::<usize>();
             let order = |cl: bool| cl.then_some(CHANNELS_LAST);
-            let mut c = Call::new()
-                .tensor_ordered(&self.x, order(self.x_channels_last), &noise(numel(&self.x), 1))
-                .tensor(&self.w, &noise(numel(&self.w), 2));
+            let c = Call::new().tensor_ordered(&self.x, order(self.x_channels_last), &noise(numel(&self.x), 1));
+            let mut c = if self.constant_weight {
+                c.constant(&self.w, &noise(numel(&self.w), 2))
+            } else {
+                c.tensor(&self.w, &noise(numel(&self.w), 2))
+            };
             c = if self.bias { c.tensor(&[self.w[0]], &noise(self.w[0], 3)) } else { c.none() };
             c = c
                 .ints(&self.stride)
@@ -1127,7 +1133,8 @@ mod tests {
             done.tensor::<f32>(OUT)
         }
 
-        /// The optimized kernel agrees with the portable one, on one thread and on a pool.
+        /// The optimized kernel agrees with the portable one, on one thread and on a pool, plain,
+        /// clamped, and with its weights packed at init (when they are a constant).
         fn check(&self) {
             let (want_sizes, want) = self.run(portable::conv::convolution_out);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
@@ -1135,6 +1142,18 @@ mod tests {
                 assert_eq!(got.0, want_sizes);
                 assert_close(&got.1, &want, 1e-4);
             }
+            let clamped: Vec<f32> = want.iter().map(|&v| v.clamp(-0.25, 0.5)).collect();
+            let got = self.run(|ctx, args| convolution_clamped(ctx, args, -0.25, 0.5));
+            assert_close(&got.1, &clamped, 1e-4);
+            let relu: Vec<f32> = want.iter().map(|&v| v.max(0.0)).collect();
+            let got = self.run(|ctx, args| convolution_clamped(ctx, args, 0.0, f32::INFINITY));
+            assert_close(&got.1, &relu, 1e-4);
+            let constant = Case { constant_weight: true, ..*self };
+            let mut done = constant.call().prepare();
+            let packed = done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
+            // One input channel per group (depthwise): the direct kernels read the weights as they are.
+            assert_eq!(packed, self.w[1] > 1);
+            assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
         }
 
         fn all_layouts(self) {

@@ -40,6 +40,17 @@ impl Call {
     }
 
     fn make_tensor<T: Element>(&mut self, sizes: &[usize], order: Option<&[u8]>, data: &[T], resizable: bool) -> u32 {
+        self.make_tensor_with(sizes, order, data, resizable, true)
+    }
+
+    fn make_tensor_with<T: Element>(
+        &mut self,
+        sizes: &[usize],
+        order: Option<&[u8]>,
+        data: &[T],
+        resizable: bool,
+        writable: bool,
+    ) -> u32 {
         let shape = Shape::new(sizes).expect("rank");
         let order = order.map_or_else(|| DimOrder::contiguous(sizes.len()), |o| DimOrder::new(o).expect("order"));
         let bytes: &[u8] = bytemuck::cast_slice(data);
@@ -51,7 +62,7 @@ impl Call {
         // SAFETY: `ptr` points to `capacity` initialised bytes of a buffer this `Call` owns and
         // never touches again except through this tensor; the heap allocation does not move when
         // `buffers` grows, and it outlives the tensor (both are dropped with the `Call`).
-        let t = unsafe { TensorImpl::new(T::DTYPE, shape, order, resizable, true, ptr, capacity) };
+        let t = unsafe { TensorImpl::new(T::DTYPE, shape, order, resizable, writable, ptr, capacity) };
         self.tensors.push(t);
         self.push_value(EValue::Tensor(TensorId((self.tensors.len() - 1) as u32)))
     }
@@ -59,6 +70,13 @@ impl Call {
     /// A tensor argument with these sizes and contiguous data.
     pub fn tensor<T: Element>(self, sizes: &[usize], data: &[T]) -> Call {
         self.tensor_ordered(sizes, None, data)
+    }
+
+    /// A constant tensor argument (a program constant: [`Tensor::is_constant`]), contiguous.
+    pub fn constant<T: Element>(mut self, sizes: &[usize], data: &[T]) -> Call {
+        let v = self.make_tensor_with(sizes, None, data, false, false);
+        self.args.push(v);
+        self
     }
 
     /// A tensor argument stored in dim order `order` (`data` in storage order).
@@ -170,6 +188,22 @@ impl Finished {
         // `args` lives; writable positions are below 64 (calls have few arguments).
         let args = unsafe { KernelArgs::new(&self.table, &self.args, self.writable) };
         kernel(ctx, &args)
+    }
+
+    /// Runs `prepare` on the arguments (as the engine does at method init), then `kernel` with
+    /// the state it returned; the result tells whether `prepare` returned any.
+    pub fn run_prepared(
+        &mut self,
+        prepare: crate::registry::PrepareFn,
+        kernel: KernelFn,
+        ctx: &mut KernelContext,
+    ) -> Result<bool, KernelError> {
+        // SAFETY: as in `run`.
+        let args = unsafe { KernelArgs::new(&self.table, &self.args, self.writable) };
+        let state = prepare(&args)?;
+        let args = args.with_prepared(state.as_deref());
+        kernel(ctx, &args)?;
+        Ok(state.is_some())
     }
 
     /// Sizes and elements (storage order) of the tensor at position `arg`.
