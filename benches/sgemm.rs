@@ -57,7 +57,7 @@ fn bench_sgemm(c: &mut Criterion) {
             });
             group.bench_function(format!("gemm_crate_{threads}t/{name}"), |bench| {
                 bench.iter(|| {
-                    let run = || bench_support::gemm_crate(m, n, k, &a, black_box(&b), &mut out, threads);
+                    let mut run = || bench_support::gemm_crate(m, n, k, &a, black_box(&b), &mut out, threads);
                     if threads > 1 { pool.install(run) } else { run() }
                 })
             });
