@@ -881,15 +881,22 @@ impl Inner<'_> {
                 // graph orders every conflicting pair of its instructions.
                 unsafe { run_block_parallel(&p.pool, block, &self.steps, &self.values, &env) }
                     .map_err(|(i, e)| self.step_error(i, e))?;
-            } else {
+            } else if let Some(costs) = timing.as_deref_mut() {
                 for &i in &block.instructions {
                     let t = Instant::now();
                     // SAFETY: one step at a time; the busy flag excludes other executions.
                     unsafe { run_step(i, &self.steps[i], &self.values, &env, &mut context) }
                         .map_err(|e| self.step_error(i, e))?;
-                    if let Some(c) = timing.as_deref_mut().and_then(|c| c.get_mut(i)) {
+                    if let Some(c) = costs.get_mut(i) {
                         *c = c.min(t.elapsed().as_nanos() as f64);
                     }
+                }
+            } else {
+                // Untimed: the clock read costs as much as a small instruction (dispatch_chain).
+                for &i in &block.instructions {
+                    let step = self.steps.get(i).ok_or_else(|| Error::Internal(format!("no instruction {i}")))?;
+                    // SAFETY: one step at a time; the busy flag excludes other executions.
+                    unsafe { run_step(i, step, &self.values, &env, &mut context) }.map_err(|e| self.step_error(i, e))?;
                 }
             }
             pc = match block.range.terminator {
