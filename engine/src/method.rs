@@ -896,7 +896,8 @@ impl Inner<'_> {
                 for &i in &block.instructions {
                     let step = self.steps.get(i).ok_or_else(|| Error::Internal(format!("no instruction {i}")))?;
                     // SAFETY: one step at a time; the busy flag excludes other executions.
-                    unsafe { run_step(i, step, &self.values, &env, &mut context) }.map_err(|e| self.step_error(i, e))?;
+                    unsafe { run_step(i, step, &self.values, &env, &mut context) }
+                        .map_err(|e| self.step_error(i, e))?;
                 }
             }
             pc = match block.range.terminator {

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod linalg;
+pub mod reduce;
 
 use crate::registry::{KernelFn, KernelRegistry};
 
@@ -15,6 +16,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     conv::register(r);
     copy::register(r);
     elementwise::register(r);
+    reduce::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
