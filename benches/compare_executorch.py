@@ -25,14 +25,14 @@ What one run does, per model:
        et-portable      ExecuTorch's own runtime (executorch.runtime), portable kernels (single-threaded)
        et-xnnpack@T     ExecuTorch's runtime, XNNPACK delegate, its threadpool reset to T threads
        ort@T            ONNX Runtime, intra_op_num_threads=T, sequential execution mode
-       etch-seq         `etch bench NAME.pte --mode sequential`
+       etch-seq@T       `etch bench NAME.pte --mode sequential --threads T` (one instruction at a time,
+                        kernels spread over T threads)
        etch-par@T       `etch bench NAME.pte --mode parallel --threads T`
      Latency = median over all timed iterations (etch: median of its per-round medians; etch reports
      only statistics), min and p90 kept in the JSON. Load = median over rounds of program load + method
      init (ORT: InferenceSession creation). Runtimes whose single run exceeds 100 ms (ExecuTorch-portable
      on mobilenet_v2 takes ~1.6 s) get --portable-iters timed iterations instead of --iters.
-  5. Prints one table per thread budget T: the best etch mode using at most T threads (etch-seq counts
-     as 1 thread) against et-xnnpack@T and ort@T; et-portable is single-threaded and appears in every
+  5. Prints one table per thread budget T: the best etch mode using at most T threads against et-xnnpack@T and ort@T; et-portable is single-threaded and appears in every
      table. Ratios are etch / other (below 1.0: etch is faster). --json FILE writes the same and more.
 
 Caveats: ExecuTorch and ONNX Runtime are timed from Python (a few microseconds of binding overhead per
@@ -474,7 +474,7 @@ class EtchRunner:
                  scratch: str):
         self.key, self.etch, self.pte, self.input_files = key, etch, pte, input_files
         self.mode_args = ["--mode", mode] + (["--threads", str(threads)] if threads is not None else [])
-        self.threads = threads if mode == "parallel" else 1
+        self.threads = threads or 1
         self.scratch = scratch
 
     def _call(self, args: list[str]) -> str:
@@ -527,12 +527,13 @@ def make_runners(prepared: Prepared, args, scratch: str) -> tuple[list, dict]:
     if "ort" in wanted and need("onnx", [f"ort@{t}" for t in threads]):
         runners += [OrtRunner(f"ort@{t}", prepared.onnx, prepared.inputs, t) for t in threads]
     if "etch" in wanted:
-        keys = ["etch-seq"] + [f"etch-par@{t}" for t in threads]
+        keys = [f"etch-seq@{t}" for t in threads] + [f"etch-par@{t}" for t in threads]
         if not os.path.exists(args.etch):
             for k in keys:
                 errors[k] = f"etch binary not found at {args.etch} (cargo build --release, or --etch PATH)"
         elif need("pte", keys):
-            runners.append(EtchRunner("etch-seq", args.etch, prepared.pte, prepared.input_files, "sequential", None, scratch))
+            runners += [EtchRunner(f"etch-seq@{t}", args.etch, prepared.pte, prepared.input_files, "sequential", t, scratch)
+                        for t in threads]
             runners += [EtchRunner(f"etch-par@{t}", args.etch, prepared.pte, prepared.input_files, "parallel", t, scratch)
                         for t in threads]
     return runners, errors
@@ -674,7 +675,7 @@ def table_rows(measurements: dict[str, dict[str, Measurement]], threads: int) ->
         def get(key):
             return ms.get(key)
 
-        etch_candidates = [get("etch-seq")] + [get(f"etch-par@{t}") for t in range(1, threads + 1)]
+        etch_candidates = [get(f"{mode}@{t}") for mode in ("etch-seq", "etch-par") for t in range(1, threads + 1)]
         usable = [m for m in etch_candidates if m is not None and m.usable()]
         best = min(usable, key=lambda m: m.median_ms()) if usable else None
         row = {"model": name, "threads": threads}

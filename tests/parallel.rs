@@ -93,7 +93,7 @@ fn graphs_really_run_in_parallel_mode() {
     m.set_input(0, TensorView { dtype: a.dtype, sizes: &a.shape, data: &a.data }).unwrap();
     m.execute().unwrap();
     let costs = vec![1.0; m.num_instructions()];
-    let blocks = m.parallel_profile(&costs);
+    let blocks = m.parallel_profile(&costs, &costs);
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].runs_as_graph, Some(true));
     assert!(blocks[0].critical_path_ns < blocks[0].work_ns / 3.0, "{blocks:?}");

@@ -64,18 +64,20 @@ fn value_uses(b: &Builder<'_>, ins: &Instructions, values: &[EValue], pool: &Lis
     uses
 }
 
-/// Reads a constant float32 tensor's elements.
-fn constant_f32(b: &Builder<'_>, t: &TensorDef) -> Option<Vec<f32>> {
+/// A constant float32 tensor's bytes (little-endian elements), checked against its shape.
+fn constant_bytes<'p>(b: &Builder<'p>, t: &TensorDef) -> Option<&'p [u8]> {
     let TensorData::Constant(range) = &t.data else { return None };
     if t.scalar_type != DType::Float {
         return None;
     }
     let bytes = range.slice(b.program.bytes())?;
     let n: usize = t.sizes.iter().try_fold(1usize, |a, &s| a.checked_mul(s))?;
-    if bytes.len() != n.checked_mul(4)? {
-        return None;
-    }
-    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    (bytes.len() == n.checked_mul(4)?).then_some(bytes)
+}
+
+/// Reads a constant float32 tensor's elements.
+fn constant_f32(b: &Builder<'_>, t: &TensorDef) -> Option<Vec<f32>> {
+    Some(constant_bytes(b, t)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 fn tensor_def<'d>(b: &Builder<'d>, v: u32) -> Option<&'d TensorDef> {
@@ -199,35 +201,41 @@ fn fuse_pair(
     if !is_contiguous(weight_def) || weight_def.sizes.len() < 3 {
         return None;
     }
-    let weight = constant_f32(b, weight_def)?;
+    let weight = constant_bytes(b, weight_def)?;
     let channels = *weight_def.sizes.first()?;
-    let per_channel = weight.len().checked_div(channels)?;
+    let per_channel = (weight.len() / 4).checked_div(channels)?;
     let bias = channel_vector(b, values, conv[2], channels, 0.0)?;
     let gamma = channel_vector(b, values, bn[1], channels, 1.0)?;
     let beta = channel_vector(b, values, bn[2], channels, 0.0)?;
     let mean = channel_vector(b, values, bn[3], channels, f32::NAN)?;
     let var = channel_vector(b, values, bn[4], channels, f32::NAN)?;
     let EValue::Double(eps) = *values.get(bn[6] as usize)? else { return None };
-    if mean.iter().chain(&var).any(|x| x.is_nan()) {
+    if mean.iter().chain(&var).any(|x| x.is_nan()) || per_channel * channels * 4 != weight.len() {
         return None;
     }
     // f64 arithmetic, one rounding at the end.
     let scale: Vec<f64> = (0..channels).map(|c| f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt()).collect();
-    let new_weight: Vec<f32> = weight
-        .chunks_exact(per_channel.max(1))
-        .zip(&scale)
-        .flat_map(|(row, &s)| row.iter().map(move |&w| (f64::from(w) * s) as f32))
-        .collect();
+    // Written straight into the constant's buffer: a copy through a Vec costs page faults that
+    // dominate load time on large models.
+    let mut new_weight = AlignedBuf::for_writing(weight.len())?;
+    let rows = new_weight
+        .as_mut_slice()
+        .chunks_exact_mut(per_channel.max(1) * 4)
+        .zip(weight.chunks_exact(per_channel.max(1) * 4));
+    for ((dst, src), &s) in rows.zip(&scale) {
+        for (d, w) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+            let w = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            d.copy_from_slice(&((f64::from(w) * s) as f32).to_le_bytes());
+        }
+    }
     let new_bias: Vec<f32> = (0..channels)
         .map(|c| ((f64::from(bias[c]) - f64::from(mean[c])) * scale[c] + f64::from(beta[c])) as f32)
         .collect();
-    if new_weight.len() != weight.len() {
-        return None;
-    }
     let constant = |sizes: Vec<usize>, data: &[f32]| -> Option<FusedConstant> {
         Some(FusedConstant { dtype: DType::Float, sizes, bytes: AlignedBuf::copy_of(bytemuck::cast_slice(data))? })
     };
-    let constants = [constant(weight_def.sizes.clone(), &new_weight)?, constant(vec![channels], &new_bias)?];
+    let weight_constant = FusedConstant { dtype: DType::Float, sizes: weight_def.sizes.clone(), bytes: new_weight };
+    let constants = [weight_constant, constant(vec![channels], &new_bias)?];
     // Both indices first, so a failure leaves `values` and `ids` untouched.
     let tensor = u32::try_from(ids.iter().flatten().count()).ok()?;
     let value = u32::try_from(values.len()).ok()?;

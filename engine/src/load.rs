@@ -324,7 +324,7 @@ impl Builder<'_> {
             let (ptr, writable, region) = match &t.data {
                 // Computed once at load: memory of its own, read-only afterwards.
                 TensorData::Planned { .. } if folded.contains(&TensorId(tensors.len() as u32)) => {
-                    let mut buf = AlignedBuf::zeroed(t.nbytes)
+                    let mut buf = AlignedBuf::for_writing(t.nbytes)
                         .ok_or_else(|| bad("folded constant too large".into(), ErrorKind::MemoryAllocationFailed))?;
                     let p = buf.as_mut_ptr();
                     owned.push(buf);

@@ -12,11 +12,22 @@ pub const BUFFER_ALIGN: usize = 64;
 #[repr(C, align(64))]
 struct Line([u8; BUFFER_ALIGN]);
 
-/// A zero-initialised heap buffer aligned to [`BUFFER_ALIGN`].
+/// A zero-initialised buffer aligned to [`BUFFER_ALIGN`].
 pub struct AlignedBuf {
-    lines: Vec<Line>,
+    storage: Storage,
     len: usize,
 }
+
+/// Buffers from [`MAP_MIN`] bytes up are anonymous mappings: page aligned and zeroed by the OS
+/// page by page on first touch, so loading a method neither writes its planned memory (the
+/// allocator's aligned `alloc_zeroed` memsets) nor faults it in. Smaller ones are heap blocks.
+enum Storage {
+    Heap(Vec<Line>),
+    Mapped(memmap2::MmapMut),
+}
+
+/// Size from which [`AlignedBuf`] maps memory instead of using the heap.
+const MAP_MIN: usize = 1 << 20;
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,15 +38,34 @@ impl std::fmt::Debug for AlignedBuf {
 impl AlignedBuf {
     /// `len` zero bytes, or `None` if the allocation size overflows.
     pub fn zeroed(len: usize) -> Option<AlignedBuf> {
+        AlignedBuf::allocate(len, false)
+    }
+
+    /// Like [`AlignedBuf::zeroed`], for a buffer the caller fills right away: a large one has its
+    /// pages mapped in one call rather than faulted in one by one as they are written.
+    pub fn for_writing(len: usize) -> Option<AlignedBuf> {
+        AlignedBuf::allocate(len, true)
+    }
+
+    fn allocate(len: usize, populate: bool) -> Option<AlignedBuf> {
+        if len >= MAP_MIN {
+            let mut options = memmap2::MmapOptions::new();
+            options.len(len);
+            if populate {
+                options.populate();
+            }
+            let map = options.map_anon().ok()?;
+            return Some(AlignedBuf { storage: Storage::Mapped(map), len });
+        }
         let lines = len.checked_add(BUFFER_ALIGN - 1)? / BUFFER_ALIGN;
         // Fails (instead of aborting) when the size cannot be allocated.
         let v: Vec<Line> = bytemuck::allocation::try_zeroed_vec(lines).ok()?;
-        Some(AlignedBuf { lines: v, len })
+        Some(AlignedBuf { storage: Storage::Heap(v), len })
     }
 
     /// A copy of `bytes`.
     pub fn copy_of(bytes: &[u8]) -> Option<AlignedBuf> {
-        let mut b = AlignedBuf::zeroed(bytes.len())?;
+        let mut b = AlignedBuf::for_writing(bytes.len())?;
         b.as_mut_slice().copy_from_slice(bytes);
         Some(b)
     }
@@ -49,16 +79,26 @@ impl AlignedBuf {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
+        match &self.storage {
+            Storage::Heap(lines) => &bytemuck::cast_slice(lines)[..self.len],
+            Storage::Mapped(map) => &map[..self.len],
+        }
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+        match &mut self.storage {
+            Storage::Heap(lines) => &mut bytemuck::cast_slice_mut(lines)[..self.len],
+            Storage::Mapped(map) => &mut map[..self.len],
+        }
     }
 
-    /// Base pointer for tensors. The heap block does not move when the `AlignedBuf` moves.
+    /// Base pointer for tensors. Neither the heap block nor the mapping moves when the
+    /// `AlignedBuf` moves.
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr().cast()
+        match &mut self.storage {
+            Storage::Heap(lines) => lines.as_mut_ptr().cast(),
+            Storage::Mapped(map) => map.as_mut_ptr(),
+        }
     }
 }
 
@@ -152,7 +192,9 @@ impl<'a> MemoryManager<'a> {
     pub(crate) fn zero(&mut self) {
         for b in &mut self.buffers {
             match b {
-                Planned::Owned(buf) => buf.as_mut_slice().fill(0),
+                // Allocated zeroed by `owned`, and a manager serves one method load (the method
+                // keeps it): writing zeros again would only fault in every page at load.
+                Planned::Owned(_) => {}
                 Planned::Borrowed { ptr, len, .. } => {
                     // SAFETY: `ptr`/`len` come from a `&'a mut [u8]` this manager holds exclusively
                     // for 'a, and no tensor view is alive while the method is being (re)initialised.

@@ -559,20 +559,33 @@ impl<'mem> Method<'mem> {
     }
 
     /// Times each instruction over `runs` sequential executions (shared-mode code path, program
-    /// order) and returns the per-instruction minimum in nanoseconds.
+    /// order) and returns the per-instruction minimum in nanoseconds. Kernels may spread over the
+    /// pool as in a normal execution.
     pub fn profile_instructions(&mut self, runs: usize) -> Result<Vec<f64>> {
+        self.profile(runs, true)
+    }
+
+    /// [`Method::profile_instructions`] with every kernel on the calling thread alone: the work
+    /// an instruction is, for bounds such as `work / threads`.
+    pub fn profile_instructions_single_threaded(&mut self, runs: usize) -> Result<Vec<f64>> {
+        self.profile(runs, false)
+    }
+
+    fn profile(&mut self, runs: usize, intra_op: bool) -> Result<Vec<f64>> {
         let inner = self.inner_mut();
         inner.check_inputs()?;
         let mut costs = vec![f64::INFINITY; inner.steps.len()];
         for _ in 0..runs.max(1) {
-            inner.run_inline_timed(&mut costs)?;
+            inner.run_inline_timed(&mut costs, intra_op)?;
         }
         Ok(costs)
     }
 
-    /// For parallel-mode methods: per block, its instruction range, total work and critical path
-    /// under `costs` (ns per instruction), and whether it runs as a graph.
-    pub fn parallel_profile(&self, costs: &[f64]) -> Vec<BlockProfile> {
+    /// For parallel-mode methods: per block, its instruction range, total work under `work_costs`
+    /// and critical path under `costs` (ns per instruction), and whether it runs as a graph.
+    /// Pass single-threaded times as `work_costs` for the ideal bound `max(critical path, work /
+    /// threads)`: work measured with kernels already spread over the pool would count the cores twice.
+    pub fn parallel_profile(&self, costs: &[f64], work_costs: &[f64]) -> Vec<BlockProfile> {
         let Some(p) = &self.inner.parallel else { return Vec::new() };
         let decided = p.as_graph.get();
         p.blocks
@@ -584,7 +597,7 @@ impl<'mem> Method<'mem> {
                 BlockProfile {
                     start: b.range.start,
                     end: b.range.end,
-                    work_ns: c.iter().sum(),
+                    work_ns: b.instructions.iter().map(|&i| work_costs.get(i).copied().unwrap_or(0.0)).sum(),
                     critical_path_ns: b.graph.critical_path(c),
                     edges: b.graph.edge_count(),
                     runs_as_graph: decided.and_then(|d| d.get(i).copied()),
@@ -745,7 +758,7 @@ impl Inner<'_> {
         let this = &*self;
         if let Some(p) = &this.parallel {
             // The re-plan's placement relies on its order: inline blocks, never graphs.
-            return this.catch(|| this.run_blocks(p, &[], None));
+            return this.catch(|| this.run_blocks(p, &[], None, true));
         }
         let env = this.env();
         let mut context = this.context();
@@ -774,7 +787,7 @@ impl Inner<'_> {
     }
 
     /// Program order on the current thread with per-instruction timing (`costs` keeps minima).
-    fn run_inline_timed(&self, costs: &mut [f64]) -> Result<()> {
+    fn run_inline_timed(&self, costs: &mut [f64], intra_op: bool) -> Result<()> {
         if self.busy.swap(true, Ordering::Acquire) {
             return Err(Error::InvalidMethod {
                 method: self.name.to_string(),
@@ -788,11 +801,11 @@ impl Inner<'_> {
         // Parallel-mode methods may run blocks in an order other than program order (the re-plan's
         // placement relies on it): time them block by block, inline.
         if let Some(p) = &self.parallel {
-            return self.catch(|| self.run_blocks(p, &[], Some(costs)));
+            return self.catch(|| self.run_blocks(p, &[], Some(costs), intra_op));
         }
         let env = self.env();
         self.catch(|| {
-            let mut context = self.context();
+            let mut context = if intra_op { self.context() } else { KernelContext::new() };
             let r = run_sequential(self.steps.len(), DEFAULT_BUDGET, |pc| {
                 let t = Instant::now();
                 // SAFETY: one step at a time; the busy flag excludes other executions.
@@ -819,12 +832,12 @@ impl Inner<'_> {
         let Some(p) = &self.parallel else {
             // Sequential-mode method reached through execute_async: program order, shared access.
             let mut sink = vec![0f64; 0];
-            return self.run_inline_timed(&mut sink);
+            return self.run_inline_timed(&mut sink, true);
         };
         // Warm-up: measure instruction costs inline, then decide which blocks run as graphs.
         if p.as_graph.get().is_none() {
             let mut costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
-            self.run_inline_timed(&mut costs)?;
+            self.run_inline_timed(&mut costs, true)?;
             if let Ok(mut shared) = p.costs.lock() {
                 *shared = costs.clone();
             }
@@ -856,17 +869,24 @@ impl Inner<'_> {
         // SAFETY: the busy flag excludes any other execution.
         unsafe { self.restore_freed() };
         let as_graph = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
-        self.catch(|| self.run_blocks(p, as_graph, None))
+        self.catch(|| self.run_blocks(p, as_graph, None, true))
     }
 
     /// Runs the blocks, following jumps: as graphs where `as_graph` says so, otherwise inline in
     /// the block's order, timing each instruction into `timing` if given.
-    fn run_blocks(&self, p: &Parallel, as_graph: &[bool], mut timing: Option<&mut [f64]>) -> Result<()> {
+    /// Kernels of inline blocks may use the pool when `intra_op` (and the runtime allows it).
+    fn run_blocks(
+        &self,
+        p: &Parallel,
+        as_graph: &[bool],
+        mut timing: Option<&mut [f64]>,
+        intra_op: bool,
+    ) -> Result<()> {
         let env = self.env();
         let n = self.steps.len();
         let mut pc = 0usize;
         let mut executed = 0u64;
-        let mut context = self.context();
+        let mut context = if intra_op { self.context() } else { KernelContext::new() };
         while pc < n {
             let bi = p.block_at.get(pc).copied().unwrap_or(usize::MAX);
             let Some(block) = p.blocks.get(bi) else {
@@ -881,15 +901,23 @@ impl Inner<'_> {
                 // graph orders every conflicting pair of its instructions.
                 unsafe { run_block_parallel(&p.pool, block, &self.steps, &self.values, &env) }
                     .map_err(|(i, e)| self.step_error(i, e))?;
-            } else {
+            } else if let Some(costs) = timing.as_deref_mut() {
                 for &i in &block.instructions {
                     let t = Instant::now();
                     // SAFETY: one step at a time; the busy flag excludes other executions.
                     unsafe { run_step(i, &self.steps[i], &self.values, &env, &mut context) }
                         .map_err(|e| self.step_error(i, e))?;
-                    if let Some(c) = timing.as_deref_mut().and_then(|c| c.get_mut(i)) {
+                    if let Some(c) = costs.get_mut(i) {
                         *c = c.min(t.elapsed().as_nanos() as f64);
                     }
+                }
+            } else {
+                // Untimed: the clock read costs as much as a small instruction (dispatch_chain).
+                for &i in &block.instructions {
+                    let step = self.steps.get(i).ok_or_else(|| Error::Internal(format!("no instruction {i}")))?;
+                    // SAFETY: one step at a time; the busy flag excludes other executions.
+                    unsafe { run_step(i, step, &self.values, &env, &mut context) }
+                        .map_err(|e| self.step_error(i, e))?;
                 }
             }
             pc = match block.range.terminator {

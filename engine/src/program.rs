@@ -80,7 +80,7 @@ impl Program {
         let mut file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let len = usize::try_from(len).map_err(|_| Error::Internal("file too large".into()))?;
-        let mut buf = AlignedBuf::zeroed(len).ok_or_else(|| Error::Internal("file too large".into()))?;
+        let mut buf = AlignedBuf::for_writing(len).ok_or_else(|| Error::Internal("file too large".into()))?;
         file.read_exact(buf.as_mut_slice()).map_err(io)?;
         Program::new(Bytes::Aligned(buf))
     }
@@ -96,7 +96,10 @@ impl Program {
         let io = |source| Error::Io { path: path.display().to_string(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the caller promises the file stays unchanged while the mapping lives.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        // Populated: the pages are mapped in one call instead of one fault each (faults are
+        // expensive, especially in VMs, and load reads every constant anyway when it fuses or
+        // pre-packs weights).
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
         Program::new(Bytes::Mapped(map))
     }
 

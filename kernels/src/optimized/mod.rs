@@ -6,6 +6,8 @@ pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod linalg;
+pub mod fused;
+pub mod reduce;
 pub mod sgemm;
 
 use crate::registry::{KernelFn, KernelRegistry};
@@ -16,6 +18,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     conv::register(r);
     copy::register(r);
     elementwise::register(r);
+    reduce::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
