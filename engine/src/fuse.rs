@@ -7,6 +7,10 @@
 //! (`_native_batch_norm_legit_no_training`) becomes one convolution with the normalisation folded
 //! into its weights and bias — what XNNPACK and ONNX Runtime do to the same models:
 //! `W'[o] = W[o] · s[o]`, `b'[o] = (b[o] - mean[o]) · s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
+//!
+//! Then a float32 convolution whose only reader is a ReLU or hardtanh (ReLU6) becomes one call that
+//! clamps its results as it stores them ([`etch_kernels::optimized::fused`]): the activation's
+//! pass over memory disappears. This one rounds exactly as the program does.
 
 use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
 use etch_schema::{TensorData, TensorDef, ValueDef};
@@ -18,6 +22,8 @@ use crate::memory::AlignedBuf;
 
 const CONVOLUTION: &str = "aten::convolution.out";
 const BATCH_NORM: &str = "aten::_native_batch_norm_legit_no_training.out";
+const RELU: &str = "aten::relu.out";
+const HARDTANH: &str = "aten::hardtanh.out";
 
 /// A constant the fusion computed: a tensor of its own, appended after the program's values.
 pub(crate) struct FusedConstant {
@@ -246,4 +252,85 @@ fn fuse_pair(
     }
     let (w, bias_value) = (value, value2);
     Some((w, bias_value, constants))
+}
+
+/// Fuses float32 convolutions with the ReLU or hardtanh that is their output's only reader: the
+/// convolution writes the activation's output through a clamping kernel, the activation becomes a
+/// no-op. Run after [`conv_batch_norm`] (a folded convolution feeds the activation directly).
+pub(crate) fn conv_activation(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+) {
+    use etch_kernels::optimized::fused;
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let mut activation_of_input = std::collections::BTreeMap::new();
+    for (j, step) in ins.steps.iter().enumerate() {
+        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
+            && (&**name == RELU || &**name == HARDTANH)
+            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
+        {
+            activation_of_input.insert(input, (j, &**name == RELU));
+        }
+    }
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: conv_span, writable, prepared, .. } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
+            continue;
+        }
+        let conv: Vec<u32> = pool_slice(&ins.arg_pool, conv_span).to_vec();
+        let Some(&mid) = conv.get(9) else { continue };
+        let Some(&(j, is_relu)) = activation_of_input.get(&mid) else { continue };
+        let Step::Kernel { args: act_span, .. } = ins.steps[j] else { continue };
+        let act: Vec<u32> = pool_slice(&ins.arg_pool, act_span).to_vec();
+        let Some(&out) = act.last() else { continue };
+        if conv.len() != 10 || j <= i || uses.get(mid as usize) != Some(&2) || out == mid {
+            continue;
+        }
+        let (Some(EValue::Tensor(mid_id)), Some(EValue::Tensor(_))) =
+            (values.get(mid as usize), values.get(out as usize))
+        else {
+            continue;
+        };
+        if class_size.get(mid_id.0 as usize) != Some(&1) {
+            continue;
+        }
+        let (Some(mid_def), Some(out_def)) = (tensor_def(b, mid), tensor_def(b, out)) else { continue };
+        if mid_def.scalar_type != DType::Float
+            || out_def.scalar_type != DType::Float
+            || mid_def.sizes != out_def.sizes
+            || mid_def.dim_order != out_def.dim_order
+            || mid_def.dynamism != out_def.dynamism
+        {
+            continue;
+        }
+        let bound = |v: u32| match values.get(v as usize) {
+            Some(EValue::Double(d)) => !d.is_nan(),
+            Some(EValue::Int(_)) => true,
+            _ => false,
+        };
+        let (run, mut fused_args) = if is_relu {
+            (fused::convolution_relu as etch_kernels::KernelFn, conv.clone())
+        } else {
+            if act.len() != 4 || !bound(act[1]) || !bound(act[2]) {
+                continue;
+            }
+            let mut a = conv.clone();
+            a.extend([act[1], act[2]]);
+            (fused::convolution_hardtanh as etch_kernels::KernelFn, a)
+        };
+        fused_args[9] = out;
+        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
+        let Ok(len) = u32::try_from(fused_args.len()) else { continue };
+        ins.arg_pool.extend(&fused_args);
+        ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
+        ins.steps[j] = Step::Nop;
+        if let Some(p) = ins.pure.get_mut(j) {
+            *p = false;
+        }
+    }
 }

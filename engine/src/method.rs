@@ -208,7 +208,10 @@ impl<'mem> Method<'mem> {
             && !ins.steps.iter().any(|s| matches!(s, Step::JumpFalse { .. }));
         let fused_constants = if can_fuse {
             let pt = b.points_to(&ins, &values, &pool, &ids);
-            crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt)
+            let constants = crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
+            constants
         } else {
             Vec::new()
         };

@@ -28,6 +28,7 @@ use crate::portable;
 use crate::portable::elementwise::REAL_DTYPES;
 use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry, PreparedState};
+use crate::tensor::TensorMut;
 
 /// Argument positions in the schema.
 const INPUT: usize = 0;
@@ -221,8 +222,10 @@ pub fn convolution_clamped(
     max: f32,
 ) -> Result<(), KernelError> {
     let Some(mut conv) = plan(args) else {
-        portable::conv::convolution_out(ctx, args)?;
-        return clamp_output(args, min, max);
+        let (x, w, bias) = (args.tensor(INPUT)?, args.tensor(WEIGHT)?, args.opt_tensor(BIAS)?);
+        let mut out = args.tensor_mut(OUT)?;
+        portable::conv::convolution_into(args, &x, &w, bias, &mut out)?;
+        return clamp_output(&mut out, min, max);
     };
     conv.min = min;
     conv.max = max;
@@ -233,8 +236,8 @@ pub fn convolution_clamped(
     out.resize(&[conv.batch, conv.out_channels, conv.out_height, conv.out_width])?;
     let out_channels_last = out.dim_order().is_channels_last();
     if !out_channels_last && !out.dim_order().is_contiguous() {
-        portable::conv::convolution_into(args, &x, &w, bias, out)?;
-        return clamp_output(args, min, max);
+        portable::conv::convolution_into(args, &x, &w, bias, &mut out)?;
+        return clamp_output(&mut out, min, max);
     }
     let out_strides = strides_of([conv.batch, conv.out_channels, conv.out_height, conv.out_width], out_channels_last);
     let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
@@ -265,11 +268,10 @@ pub fn convolution_clamped(
 
 /// Clamps a finished f32 output in place (the portable kernel's results, for
 /// [`convolution_clamped`]).
-fn clamp_output(args: &KernelArgs<'_>, min: f32, max: f32) -> Result<(), KernelError> {
+fn clamp_output(out: &mut TensorMut<'_>, min: f32, max: f32) -> Result<(), KernelError> {
     if min == f32::NEG_INFINITY && max == f32::INFINITY {
         return Ok(());
     }
-    let mut out = args.tensor_mut(OUT)?;
     if out.dtype() != DType::Float {
         return Err(KernelError::NotImplemented("clamped convolution of a dtype other than f32"));
     }
@@ -509,7 +511,8 @@ fn im2col_tiles(
                     gather_contiguous(ctx, c, x, n, g, (p0, p1), cols)?;
                     MatRef { data: cols, row: width, col: 1 }
                 };
-                let lhs = PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
+                let lhs =
+                    PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
                 let at = n * on + g * c.out_per_group * oc + p0 * op;
                 let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
                 sgemm(ctx, width, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
@@ -1150,7 +1153,8 @@ mod tests {
             assert_close(&got.1, &relu, 1e-4);
             let constant = Case { constant_weight: true, ..*self };
             let mut done = constant.call().prepare();
-            let packed = done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
+            let packed =
+                done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
             // One input channel per group (depthwise): the direct kernels read the weights as they are.
             assert_eq!(packed, self.w[1] > 1);
             assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);

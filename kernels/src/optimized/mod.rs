@@ -5,8 +5,8 @@
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
-pub mod linalg;
 pub mod fused;
+pub mod linalg;
 pub mod reduce;
 pub mod sgemm;
 

@@ -60,8 +60,8 @@ pub fn convolution_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     let x = args.tensor(INPUT)?;
     let w = args.tensor(WEIGHT)?;
     let bias = args.opt_tensor(BIAS)?;
-    let out = args.tensor_mut(OUT)?;
-    convolution_into(args, &x, &w, bias, out)
+    let mut out = args.tensor_mut(OUT)?;
+    convolution_into(args, &x, &w, bias, &mut out)
 }
 
 /// [`convolution_out`] on arguments already taken from `args` (the optimized kernel hands over
@@ -71,7 +71,7 @@ pub(crate) fn convolution_into(
     x: &Tensor<'_>,
     w: &Tensor<'_>,
     bias: Option<Tensor<'_>>,
-    mut out: TensorMut<'_>,
+    out: &mut TensorMut<'_>,
 ) -> Result<(), KernelError> {
     if !REAL_DTYPES.contains(&x.dtype()) {
         return Err(KernelError::UnsupportedDtype { arg: INPUT, dtype: x.dtype() });
@@ -100,10 +100,10 @@ pub(crate) fn convolution_into(
     let bias_at = |oc: usize| bias.map(|b| (b.get::<f64>(oc), b.get::<i64>(oc)));
     dispatch_float!(dtype, T, C => run::<T, C>(&geometry, x.data::<T>()?, w.data::<T>()?, |oc| {
             bias_at(oc).map_or(<C as Accumulator>::ZERO, |(f, _)| C::from_f64(f))
-        }, &mut out),
+        }, out),
         _ => dispatch_int!(dtype, T => run::<T, WrappingI64>(&geometry, x.data::<T>()?, w.data::<T>()?, |oc| {
             WrappingI64(bias_at(oc).map_or(0, |(_, i)| i))
-        }, &mut out),
+        }, out),
         _ => Err(KernelError::UnsupportedDtype { arg: INPUT, dtype })))
 }
 
