@@ -3,7 +3,7 @@
 //! with fusion on use them ([`crate::Runtime::optimized`]); the portable runtime runs programs
 //! exactly as exported.
 //!
-//! Today one rewrite: a convolution whose only reader is an inference batch norm
+//! Two rewrites. First, a convolution whose only reader is an inference batch norm
 //! (`_native_batch_norm_legit_no_training`) becomes one convolution with the normalisation folded
 //! into its weights and bias — what XNNPACK and ONNX Runtime do to the same models:
 //! `W'[o] = W[o] · s[o]`, `b'[o] = (b[o] - mean[o]) · s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
