@@ -510,7 +510,8 @@ fn im2col_tiles(
                     gather_contiguous(ctx, c, x, n, g, (p0, p1), cols)?;
                     MatRef { data: cols, row: width, col: 1 }
                 };
-                let lhs = PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
+                let lhs =
+                    PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
                 let at = n * on + g * c.out_per_group * oc + p0 * op;
                 let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
                 sgemm(ctx, width, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
@@ -1174,7 +1175,8 @@ mod tests {
             assert_close(&got.1, &relu, 1e-4);
             let constant = Case { constant_weight: true, ..*self };
             let mut done = constant.call().prepare();
-            let packed = done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
+            let packed =
+                done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
             // One input channel per group (depthwise): the direct kernels read the weights as they are.
             assert_eq!(packed, self.w[1] > 1);
             assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);

@@ -81,11 +81,8 @@ pub(super) fn gemm_f32(
     }
     let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
     let len = packed_lhs_len(n, k).ok_or(bad)?;
-    let epilogue = Epilogue {
-        bias: col_bias.map_or(Bias::None, Bias::Col),
-        accumulate: keep.is_some(),
-        ..Epilogue::store()
-    };
+    let epilogue =
+        Epilogue { bias: col_bias.map_or(Bias::None, Bias::Col), accumulate: keep.is_some(), ..Epilogue::store() };
     let run = |packed: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         for b in 0..batches {
             let at = |base: usize| b.checked_mul(base).ok_or(bad);
@@ -199,7 +196,11 @@ fn gemm_crate_f32(
         }
     };
     // One thread: no hop to a pool thread (`install` would send even sequential work there).
-    if matches!(parallelism, Parallelism::None) { run() } else { ctx.install(run) }
+    if matches!(parallelism, Parallelism::None) {
+        run()
+    } else {
+        ctx.install(run)
+    }
     Ok(())
 }
 

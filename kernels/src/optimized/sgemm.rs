@@ -418,7 +418,8 @@ impl Job<'_> {
                             for r in 0..rows {
                                 for j in 0..width {
                                     // SAFETY: (i0 + r, j0 + j) is inside C (Job contract).
-                                    c_tile[r * NR + j] = unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).read() };
+                                    c_tile[r * NR + j] =
+                                        unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).read() };
                                 }
                             }
                         }
@@ -774,7 +775,6 @@ mod x86 {
     }
 }
 
-
 /// Benchmark helpers (feature `bench-support`): the `gemm` crate on the same product, and the
 /// core's measured multiply-add peak. Not a stable API.
 #[cfg(feature = "bench-support")]
@@ -960,7 +960,9 @@ mod tests {
     fn every_epilogue_and_layout() {
         for kernel in Kernel::supported() {
             for epi in 0..12 {
-                for (a_t, b_t, c_t) in [(false, false, false), (true, false, false), (false, true, false), (true, true, true)] {
+                for (a_t, b_t, c_t) in
+                    [(false, false, false), (true, false, false), (false, true, false), (true, true, true)]
+                {
                     Case { m: 29, n: 45, k: 37, a_t, b_t, c_t }.check(kernel, 1, epi);
                 }
             }
@@ -1018,13 +1020,37 @@ mod tests {
         let a = PackedLhs { data: &packed, m: 4, k: 4 };
         let b = [0.0; 16];
         let mut c = [0.0; 15];
-        let r = sgemm(&ctx, 4, a, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 4, col: 1 }, &Epilogue::store(), 3);
+        let r = sgemm(
+            &ctx,
+            4,
+            a,
+            MatRef { data: &b, row: 4, col: 1 },
+            MatMut { data: &mut c, row: 4, col: 1 },
+            &Epilogue::store(),
+            3,
+        );
         assert!(matches!(r, Err(KernelError::ShapeMismatch { arg: 3, .. })));
         let mut c = [0.0; 16];
         let short = PackedLhs { data: &packed[..10], m: 4, k: 4 };
-        let r = sgemm(&ctx, 4, short, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 4, col: 1 }, &Epilogue::store(), 3);
+        let r = sgemm(
+            &ctx,
+            4,
+            short,
+            MatRef { data: &b, row: 4, col: 1 },
+            MatMut { data: &mut c, row: 4, col: 1 },
+            &Epilogue::store(),
+            3,
+        );
         assert!(r.is_err());
-        let r = sgemm(&ctx, 4, a, MatRef { data: &b, row: 4, col: 1 }, MatMut { data: &mut c, row: 0, col: 1 }, &Epilogue::store(), 3);
+        let r = sgemm(
+            &ctx,
+            4,
+            a,
+            MatRef { data: &b, row: 4, col: 1 },
+            MatMut { data: &mut c, row: 0, col: 1 },
+            &Epilogue::store(),
+            3,
+        );
         assert!(r.is_err());
         assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut vec![0.0; 48], 0).is_err());
     }
