@@ -634,6 +634,8 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile_avx512`].
+    // Index loops over the constant-size arrays: the form measured to keep them in registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn reduce_avx512<const R: usize, const NV: usize>(
@@ -691,6 +693,8 @@ mod x86 {
     ///
     /// # Safety
     /// As [`sub_tile_avx2`].
+    // Index loops over the constant-size arrays: the form measured to keep them in registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn reduce_avx2(
@@ -1052,6 +1056,6 @@ mod tests {
             3,
         );
         assert!(r.is_err());
-        assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut vec![0.0; 48], 0).is_err());
+        assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut [0.0; 48], 0).is_err());
     }
 }
