@@ -45,7 +45,8 @@ pub const KC_ONE_PANEL: usize = 32;
 /// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
 pub const NC: usize = 1024;
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
-/// costs a few microseconds (measured with `cargo bench --bench sgemm`).
+/// costs a few microseconds. An estimate (~5 µs of work at 100 GFLOP/s), not yet tuned: the
+/// machine was too loaded to measure 2-thread gains reliably.
 pub const PARALLEL_MIN_MACS: usize = 1 << 19;
 
 /// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
