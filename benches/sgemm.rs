@@ -1,5 +1,5 @@
 //! etch's f32 GEMM (`optimized::sgemm`) against the `gemm` crate it replaces, on a square 512³
-//! product (1 and 2 threads), a batch-1 linear layer (1280 → 1000) and the pointwise-convolution
+//! product (1 and 2 threads), a batch-1 linear layer (1280 → 1000, both ways round) and the pointwise-convolution
 //! shapes of `mobilenet_v2` (`M` = output channels, `K` = input channels, `N` = pixels).
 //! Throughput is in FLOPs (2 × multiply-adds): criterion's "elem/s" is FLOP/s. Before the groups
 //! run, the core's measured peak (a loop of independent AVX-512 multiply-adds) is printed, so
@@ -27,8 +27,10 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("pw_960x160x49", 960, 160, 49),
     ("pw_320x960x49", 320, 960, 49),
     ("pw_1280x320x49", 1280, 320, 49),
-    // Batch-1 linear as W · x: M = out features, N = 1.
-    ("linear_1000x1280x1", 1000, 1280, 1),
+    // Batch-1 linear as etch runs `addmm(b, x, W^T)`: M = 1, N = out features (the epilogue adds b).
+    ("linear_1x1280x1000", 1, 1280, 1000),
+    // The same as a matrix-vector product on the packed weight: M = out features, N = 1.
+    ("gemv_1000x1280x1", 1000, 1280, 1),
 ];
 
 fn values(n: usize) -> Vec<f32> {

@@ -42,8 +42,9 @@ const OUTPUT_PADDING: usize = 7;
 const GROUPS: usize = 8;
 const OUT: usize = 9;
 
-/// Output positions a depthwise (contiguous) step computes at once: one AVX2 register.
-const CHUNK: usize = 8;
+/// Output positions a depthwise (contiguous) step computes at once: one AVX-512 register, two
+/// AVX2 ones.
+const CHUNK: usize = 16;
 /// Channels a depthwise (channels-last) step computes at once: two AVX2 registers.
 const CHANNEL_CHUNK: usize = 16;
 /// Elements of the zero-padded input band a depthwise (contiguous) plane is copied into (64 KiB of
@@ -721,11 +722,30 @@ fn depthwise_plane(
     band: &mut [f32; BAND],
 ) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, which implies AVX2 and FMA (checked just above).
+        return unsafe { depthwise_plane_avx512(c, t, x, taps, bias, out, band) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), all this function requires.
         return unsafe { depthwise_plane_avx2(c, t, x, taps, bias, out, band) };
     }
     depthwise_plane_with::<{ cfg!(target_arch = "aarch64") }>(c, t, x, taps, bias, out, band)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn depthwise_plane_avx512(
+    c: &Conv,
+    t: PlaneTiling,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    band: &mut [f32; BAND],
+) -> Option<()> {
+    depthwise_plane_with::<true>(c, t, x, taps, bias, out, band)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -890,8 +910,12 @@ fn band_rows<const FMA: bool, const SW: usize, const R: usize>(
             }
         }
         let (lo, hi) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(width));
-        for acc in acc.iter_mut().flatten() {
-            *acc = sgemm::clamp(*acc, c.min, c.max);
+        if c.min > f32::NEG_INFINITY || c.max < f32::INFINITY {
+            for row in acc.iter_mut() {
+                for v in row.iter_mut() {
+                    *v = sgemm::clamp(*v, c.min, c.max);
+                }
+            }
         }
         for (row, acc) in out.iter_mut().zip(&acc) {
             let dst = row.get_mut(lo..hi)?;

@@ -83,10 +83,14 @@ pub(super) fn gemm_f32(
     let len = packed_lhs_len(n, k).ok_or(bad)?;
     let epilogue =
         Epilogue { bias: col_bias.map_or(Bias::None, Bias::Col), accumulate: keep.is_some(), ..Epilogue::store() };
+    if n == 0 || p == 0 {
+        return Ok(());
+    }
     let run = |packed: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         for b in 0..batches {
             let at = |base: usize| b.checked_mul(base).ok_or(bad);
-            let lhs = MatRef { data: a.data.get(at(a.batch)?..).ok_or(bad)?, row: a.row, col: a.col };
+            // An empty reduction reads nothing (its operands may be empty tensors).
+            let lhs = MatRef { data: operand(a.data, b.checked_mul(a.batch), k).ok_or(bad)?, row: a.row, col: a.col };
             pack_lhs(n, k, lhs, scale, packed, arg)?;
             let dst = out.get_mut(at(ob)?..).ok_or(bad)?;
             if let Some(beta) = keep.filter(|&beta| beta != 1.0) {
@@ -96,13 +100,18 @@ pub(super) fn gemm_f32(
                     }
                 }
             }
-            let rhs = MatRef { data: m.data.get(at(m.batch)?..).ok_or(bad)?, row: m.row, col: m.col };
+            let rhs = MatRef { data: operand(m.data, b.checked_mul(m.batch), k).ok_or(bad)?, row: m.row, col: m.col };
             let lhs = PackedLhs { data: packed, m: n, k };
             sgemm(ctx, p, lhs, rhs, MatMut { data: dst, row: or, col: oc }, &epilogue, arg)?;
         }
         Ok(())
     };
     ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// A batch's operand data from `offset` (`None`: overflowed), or nothing for an empty reduction.
+fn operand(data: &[f32], offset: Option<usize>, k: usize) -> Option<&[f32]> {
+    if k == 0 { Some(&[]) } else { data.get(offset?..) }
 }
 
 /// Writes `keep * out + bias[j]` (or `bias[j]` when `keep` is `None`) into every row of `out`.

@@ -38,10 +38,15 @@ pub const MR: usize = 12;
 pub const NR: usize = 32;
 /// Reductions per block: the `MR × KC` panel of `A` plus a `KC`-row strip of `B` stay in L1.
 pub const KC: usize = 256;
+/// Reductions per block when `A` is a single panel (matrix-vector-like products, e.g. a batch-1
+/// linear layer): each block reads `B` as this many row streams, few enough for the hardware
+/// prefetchers to follow (with [`KC`] rows at once they do not, and the loads wait on memory).
+pub const KC_ONE_PANEL: usize = 32;
 /// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
 pub const NC: usize = 1024;
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
-/// costs a few microseconds (measured with `cargo bench --bench sgemm`).
+/// costs a few microseconds. An estimate (~5 µs of work at 100 GFLOP/s), not yet tuned: the
+/// machine was too loaded to measure 2-thread gains reliably.
 pub const PARALLEL_MIN_MACS: usize = 1 << 19;
 
 /// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
@@ -375,12 +380,13 @@ impl Job<'_> {
             Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
             Bias::Col(b) => (std::ptr::null(), b.as_ptr()),
         };
-        let k_blocks = self.k.div_ceil(KC).max(1);
+        let kc_max = if self.m <= MR { KC_ONE_PANEL } else { KC };
+        let k_blocks = self.k.div_ceil(kc_max).max(1);
         for jc in cols.clone().step_by(NC) {
             let jc_end = (jc + NC).min(cols.end);
             for kb in 0..k_blocks {
-                let k0 = kb * KC;
-                let kc = (self.k - k0).min(KC);
+                let k0 = kb * kc_max;
+                let kc = (self.k - k0).min(kc_max);
                 let load_c = kb > 0 || self.epilogue.accumulate;
                 let finish = kb + 1 == k_blocks;
                 let tile = |p: usize, j0: usize, b: *const f32, ldb: usize, c_tile: &mut [f32; MR * NR]| {
@@ -529,13 +535,9 @@ fn madd(a: f32, b: f32, c: f32) -> f32 {
 /// `v` limited to `[min, max]`; NaN stays NaN (as PyTorch's clamp and hardtanh).
 #[inline(always)]
 pub fn clamp(v: f32, min: f32, max: f32) -> f32 {
-    if v < min {
-        min
-    } else if v > max {
-        max
-    } else {
-        v
-    }
+    // Two independent selects (not an else-if chain) so that loops over it vectorize.
+    let v = if v < min { min } else { v };
+    if v > max { max } else { v }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -633,6 +635,8 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile_avx512`].
+    // Index loops over the constant-size arrays: the form measured to keep them in registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn reduce_avx512<const R: usize, const NV: usize>(
@@ -690,6 +694,8 @@ mod x86 {
     ///
     /// # Safety
     /// As [`sub_tile_avx2`].
+    // Index loops over the constant-size arrays: the form measured to keep them in registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn reduce_avx2(
@@ -1051,6 +1057,6 @@ mod tests {
             3,
         );
         assert!(r.is_err());
-        assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut vec![0.0; 48], 0).is_err());
+        assert!(pack_lhs(4, 4, MatRef { data: &b[..15], row: 4, col: 1 }, 1.0, &mut [0.0; 48], 0).is_err());
     }
 }
