@@ -45,9 +45,10 @@ pub const KC_ONE_PANEL: usize = 32;
 /// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
 pub const NC: usize = 1024;
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
-/// costs a few microseconds. An estimate (~5 µs of work at 100 GFLOP/s), not yet tuned: the
-/// machine was too loaded to measure 2-thread gains reliably.
-pub const PARALLEL_MIN_MACS: usize = 1 << 19;
+/// costs a few microseconds. Measured on 2 cores with `etch bench --threads 2`: at 2^19, mlp_towers'
+/// 8x256x256 products split and ran slower (0.38 ms sequential, 0.28 parallel mode) than at 2^21
+/// (0.26 / 0.18 ms); mobilenet_v2 was unchanged (12.2 / 12.1 ms).
+pub const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
 #[derive(Clone, Copy, Debug)]
