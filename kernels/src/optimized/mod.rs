@@ -7,6 +7,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod fused;
 pub mod linalg;
+pub mod norm;
 pub mod reduce;
 pub mod sgemm;
 
@@ -19,6 +20,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     copy::register(r);
     elementwise::register(r);
     reduce::register(r);
+    norm::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
