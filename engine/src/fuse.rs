@@ -106,6 +106,38 @@ fn channel_vector(b: &Builder<'_>, values: &[EValue], v: u32, channels: usize, d
     }
 }
 
+/// Each value read as the first argument of a call to one of `operators`, with that call's index.
+fn first_argument_readers(ins: &Instructions, operators: &[&str]) -> std::collections::BTreeMap<u32, usize> {
+    let mut readers = std::collections::BTreeMap::new();
+    for (j, step) in ins.steps.iter().enumerate() {
+        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
+            && operators.contains(&&**name)
+            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
+        {
+            readers.insert(input, j);
+        }
+    }
+    readers
+}
+
+/// Whether a fusion may write `out` where the program wrote the intermediate `mid`: both float32
+/// tensors of one shape, dim order and dynamism, and `mid` shares its storage with no view.
+fn can_replace_intermediate(b: &Builder<'_>, values: &[EValue], class_size: &[u32], mid: u32, out: u32) -> bool {
+    let (Some(EValue::Tensor(mid_id)), Some(EValue::Tensor(_))) = (values.get(mid as usize), values.get(out as usize))
+    else {
+        return false;
+    };
+    if class_size.get(mid_id.0 as usize) != Some(&1) {
+        return false;
+    }
+    let (Some(mid_def), Some(out_def)) = (tensor_def(b, mid), tensor_def(b, out)) else { return false };
+    mid_def.scalar_type == DType::Float
+        && out_def.scalar_type == DType::Float
+        && mid_def.sizes == out_def.sizes
+        && mid_def.dim_order == out_def.dim_order
+        && mid_def.dynamism == out_def.dynamism
+}
+
 fn is_contiguous(t: &TensorDef) -> bool {
     t.dim_order.iter().enumerate().all(|(i, &d)| d as usize == i)
 }
@@ -125,16 +157,7 @@ pub(crate) fn conv_batch_norm(
     let mut out = Vec::new();
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
-    // The reader of each value by a batch norm's input position.
-    let mut batch_norm_of_input = std::collections::BTreeMap::new();
-    for (j, step) in ins.steps.iter().enumerate() {
-        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
-            && &**name == BATCH_NORM
-            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
-        {
-            batch_norm_of_input.insert(input, j);
-        }
-    }
+    let batch_norm_of_input = first_argument_readers(ins, &[BATCH_NORM]);
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: conv_span, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
@@ -184,23 +207,10 @@ fn fuse_pair(
     if !used(mid, 2) || !used(save_mean, 1) || !used(save_invstd, 1) || out == mid {
         return None;
     }
-    let (Some(EValue::Tensor(mid_id)), Some(EValue::Tensor(_))) = (values.get(mid as usize), values.get(out as usize))
-    else {
-        return None;
-    };
-    if class_size.get(mid_id.0 as usize) != Some(&1) {
+    if !can_replace_intermediate(b, values, class_size, mid, out) {
         return None;
     }
     if !matches!(values.get(conv[6] as usize), Some(EValue::Bool(false))) {
-        return None;
-    }
-    let (mid_def, out_def) = (tensor_def(b, mid)?, tensor_def(b, out)?);
-    if mid_def.scalar_type != DType::Float
-        || out_def.scalar_type != DType::Float
-        || mid_def.sizes != out_def.sizes
-        || mid_def.dim_order != out_def.dim_order
-        || mid_def.dynamism != out_def.dynamism
-    {
         return None;
     }
     let weight_def = tensor_def(b, conv[1])?;
@@ -268,15 +278,7 @@ pub(crate) fn conv_activation(
     use etch_kernels::optimized::fused;
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
-    let mut activation_of_input = std::collections::BTreeMap::new();
-    for (j, step) in ins.steps.iter().enumerate() {
-        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
-            && (&**name == RELU || &**name == HARDTANH)
-            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
-        {
-            activation_of_input.insert(input, (j, &**name == RELU));
-        }
-    }
+    let activation_of_input = first_argument_readers(ins, &[RELU, HARDTANH]);
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: conv_span, writable, prepared, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
@@ -284,28 +286,15 @@ pub(crate) fn conv_activation(
         }
         let conv: Vec<u32> = pool_slice(&ins.arg_pool, conv_span).to_vec();
         let Some(&mid) = conv.get(9) else { continue };
-        let Some(&(j, is_relu)) = activation_of_input.get(&mid) else { continue };
+        let Some(&j) = activation_of_input.get(&mid) else { continue };
+        let is_relu = ins.sites.get(j).is_some_and(|(name, _)| &**name == RELU);
         let Step::Kernel { args: act_span, .. } = ins.steps[j] else { continue };
         let act: Vec<u32> = pool_slice(&ins.arg_pool, act_span).to_vec();
         let Some(&out) = act.last() else { continue };
         if conv.len() != 10 || j <= i || uses.get(mid as usize) != Some(&2) || out == mid {
             continue;
         }
-        let (Some(EValue::Tensor(mid_id)), Some(EValue::Tensor(_))) =
-            (values.get(mid as usize), values.get(out as usize))
-        else {
-            continue;
-        };
-        if class_size.get(mid_id.0 as usize) != Some(&1) {
-            continue;
-        }
-        let (Some(mid_def), Some(out_def)) = (tensor_def(b, mid), tensor_def(b, out)) else { continue };
-        if mid_def.scalar_type != DType::Float
-            || out_def.scalar_type != DType::Float
-            || mid_def.sizes != out_def.sizes
-            || mid_def.dim_order != out_def.dim_order
-            || mid_def.dynamism != out_def.dynamism
-        {
+        if !can_replace_intermediate(b, values, &class_size, mid, out) {
             continue;
         }
         let bound = |v: u32| match values.get(v as usize) {
