@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use super::depthwise_avx512;
 use super::sgemm::{self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, packed_lhs_len, sgemm};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
@@ -665,7 +666,8 @@ fn depthwise_fits(c: &Conv) -> bool {
 }
 
 /// Depthwise convolution of contiguous tensors: every output plane `(n, oc)` from input plane
-/// `(n, oc / multiplier)`, planes spread over the pool.
+/// `(n, oc / multiplier)`, planes spread over the pool. On AVX-512 straight from the input
+/// ([`depthwise_avx512`]), else through a zero-padded band copy.
 fn depthwise_contiguous(
     ctx: &KernelContext,
     c: &Conv,
@@ -674,40 +676,72 @@ fn depthwise_contiguous(
     bias: Option<&[f32]>,
     out: Output<'_>,
 ) -> Result<(), KernelError> {
+    let direct = depthwise_avx512::PlaneGeometry {
+        height: c.height,
+        width: c.width,
+        out_height: c.out_height,
+        out_width: c.out_width,
+        kernel: c.kernel,
+        stride: c.stride,
+        padding: c.padding,
+        dilation: c.dilation,
+        min: c.min,
+        max: c.max,
+    };
+    let direct = (direct.supported() && depthwise_avx512::available() && !force_band_kernel()).then_some(direct);
     let tiling = plane_tiling(c).ok_or(KernelError::NotImplemented("depthwise tiling"))?;
     let plane_out = c.out_pixels();
     let plane_in = c.height * c.width;
     let [xn, xc, _, _] = c.x_strides;
     let [w0, _, w2, w3] = c.w_strides;
     let [kh, kw] = c.kernel;
-    let one_plane = |band: &mut [f32; BAND], (index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
-        let (n, oc) = (index / c.out_channels, index % c.out_channels);
-        let ic = oc / c.out_per_group;
-        let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
-        let mut taps = [0f32; MAX_TAPS];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                taps[ky * kw + kx] = *w.get(oc * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+    let one_plane =
+        |band: &mut Option<Box<[f32; BAND]>>, (index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+            let (n, oc) = (index / c.out_channels, index % c.out_channels);
+            let ic = oc / c.out_per_group;
+            let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
+            let mut taps = [0f32; MAX_TAPS];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    taps[ky * kw + kx] = *w.get(oc * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+                }
             }
-        }
-        let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
-        depthwise_plane(c, tiling, src, &taps[..kh * kw], b, dst, band).ok_or(short(INPUT))
-    };
+            let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
+            let taps = &taps[..kh * kw];
+            if let Some(g) = &direct {
+                return depthwise_avx512::plane(g, src, taps, b, dst).ok_or(short(INPUT));
+            }
+            let band = band.get_or_insert_with(|| Box::new([0f32; BAND]));
+            depthwise_plane(c, tiling, src, taps, b, dst, band).ok_or(short(INPUT))
+        };
     let macs = c.macs();
     if ctx.threads() > 1 && macs >= PARALLEL_MIN_MACS {
         // Enough planes per task that each is worth a steal; one band buffer per task.
         let per_plane = (macs / (c.batch * c.out_channels)).max(1);
         let min_len = (PARALLEL_MIN_MACS / 4 / per_plane).max(1);
         ctx.install(|| {
-            out.data
-                .par_chunks_mut(plane_out)
-                .with_min_len(min_len)
-                .enumerate()
-                .try_for_each_init(|| [0f32; BAND], one_plane)
+            out.data.par_chunks_mut(plane_out).with_min_len(min_len).enumerate().try_for_each_init(|| None, one_plane)
         })
     } else {
-        let mut band = [0f32; BAND];
+        let mut band = None;
         out.data.chunks_mut(plane_out).enumerate().try_for_each(|item| one_plane(&mut band, item))
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the band kernel on CPUs that have the direct one.
+    static FORCE_BAND_KERNEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn force_band_kernel() -> bool {
+    #[cfg(test)]
+    {
+        FORCE_BAND_KERNEL.with(|f| f.get())
+    }
+    #[cfg(not(test))]
+    {
+        false
     }
 }
 
@@ -1184,9 +1218,17 @@ mod tests {
             assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
         }
 
+        /// [`check`](Self::check), then again with the band kernel where the direct one would run.
+        fn check_both_depthwise_kernels(&self) {
+            self.check();
+            FORCE_BAND_KERNEL.with(|f| f.set(true));
+            self.check();
+            FORCE_BAND_KERNEL.with(|f| f.set(false));
+        }
+
         fn all_layouts(self) {
             for (x_channels_last, out_channels_last) in [(false, false), (true, true), (true, false), (false, true)] {
-                Case { x_channels_last, out_channels_last, ..self }.check();
+                Case { x_channels_last, out_channels_last, ..self }.check_both_depthwise_kernels();
             }
         }
     }

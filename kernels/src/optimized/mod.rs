@@ -4,6 +4,7 @@
 
 pub mod conv;
 pub mod copy;
+pub mod depthwise_avx512;
 pub mod elementwise;
 pub mod fused;
 pub mod linalg;

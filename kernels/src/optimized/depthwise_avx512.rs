@@ -1,0 +1,261 @@
+//! Depthwise convolution of one contiguous (NCHW) f32 plane with AVX-512, read straight from the
+//! input: 16 output columns per register, each kernel tap one masked load. The masks zero the
+//! lanes that fall on padding (and never touch memory there), so no padded copy of the input is
+//! made; that copy, and the per-plane set-up around it, dominated small planes (7x7, 14x14) in the
+//! portable-SIMD band kernel of [`super::conv`], which stays the path for other CPUs and strides.
+//!
+//! Covered: column stride 1 or 2 (a stride-2 step loads 32 inputs and keeps the even ones), any
+//! row stride, kernel width up to [`MAX_KERNEL_WIDTH`], any dilation and padding. The taps are
+//! applied in the order of the portable kernel (row-major over the kernel, starting from the
+//! bias) with fused multiply-adds, like the band kernel.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Output columns per register.
+const LANES: usize = 16;
+/// Output rows computed together: independent accumulators hide the multiply-add latency.
+const ROWS: usize = 4;
+/// Widest kernel the per-chunk load table covers.
+pub const MAX_KERNEL_WIDTH: usize = 16;
+
+/// The geometry of one plane, in elements; checked by [`PlaneGeometry::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneGeometry {
+    pub height: usize,
+    pub width: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Every output is clamped to `[min, max]` (infinite bounds: no activation).
+    pub min: f32,
+    pub max: f32,
+}
+
+impl PlaneGeometry {
+    /// Whether this kernel covers the geometry (and its index arithmetic cannot overflow `isize`).
+    pub fn supported(&self) -> bool {
+        let [kh, kw] = self.kernel;
+        let fits = |v: usize| isize::try_from(v).is_ok();
+        (1..=2).contains(&self.stride[1])
+            && kw <= MAX_KERNEL_WIDTH
+            && kh >= 1
+            && kw >= 1
+            && [self.height, self.width, self.out_height, self.out_width].iter().all(|&v| v >= 1)
+            && self.height.checked_mul(self.width).is_some_and(fits)
+            && self.out_height.checked_mul(self.out_width).is_some_and(fits)
+            // Largest input column and row an output reaches, plus a 32-lane window.
+            && span(self.out_width, self.stride[1], kw, self.dilation[1]).is_some_and(|s| fits(s + 2 * LANES))
+            && span(self.out_height, self.stride[0], kh, self.dilation[0]).is_some_and(fits)
+            && fits(self.padding[0])
+            && fits(self.padding[1])
+    }
+}
+
+/// Input extent `outputs` outputs read along one axis (`None` on overflow).
+fn span(outputs: usize, stride: usize, kernel: usize, dilation: usize) -> Option<usize> {
+    (outputs - 1).checked_mul(stride)?.checked_add((kernel - 1).checked_mul(dilation)?)?.checked_add(1)
+}
+
+/// Whether this CPU runs [`plane`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One output plane from one input plane: `out[oy][ox] = bias + Σ taps[ky][kx] · x[iy][ix]` over
+/// the taps inside the input, then clamped. `None` (nothing or part written) when the slices are
+/// shorter than the geometry needs, the geometry is not [`supported`](PlaneGeometry::supported),
+/// or the CPU lacks AVX-512 ([`available`]).
+pub fn plane(g: &PlaneGeometry, x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) -> Option<()> {
+    let [kh, kw] = g.kernel;
+    if !g.supported()
+        || !available()
+        || x.len() < g.height * g.width
+        || out.len() < g.out_height * g.out_width
+        || taps.len() < kh * kw
+    {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: AVX-512F is available (checked just above), all `plane_avx512` requires of
+        // the CPU.
+        unsafe { plane_avx512(g, x, taps, bias, out) };
+        Some(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// One 16-column chunk's load for kernel column `kx`: the input column of lane 0 (may be
+/// negative) and the lanes (stride 1) or window elements (stride 2, 32 of them) inside the row.
+#[derive(Clone, Copy, Default)]
+struct ColumnLoad {
+    first: isize,
+    mask: u32,
+}
+
+/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`).
+fn bit_range(lo: isize, hi: isize) -> u32 {
+    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
+    if hi <= lo {
+        return 0;
+    }
+    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+    upto(hi) & !upto(lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn plane_avx512(g: &PlaneGeometry, x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) {
+    // Preconditions from `plane`: geometry supported (all index arithmetic below fits `isize`),
+    // `x` holds the `height * width` plane, `out` the `out_height * out_width` one, `taps` all
+    // `kh * kw` weights.
+    let kw = g.kernel[1];
+    let (sw, dw, pw) = (g.stride[1] as isize, g.dilation[1] as isize, g.padding[1] as isize);
+    let width = g.width as isize;
+    let mut ox0 = 0;
+    while ox0 < g.out_width {
+        let n = (g.out_width - ox0).min(LANES);
+        let mut loads = [ColumnLoad::default(); MAX_KERNEL_WIDTH];
+        for (kx, load) in loads.iter_mut().enumerate().take(kw) {
+            let first = ox0 as isize * sw + kx as isize * dw - pw;
+            // Input columns `first + t` for window elements t: those inside the row, among
+            // those the chunk's n outputs read (t = j * sw, j < n).
+            let used = (n as isize - 1) * sw + 1;
+            *load = ColumnLoad { first, mask: bit_range(-first, (width - first).min(used)) };
+        }
+        match kw {
+            3 => column_chunk::<3>(g, x, taps, bias, &loads[..3], (ox0, n), out),
+            _ => column_chunk::<0>(g, x, taps, bias, &loads[..kw], (ox0, n), out),
+        }
+        ox0 += LANES;
+    }
+}
+
+/// Every output row of the chunk of `n` columns from `ox0`: [`ROWS`] at a time where every
+/// kernel row of all of them is inside the input (no per-row tests), one at a time elsewhere.
+/// `KW` is the kernel width when it is a compile-time constant (the tap loop unrolls), 0 for any.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn column_chunk<const KW: usize>(
+    g: &PlaneGeometry,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    loads: &[ColumnLoad],
+    (ox0, n): (usize, usize),
+    out: &mut [f32],
+) {
+    // Output rows whose whole window is inside the input: oy * sh >= ph and
+    // oy * sh - ph + (kh - 1) * dh < height.
+    let [sh, dh, ph] = [g.stride[0], g.dilation[0], g.padding[0]];
+    let reach = (g.kernel[0] - 1) * dh;
+    let interior_from = ph.div_ceil(sh);
+    let interior_to = if g.height + ph > reach { (g.height + ph - reach - 1) / sh + 1 } else { 0 };
+    let interior_to = interior_to.min(g.out_height);
+    let mut oy = 0;
+    while oy < g.out_height {
+        if oy >= interior_from && oy + ROWS <= interior_to {
+            chunk_rows::<ROWS, KW, true>(g, x, taps, bias, loads, (oy, ox0, n), out);
+            oy += ROWS;
+        } else {
+            chunk_rows::<1, KW, false>(g, x, taps, bias, loads, (oy, ox0, n), out);
+            oy += 1;
+        }
+    }
+}
+
+/// `R` output rows from `oy` of the chunk of `n` columns from `ox0`. `INTERIOR`: the caller
+/// checked that every kernel row of these output rows is inside the input.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn chunk_rows<const R: usize, const KW: usize, const INTERIOR: bool>(
+    g: &PlaneGeometry,
+    x: &[f32],
+    taps: &[f32],
+    bias: f32,
+    loads: &[ColumnLoad],
+    (oy, ox0, n): (usize, usize, usize),
+    out: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    let kw = if KW == 0 { kw } else { KW };
+    let loads = &loads[..kw];
+    let (sh, dh, ph) = (g.stride[0] as isize, g.dilation[0] as isize, g.padding[0] as isize);
+    let (height, width) = (g.height as isize, g.width as isize);
+    let taps = &taps[..kh * kw];
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut acc = [_mm512_set1_ps(bias); R];
+    for ky in 0..kh {
+        for (kx, load) in loads.iter().enumerate() {
+            let tap = _mm512_set1_ps(taps[ky * kw + kx]);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let iy = (oy + r) as isize * sh + ky as isize * dh - ph;
+                if !INTERIOR && (iy < 0 || iy >= height) {
+                    continue;
+                }
+                debug_assert!((0..height).contains(&iy));
+                let at = iy * width + load.first;
+                let v = if g.stride[1] == 1 {
+                    // SAFETY: the enabled lanes t (bits of `mask`, all < 16 here since the
+                    // chunk has n <= 16 outputs) satisfy 0 <= first + t < width, and
+                    // 0 <= iy < height (tested above, or by the caller for INTERIOR rows), so
+                    // every element read, x[iy * width + first + t], is inside the plane `x`
+                    // holds (`plane` checked x.len() >= height * width). Masked-off lanes are
+                    // not accessed; the pointer is only formed with wrapping arithmetic.
+                    unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) }
+                } else {
+                    // SAFETY: as above, for the first 16 window elements (low mask half).
+                    let lo = unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) };
+                    // SAFETY: as above, for window elements 16..32 (high mask half), 16 further.
+                    let hi =
+                        unsafe { _mm512_maskz_loadu_ps((load.mask >> 16) as u16, x.as_ptr().wrapping_offset(at + 16)) };
+                    _mm512_permutex2var_ps(lo, even, hi)
+                };
+                *acc = _mm512_fmadd_ps(tap, v, *acc);
+            }
+        }
+    }
+    let (min, max) = (_mm512_set1_ps(g.min), _mm512_set1_ps(g.max));
+    let out_mask = bit_range(0, n as isize) as u16;
+    for (r, acc) in acc.iter().enumerate() {
+        // max(min, v) then min(max, v): the second operand (v) wins on NaN, like sgemm::clamp.
+        let v = _mm512_min_ps(max, _mm512_max_ps(min, *acc));
+        let at = (oy + r) * g.out_width + ox0;
+        debug_assert!(at + n <= out.len());
+        // SAFETY: oy + r < out_height and ox0 + n <= out_width, so the n enabled lanes write
+        // out[(oy + r) * out_width + ox0 ..][..n], inside the out_height * out_width elements
+        // `plane` checked `out` holds.
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, v) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_ranges() {
+        assert_eq!(bit_range(0, 16), 0xffff);
+        assert_eq!(bit_range(1, 3), 0b110);
+        assert_eq!(bit_range(-4, 2), 0b11);
+        assert_eq!(bit_range(5, 2), 0);
+        assert_eq!(bit_range(0, 40), u32::MAX);
+        assert_eq!(bit_range(31, 32), 1 << 31);
+    }
+}
