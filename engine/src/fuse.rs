@@ -25,11 +25,29 @@ const BATCH_NORM: &str = "aten::_native_batch_norm_legit_no_training.out";
 const RELU: &str = "aten::relu.out";
 const HARDTANH: &str = "aten::hardtanh.out";
 
-/// A constant the fusion computed: a tensor of its own, appended after the program's values.
+/// A constant the fusion computed: a tensor of its own, appended after the program's values; its
+/// bytes are `range` of the [`FusedConstants`] arena.
 pub(crate) struct FusedConstant {
     pub dtype: DType,
     pub sizes: Vec<usize>,
-    pub bytes: AlignedBuf,
+    pub range: std::ops::Range<usize>,
+}
+
+/// Every constant one method's fusion computed, in one buffer: one allocation (with huge pages
+/// where the OS offers them) instead of one per constant, whose page faults dominated load time.
+#[derive(Default)]
+pub(crate) struct FusedConstants {
+    pub arena: Option<AlignedBuf>,
+    pub items: Vec<FusedConstant>,
+}
+
+/// A batch-norm fold to write once the arena exists: the convolution's weight rows scaled per
+/// output channel, and the new bias.
+struct Fold<'p> {
+    weight: &'p [u8],
+    weight_sizes: Vec<usize>,
+    scale: Vec<f64>,
+    bias: Vec<f32>,
 }
 
 /// How many places name each value: instruction arguments, list items, moves, jumps, frees, and
@@ -153,8 +171,8 @@ pub(crate) fn conv_batch_norm(
     ids: &mut Vec<Option<TensorId>>,
     pool: &ListPool,
     pt: &PointsTo,
-) -> Vec<FusedConstant> {
-    let mut out = Vec::new();
+) -> FusedConstants {
+    let mut folds = Vec::new();
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let batch_norm_of_input = first_argument_readers(ins, &[BATCH_NORM]);
@@ -169,7 +187,7 @@ pub(crate) fn conv_batch_norm(
         let Step::Kernel { args: bn_span, .. } = ins.steps[j] else { continue };
         let bn: Vec<u32> = pool_slice(&ins.arg_pool, bn_span).to_vec();
         if let Some(fused) = fuse_pair(b, values, ids, &uses, &class_size, &conv, &bn, j > i) {
-            let (weight, bias, constants) = fused;
+            let (weight, bias, fold) = fused;
             let base = conv_span.start as usize;
             ins.arg_pool[base + 1] = weight;
             ins.arg_pool[base + 2] = bias;
@@ -178,17 +196,65 @@ pub(crate) fn conv_batch_norm(
             if let Some(p) = ins.pure.get_mut(j) {
                 *p = false;
             }
-            out.extend(constants);
+            folds.push(fold);
         }
     }
-    out
+    write_folds(&folds).unwrap_or_default()
+}
+
+/// Allocates the arena and writes every fold's weight and bias into it (f64 arithmetic, one
+/// rounding at the end). `None` if the arena cannot be allocated.
+fn write_folds(folds: &[Fold<'_>]) -> Option<FusedConstants> {
+    if folds.is_empty() {
+        return Some(FusedConstants::default());
+    }
+    let aligned = |n: usize| n.checked_next_multiple_of(crate::memory::BUFFER_ALIGN);
+    let mut items = Vec::with_capacity(2 * folds.len());
+    let mut at = 0usize;
+    for f in folds {
+        let weight_end = at.checked_add(f.weight.len())?;
+        items.push(FusedConstant { dtype: DType::Float, sizes: f.weight_sizes.clone(), range: at..weight_end });
+        at = aligned(weight_end)?;
+        let bias_end = at.checked_add(f.bias.len().checked_mul(4)?)?;
+        items.push(FusedConstant { dtype: DType::Float, sizes: vec![f.bias.len()], range: at..bias_end });
+        at = aligned(bias_end)?;
+    }
+    let mut arena = AlignedBuf::for_writing(at)?;
+    let bytes = arena.as_mut_slice();
+    for (f, pair) in folds.iter().zip(items.chunks_exact(2)) {
+        let per_channel = (f.weight.len() / 4).checked_div(f.scale.len())?.max(1);
+        let dst = bytes.get_mut(pair[0].range.clone())?;
+        let rows = dst.chunks_exact_mut(per_channel * 4).zip(f.weight.chunks_exact(per_channel * 4));
+        for ((dst, src), &s) in rows.zip(&f.scale) {
+            // Element views where the bytes are aligned (always, for the arena; for the file's
+            // constants when their segment is) on a little-endian target: a loop that vectorizes.
+            match (bytemuck::try_cast_slice_mut::<u8, f32>(dst), bytemuck::try_cast_slice::<u8, f32>(src)) {
+                (Ok(dst), Ok(src)) if cfg!(target_endian = "little") => {
+                    for (d, &w) in dst.iter_mut().zip(src) {
+                        *d = (f64::from(w) * s) as f32;
+                    }
+                }
+                _ => {
+                    for (d, w) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                        let w = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                        d.copy_from_slice(&((f64::from(w) * s) as f32).to_le_bytes());
+                    }
+                }
+            }
+        }
+        let dst = bytes.get_mut(pair[1].range.clone())?;
+        for (d, b) in dst.chunks_exact_mut(4).zip(&f.bias) {
+            d.copy_from_slice(&b.to_le_bytes());
+        }
+    }
+    Some(FusedConstants { arena: Some(arena), items })
 }
 
 /// Checks one convolution → batch norm pair and computes the fused weight and bias; returns their
 /// new value indices and the constants.
 #[allow(clippy::too_many_arguments)]
-fn fuse_pair(
-    b: &Builder<'_>,
+fn fuse_pair<'p>(
+    b: &Builder<'p>,
     values: &mut Vec<EValue>,
     ids: &mut Vec<Option<TensorId>>,
     uses: &[u32],
@@ -196,7 +262,7 @@ fn fuse_pair(
     conv: &[u32],
     bn: &[u32],
     in_order: bool,
-) -> Option<(u32, u32, [FusedConstant; 2])> {
+) -> Option<(u32, u32, Fold<'p>)> {
     if conv.len() != 10 || bn.len() != 10 || !in_order {
         return None;
     }
@@ -229,29 +295,12 @@ fn fuse_pair(
     if mean.iter().chain(&var).any(|x| x.is_nan()) || per_channel * channels * 4 != weight.len() {
         return None;
     }
-    // f64 arithmetic, one rounding at the end.
+    // f64 arithmetic, one rounding at the end (written by `write_folds`).
     let scale: Vec<f64> = (0..channels).map(|c| f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt()).collect();
-    // Written straight into the constant's buffer: a copy through a Vec costs page faults that
-    // dominate load time on large models.
-    let mut new_weight = AlignedBuf::for_writing(weight.len())?;
-    let rows = new_weight
-        .as_mut_slice()
-        .chunks_exact_mut(per_channel.max(1) * 4)
-        .zip(weight.chunks_exact(per_channel.max(1) * 4));
-    for ((dst, src), &s) in rows.zip(&scale) {
-        for (d, w) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-            let w = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            d.copy_from_slice(&((f64::from(w) * s) as f32).to_le_bytes());
-        }
-    }
     let new_bias: Vec<f32> = (0..channels)
         .map(|c| ((f64::from(bias[c]) - f64::from(mean[c])) * scale[c] + f64::from(beta[c])) as f32)
         .collect();
-    let constant = |sizes: Vec<usize>, data: &[f32]| -> Option<FusedConstant> {
-        Some(FusedConstant { dtype: DType::Float, sizes, bytes: AlignedBuf::copy_of(bytemuck::cast_slice(data))? })
-    };
-    let weight_constant = FusedConstant { dtype: DType::Float, sizes: weight_def.sizes.clone(), bytes: new_weight };
-    let constants = [weight_constant, constant(vec![channels], &new_bias)?];
+    let fold = Fold { weight, weight_sizes: weight_def.sizes.clone(), scale, bias: new_bias };
     // Both indices first, so a failure leaves `values` and `ids` untouched.
     let tensor = u32::try_from(ids.iter().flatten().count()).ok()?;
     let value = u32::try_from(values.len()).ok()?;
@@ -261,7 +310,7 @@ fn fuse_pair(
         ids.push(Some(TensorId(t)));
     }
     let (w, bias_value) = (value, value2);
-    Some((w, bias_value, constants))
+    Some((w, bias_value, fold))
 }
 
 /// Fuses float32 convolutions with the ReLU or hardtanh that is their output's only reader: the

@@ -302,7 +302,7 @@ impl Builder<'_> {
         memory: &mut MemoryManager<'_>,
         plan: Option<&Replan>,
         folded: &BTreeSet<TensorId>,
-        fused: Vec<crate::fuse::FusedConstant>,
+        fused: crate::fuse::FusedConstants,
     ) -> Result<(Vec<TensorImpl>, Vec<Region>, Vec<Option<TensorId>>, Vec<AlignedBuf>)> {
         let file = self.program.bytes();
         let inputs: BTreeSet<u32> = self.def.inputs.iter().copied().collect();
@@ -408,19 +408,28 @@ impl Builder<'_> {
             of_value.push(Some(id));
         }
         // Constants made by fusion: values appended after the program's, in tensor id order.
-        for mut c in fused {
-            let bad = || self.invalid("fused constant".into(), ErrorKind::Internal);
-            let shape = Shape::new(&c.sizes).ok_or_else(bad)?;
-            let id = TensorId(u32::try_from(tensors.len()).map_err(|_| bad())?);
-            let (ptr, len) = (c.bytes.as_mut_ptr(), c.bytes.len());
-            owned.push(c.bytes);
-            // SAFETY: `ptr` is valid for `len` bytes of an AlignedBuf the method keeps in `_owned`
-            // (moving the buffer does not move its heap allocation); the tensor is read-only.
-            let imp =
-                unsafe { TensorImpl::new(c.dtype, shape, DimOrder::contiguous(c.sizes.len()), false, false, ptr, len) };
-            tensors.push(imp);
-            regions.push(Region::Constant);
-            of_value.push(Some(id));
+        if let Some(mut arena) = fused.arena {
+            let base = arena.as_mut_ptr();
+            let arena_len = arena.len();
+            owned.push(arena);
+            for c in fused.items {
+                let bad = || self.invalid("fused constant".into(), ErrorKind::Internal);
+                let shape = Shape::new(&c.sizes).ok_or_else(bad)?;
+                let id = TensorId(u32::try_from(tensors.len()).map_err(|_| bad())?);
+                if c.range.start > c.range.end || c.range.end > arena_len {
+                    return Err(bad());
+                }
+                let (ptr, len) = (base.wrapping_add(c.range.start), c.range.end - c.range.start);
+                // SAFETY: `ptr..ptr + len` is inside the arena (range checked just above), an
+                // AlignedBuf the method keeps in `_owned` (moving the buffer does not move its
+                // memory); the tensor is read-only.
+                let imp = unsafe {
+                    TensorImpl::new(c.dtype, shape, DimOrder::contiguous(c.sizes.len()), false, false, ptr, len)
+                };
+                tensors.push(imp);
+                regions.push(Region::Constant);
+                of_value.push(Some(id));
+            }
         }
         Ok((tensors, regions, of_value, owned))
     }

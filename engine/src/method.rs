@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -53,14 +53,37 @@ struct Parallel {
     pool: Arc<rayon::ThreadPool>,
     /// Per-instruction time in ns from the warm-up executions (minimum over them).
     costs: Mutex<Vec<f64>>,
-    warmup_left: AtomicU32,
+    /// Where the warm-up executions stand (see [`Warmup`]).
+    warmup: Mutex<Warmup>,
     /// Per block: run as a graph (true) or inline in program order (false). Set after warm-up.
     as_graph: OnceLock<Vec<bool>>,
     always_graph: bool,
 }
 
-/// Executions measured (inline, timed) before parallel mode decides which blocks to run as graphs.
-const WARMUP_EXECUTIONS: u32 = 1;
+/// How parallel mode decides which blocks run as graphs, by measuring rather than predicting
+/// (whether overlapping branches beats spreading each kernel over the pool depends on the
+/// model and the machine: transformer_layer is faster inline, mlp_towers as a graph):
+/// [`INLINE_TRIALS`] inline executions (the first ones timed per instruction, for the costs),
+/// then, if the costs make some block a candidate, [`GRAPH_TRIALS`] executions with the
+/// candidates as graphs. The graphs stay only if their best execution beat the best inline one
+/// by [`GRAPH_MIN_GAIN`].
+#[derive(Debug, Default)]
+struct Warmup {
+    inline_runs: u32,
+    inline_best_ns: f64,
+    /// Per block: a graph candidate. Set after the inline trials.
+    candidate: Option<Vec<bool>>,
+    graph_runs: u32,
+    graph_best_ns: f64,
+}
+
+/// Inline warm-up executions; all but the last are timed per instruction.
+const INLINE_TRIALS: u32 = 3;
+/// Warm-up executions with the candidate blocks as graphs.
+const GRAPH_TRIALS: u32 = 3;
+/// Graphs are kept only if their best warm-up execution took at most this fraction of the best
+/// inline one (a margin against timing noise: the inline path is the safe default).
+const GRAPH_MIN_GAIN: f64 = 0.97;
 
 /// A block runs as a graph only if its instructions take at least this long in total; below it,
 /// handing tasks to the pool costs more than overlapping them saves (measured on `dispatch_fan`:
@@ -199,6 +222,7 @@ impl<'mem> Method<'mem> {
         let mut ids = b.tensor_ids();
         let (mut values, pool) = b.values(&ids)?;
         let mut ins = b.instructions(&config.runtime, &values, true)?;
+
         let steps_before = ins.steps.iter().filter(|s| matches!(s, Step::Nop)).count();
         // Fusion changes which instruction writes which tensor, so the exporter's placement no
         // longer fits: a fused method always runs on etch's re-plan, which needs a method without
@@ -211,9 +235,10 @@ impl<'mem> Method<'mem> {
             let constants = crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
+
             constants
         } else {
-            Vec::new()
+            crate::fuse::FusedConstants::default()
         };
         let fused = ins.steps.iter().filter(|s| matches!(s, Step::Nop)).count() - steps_before;
         // `pt` sees views as their base (analysis, scheduling, placement); `raw_pt` sees every
@@ -286,6 +311,7 @@ impl<'mem> Method<'mem> {
         memory.zero();
         let (tensors, regions, tensor_of_value, owned) =
             b.tensors(&mut memory, replan.as_ref(), &folded_tensors, fused_constants)?;
+
         debug_assert_eq!(tensor_of_value, ids);
 
         // The precondition of KernelArgs::new: no call can alias a written argument.
@@ -347,7 +373,11 @@ impl<'mem> Method<'mem> {
                     block_at,
                     pool: config.runtime.pool(),
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
-                    warmup_left: AtomicU32::new(WARMUP_EXECUTIONS),
+                    warmup: Mutex::new(Warmup {
+                        inline_best_ns: f64::INFINITY,
+                        graph_best_ns: f64::INFINITY,
+                        ..Warmup::default()
+                    }),
                     as_graph,
                     always_graph: config.always_graph,
                 })
@@ -830,22 +860,38 @@ impl Inner<'_> {
         })
     }
 
-    /// An execution through shared access: parallel blocks on the pool, or inline blocks.
-    fn execute_shared(&self) -> Result<()> {
-        let Some(p) = &self.parallel else {
-            // Sequential-mode method reached through execute_async: program order, shared access.
-            let mut sink = vec![0f64; 0];
-            return self.run_inline_timed(&mut sink, true);
+    /// One warm-up execution of a parallel-mode method (see [`Warmup`]); the last one decides
+    /// which blocks run as graphs from then on.
+    fn warm_up(&self, p: &Parallel) -> Result<()> {
+        let (inline_runs, candidate) = match p.warmup.lock() {
+            Ok(w) => (w.inline_runs, w.candidate.clone()),
+            Err(_) => (INLINE_TRIALS, Some(Vec::new())),
         };
-        // Warm-up: measure instruction costs inline, then decide which blocks run as graphs.
-        if p.as_graph.get().is_none() {
-            let mut costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
-            self.run_inline_timed(&mut costs, true)?;
-            if let Ok(mut shared) = p.costs.lock() {
-                *shared = costs.clone();
+        let started = Instant::now();
+        if inline_runs < INLINE_TRIALS {
+            if inline_runs + 1 < INLINE_TRIALS {
+                let mut costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
+                self.run_inline_timed(&mut costs, true)?;
+                if let Ok(mut shared) = p.costs.lock() {
+                    *shared = costs;
+                }
+            } else {
+                self.run_exclusive(|| self.run_blocks(p, &[], None, true))?;
             }
-            if p.warmup_left.fetch_sub(1, Ordering::AcqRel) <= 1 {
-                let decision = p
+        } else if let Some(candidate) = &candidate {
+            self.run_exclusive(|| self.run_blocks(p, candidate, None, true))?;
+        }
+        let ns = started.elapsed().as_nanos() as f64;
+        let Ok(mut w) = p.warmup.lock() else {
+            let _ = p.as_graph.set(vec![false; p.blocks.len()]);
+            return Ok(());
+        };
+        if w.inline_runs < INLINE_TRIALS {
+            w.inline_runs += 1;
+            w.inline_best_ns = w.inline_best_ns.min(ns);
+            if w.inline_runs == INLINE_TRIALS {
+                let costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
+                let candidate: Vec<bool> = p
                     .blocks
                     .iter()
                     .map(|b| {
@@ -857,10 +903,26 @@ impl Inner<'_> {
                         b.graph.len() >= 2 && (p.always_graph || worth)
                     })
                     .collect();
+                if candidate.iter().any(|&g| g) {
+                    w.candidate = Some(candidate);
+                } else {
+                    let _ = p.as_graph.set(candidate);
+                }
+            }
+        } else if let Some(candidate) = w.candidate.clone() {
+            w.graph_runs += 1;
+            w.graph_best_ns = w.graph_best_ns.min(ns);
+            if w.graph_runs >= GRAPH_TRIALS {
+                let keep = p.always_graph || w.graph_best_ns <= GRAPH_MIN_GAIN * w.inline_best_ns;
+                let decision = if keep { candidate } else { vec![false; p.blocks.len()] };
                 let _ = p.as_graph.set(decision);
             }
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// Runs `f` as the only execution of this method (restoring freed values first).
+    fn run_exclusive(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
         if self.busy.swap(true, Ordering::Acquire) {
             return Err(Error::InvalidMethod {
                 method: self.name.to_string(),
@@ -871,8 +933,22 @@ impl Inner<'_> {
         let _guard = BusyGuard(&self.busy);
         // SAFETY: the busy flag excludes any other execution.
         unsafe { self.restore_freed() };
+        self.catch(f)
+    }
+
+    /// An execution through shared access: parallel blocks on the pool, or inline blocks.
+    fn execute_shared(&self) -> Result<()> {
+        let Some(p) = &self.parallel else {
+            // Sequential-mode method reached through execute_async: program order, shared access.
+            let mut sink = vec![0f64; 0];
+            return self.run_inline_timed(&mut sink, true);
+        };
+        // Warm-up: measure inline, then the candidate graphs (see `Warmup`).
+        if p.as_graph.get().is_none() {
+            return self.warm_up(p);
+        }
         let as_graph = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
-        self.catch(|| self.run_blocks(p, as_graph, None, true))
+        self.run_exclusive(|| self.run_blocks(p, as_graph, None, true))
     }
 
     /// Runs the blocks, following jumps: as graphs where `as_graph` says so, otherwise inline in
