@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod fused;
 pub mod linalg;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod sgemm;
 
@@ -22,6 +23,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     elementwise::register(r);
     reduce::register(r);
     norm::register(r);
+    pool::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {

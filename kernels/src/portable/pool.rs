@@ -29,17 +29,21 @@ fn check_pool_input(x: &Tensor<'_>, out: &TensorMut<'_>) -> Result<(), KernelErr
 }
 
 /// The checked window parameters of `avg_pool2d` / `max_pool2d_with_indices`, `[H, W]` order.
-struct PoolWindow {
-    kernel: [i64; 2],
-    stride: [i64; 2],
-    padding: [i64; 2],
-    dilation: [i64; 2],
+pub(crate) struct PoolWindow {
+    pub(crate) kernel: [i64; 2],
+    pub(crate) stride: [i64; 2],
+    pub(crate) padding: [i64; 2],
+    pub(crate) dilation: [i64; 2],
 }
 
 impl PoolWindow {
     /// Reads kernel size, stride (empty means the kernel size), padding and (when the op has it)
     /// dilation, with PyTorch's checks (padding at most half the kernel).
-    fn read(args: &KernelArgs<'_>, kernel_arg: usize, dilation_arg: Option<usize>) -> Result<PoolWindow, KernelError> {
+    pub(crate) fn read(
+        args: &KernelArgs<'_>,
+        kernel_arg: usize,
+        dilation_arg: Option<usize>,
+    ) -> Result<PoolWindow, KernelError> {
         let k = spatial_param(args, kernel_arg, 2, 1, None)?;
         let kernel = [k[1], k[2]];
         let s = spatial_param(args, kernel_arg + 1, 2, 1, Some(k))?;
@@ -59,7 +63,7 @@ impl PoolWindow {
     }
 
     /// Output `[H, W]` for input `[H, W]`, or an error when a window does not fit.
-    fn output_size(&self, x: &Dims5, ceil: bool) -> Result<[usize; 2], KernelError> {
+    pub(crate) fn output_size(&self, x: &Dims5, ceil: bool) -> Result<[usize; 2], KernelError> {
         let mut out = [0usize; 2];
         for (i, o) in out.iter_mut().enumerate() {
             let size = window_output_size(

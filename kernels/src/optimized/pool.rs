@@ -1,0 +1,338 @@
+//! Fast `max_pool2d_with_indices` for contiguous (NCHW) f32 tensors on AVX-512: 16 output
+//! columns per register, each window tap one masked load (the masks leave out padding, like
+//! the depthwise kernel in [`super::depthwise_avx512`]), the maximum and its flat index updated
+//! with PyTorch's rule (a greater value or a NaN replaces the maximum; a window's first tap in
+//! the input is its index until then). Everything else, and every invalid call, goes to the
+//! portable kernel, which stays the reference and reports the errors.
+
+use crate::args::KernelArgs;
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::portable;
+use crate::portable::pool::PoolWindow;
+use crate::portable::spatial::Dims5;
+use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+
+/// Widest window the per-chunk column table covers.
+const MAX_KERNEL_WIDTH: usize = 16;
+
+/// The checked geometry of one plane.
+#[derive(Debug, Clone, Copy)]
+struct PoolPlane {
+    height: usize,
+    width: usize,
+    out_height: usize,
+    out_width: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+/// `aten::max_pool2d_with_indices.out(Tensor self, int[2] kernel_size, int[2] stride=[],
+/// int[2] padding=0, int[2] dilation=1, bool ceil_mode=False, *, Tensor(a!) out,
+/// Tensor(b!) indices) -> (Tensor(a!), Tensor(b!))`
+pub fn max_pool2d_with_indices_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    match fast_max_pool(args) {
+        Some(Ok(())) => Ok(()),
+        // Not covered (or a window with no tap in the input): the reference computes everything.
+        _ => portable::pool::max_pool2d_with_indices_out(ctx, args),
+    }
+}
+
+/// `None` when the call is not one the fast path covers (nothing is written then, or all of it
+/// is rewritten by the portable kernel).
+fn fast_max_pool(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
+    if !available() {
+        return None;
+    }
+    let x = args.tensor(0).ok()?;
+    if x.dtype() != DType::Float || x.dim() != 4 || !x.dim_order().is_contiguous() {
+        return None;
+    }
+    let window = PoolWindow::read(args, 1, Some(4)).ok()?;
+    let ceil = args.bool(5).ok()?;
+    let xs = x.sizes();
+    let xd = Dims5::new(xs, &x.strides(), 2, true);
+    let [out_height, out_width] = window.output_size(&xd, ceil).ok()?;
+    let size = |v: i64| usize::try_from(v).ok();
+    let plane = PoolPlane {
+        height: xs[2],
+        width: xs[3],
+        out_height,
+        out_width,
+        kernel: [size(window.kernel[0])?, size(window.kernel[1])?],
+        stride: [size(window.stride[0])?, size(window.stride[1])?],
+        padding: [size(window.padding[0])?, size(window.padding[1])?],
+    };
+    // Indices are computed in i32 lanes: the plane (and every position a window reaches) must fit.
+    let reach_w = (out_width - 1).checked_mul(plane.stride[1])?.checked_add(plane.kernel[1])?.checked_add(32)?;
+    let reach_h = (out_height - 1).checked_mul(plane.stride[0])?.checked_add(plane.kernel[0])?;
+    let fits = |v: usize| v < (i32::MAX as usize) / 2;
+    if window.dilation != [1, 1]
+        || plane.kernel[1] > MAX_KERNEL_WIDTH
+        || !(1..=2).contains(&plane.stride[1])
+        || !fits(xs[2].checked_mul(xs[3])?)
+        || !fits(reach_w)
+        || !fits(reach_h.checked_mul(xs[3])?)
+    {
+        return None;
+    }
+    let mut out = args.tensor_mut(6).ok()?;
+    let mut indices = args.tensor_mut(7).ok()?;
+    if out.dtype() != DType::Float || indices.dtype() != DType::Long {
+        return None;
+    }
+    let shape = [xs[0], xs[1], out_height, out_width];
+    out.resize(&shape).ok()?;
+    indices.resize(&shape).ok()?;
+    if !out.dim_order().is_contiguous() || !indices.dim_order().is_contiguous() {
+        return None;
+    }
+    let planes = xs[0] * xs[1];
+    let (plane_in, plane_out) = (xs[2] * xs[3], out_height * out_width);
+    let xdata = x.data::<f32>().ok()?.get(..planes * plane_in)?;
+    let odata = out.data_mut::<f32>().ok()?.get_mut(..planes * plane_out)?;
+    let idata = indices.data_mut::<i64>().ok()?.get_mut(..planes * plane_out)?;
+    let planes_iter =
+        xdata.chunks_exact(plane_in).zip(odata.chunks_exact_mut(plane_out)).zip(idata.chunks_exact_mut(plane_out));
+    for ((x, o), i) in planes_iter {
+        if !max_pool_plane(&plane, x, o, i) {
+            return None;
+        }
+    }
+    Some(Ok(()))
+}
+
+/// Whether this CPU runs the fast path.
+fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One plane; `false` if some window has no tap inside the input (the portable kernel's rule
+/// for those is kept by letting it redo the call). The caller checked AVX-512 ([`available`]),
+/// the slice lengths and that every index fits an `i32`.
+fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !available()
+            || x.len() < g.height * g.width
+            || out.len() < g.out_height * g.out_width
+            || indices.len() < out.len()
+        {
+            return false;
+        }
+        // SAFETY: AVX-512F is available (checked just above), all `plane_avx512` requires of
+        // the CPU; the slice lengths it relies on were checked just above too.
+        unsafe { plane_avx512(g, x, out, indices) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (g, x, out, indices);
+        false
+    }
+}
+
+/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`).
+fn bit_range(lo: isize, hi: isize) -> u32 {
+    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
+    if hi <= lo {
+        return 0;
+    }
+    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+    upto(hi) & !upto(lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    let (sw, pw) = (g.stride[1] as isize, g.padding[1] as isize);
+    let (height, width) = (g.height as isize, g.width as isize);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let lane_columns = _mm512_mullo_epi32(lane, _mm512_set1_epi32(sw as i32));
+    let unset = _mm512_set1_epi32(-1);
+    // Per chunk of 16 output columns: each kernel column's window start, the window elements
+    // inside the row, and the output lanes whose input column is inside the row.
+    let mut ox0 = 0;
+    while ox0 < g.out_width {
+        let n = (g.out_width - ox0).min(LANES);
+        let out_mask = bit_range(0, n as isize) as u16;
+        let mut columns = [(0isize, 0u32, 0u16); MAX_KERNEL_WIDTH];
+        for (kx, column) in columns.iter_mut().enumerate().take(g.kernel[1]) {
+            let first = ox0 as isize * sw + kx as isize - pw;
+            let used = (n as isize - 1) * sw + 1;
+            let element_mask = bit_range(-first, (width - first).min(used));
+            let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
+            let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
+            *column = (first, element_mask, bit_range(lo, hi) as u16);
+        }
+        let columns = &columns[..g.kernel[1]];
+        for oy in 0..g.out_height {
+            let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+            let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut best_index = unset;
+            for ky in 0..g.kernel[0] {
+                let iy = y0 + ky as isize;
+                if iy < 0 || iy >= height {
+                    continue;
+                }
+                for &(first, element_mask, lane_mask) in columns {
+                    let at = iy * width + first;
+                    let v = if sw == 1 {
+                        // SAFETY: the enabled lanes t satisfy 0 <= first + t < width and
+                        // 0 <= iy < height, so each element read, x[iy * width + first + t], is
+                        // inside the plane (x.len() >= height * width, checked by the caller).
+                        // Masked-off lanes are not accessed; the pointer is formed with wrapping
+                        // arithmetic only.
+                        unsafe { _mm512_maskz_loadu_ps(element_mask as u16, x.as_ptr().wrapping_offset(at)) }
+                    } else {
+                        // SAFETY: as above, for window elements 0..16 (low mask half).
+                        let lo = unsafe { _mm512_maskz_loadu_ps(element_mask as u16, x.as_ptr().wrapping_offset(at)) };
+                        // SAFETY: as above, for window elements 16..32 (high mask half).
+                        let hi = unsafe {
+                            _mm512_maskz_loadu_ps((element_mask >> 16) as u16, x.as_ptr().wrapping_offset(at + 16))
+                        };
+                        _mm512_permutex2var_ps(lo, even, hi)
+                    };
+                    let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    let first_tap = _mm512_cmpeq_epi32_mask(best_index, unset);
+                    let update = lane_mask & (greater | nan | first_tap);
+                    best = _mm512_mask_mov_ps(best, update, v);
+                    let position = _mm512_add_epi32(lane_columns, _mm512_set1_epi32(at as i32));
+                    best_index = _mm512_mask_mov_epi32(best_index, update, position);
+                }
+            }
+            if _mm512_cmpeq_epi32_mask(best_index, unset) & out_mask != 0 {
+                return false;
+            }
+            let at = oy * g.out_width + ox0;
+            debug_assert!(at + n <= out.len() && at + n <= indices.len());
+            // SAFETY: oy < out_height and ox0 + n <= out_width, so the n enabled lanes write
+            // out[at..at + n], inside the out_height * out_width elements the caller checked.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, best) };
+            let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(best_index));
+            let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(best_index));
+            // SAFETY: lanes 0..8 of the n enabled ones: indices[at..at + min(n, 8)], inside the
+            // out_height * out_width elements the caller checked `indices` holds.
+            unsafe { _mm512_mask_storeu_epi64(indices.as_mut_ptr().wrapping_add(at), out_mask as u8, low) };
+            // SAFETY: lanes 8..n: indices[at + 8..at + n] (none when n <= 8), inside as above.
+            unsafe { _mm512_mask_storeu_epi64(indices.as_mut_ptr().wrapping_add(at + 8), (out_mask >> 8) as u8, high) };
+        }
+        ox0 += LANES;
+    }
+    true
+}
+
+pub fn register(r: &mut KernelRegistry) {
+    let table: &[(&str, &'static [DType], KernelFn)] = &[(
+        "aten::max_pool2d_with_indices.out(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, int[2] dilation=1, bool ceil_mode=False, *, Tensor(a!) out, Tensor(b!) indices) -> (Tensor(a!), Tensor(b!))",
+        crate::portable::elementwise::REAL_DTYPES,
+        max_pool2d_with_indices_out,
+    )];
+    super::replace_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portable::test_support::Call;
+
+    /// Deterministic values in [-1, 1), with NaN and -inf sprinkled in when asked.
+    fn values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                match i % 37 {
+                    5 if specials => f32::NAN,
+                    11 if specials => f32::NEG_INFINITY,
+                    _ => ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0,
+                }
+            })
+            .collect()
+    }
+
+    /// The call's outputs, or `None` when the kernel rejected it.
+    fn run(
+        kernel: KernelFn,
+        x: [usize; 4],
+        k: i64,
+        s: i64,
+        p: i64,
+        ceil: bool,
+        specials: bool,
+    ) -> Option<(Vec<f32>, Vec<i64>)> {
+        let data = values(x.iter().product(), 7, specials);
+        let (r, mut done) = Call::new()
+            .tensor(&x, &data)
+            .ints(&[k, k])
+            .ints(&[s, s])
+            .ints(&[p, p])
+            .ints(&[1, 1])
+            .bool(ceil)
+            .out(DType::Float, &[1, 1, 1, 1], 1 << 16)
+            .out(DType::Long, &[1, 1, 1, 1], 1 << 16)
+            .run(kernel);
+        r.ok()?;
+        Some((done.tensor::<f32>(6).1, done.tensor::<i64>(7).1))
+    }
+
+    #[test]
+    fn fast_path_covers_inception_pooling() {
+        if !available() {
+            return;
+        }
+        let covered = |kernel: KernelFn| {
+            let (r, _) = Call::new()
+                .tensor(&[1, 32, 32, 32], &values(32 * 32 * 32, 1, false))
+                .ints(&[3, 3])
+                .ints(&[1, 1])
+                .ints(&[1, 1])
+                .ints(&[1, 1])
+                .bool(false)
+                .out(DType::Float, &[1, 1, 1, 1], 1 << 16)
+                .out(DType::Long, &[1, 1, 1, 1], 1 << 16)
+                .run(kernel);
+            r
+        };
+        // The fast path alone (no portable fallback) completes the call.
+        let fast: KernelFn = |_, args| fast_max_pool(args).unwrap_or(Err(KernelError::NotImplemented("not covered")));
+        assert!(covered(fast).is_ok());
+    }
+
+    #[test]
+    fn matches_portable() {
+        let mut checked = 0;
+        let shapes = [[1, 32, 32, 32], [2, 3, 7, 9], [1, 2, 40, 37], [1, 1, 1, 1], [1, 4, 5, 17]];
+        for x in shapes {
+            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 2, 0), (5, 1, 2), (1, 1, 0)] {
+                for ceil in [false, true] {
+                    for specials in [false, true] {
+                        let want = run(portable::pool::max_pool2d_with_indices_out, x, k, s, p, ceil, specials);
+                        let got = run(max_pool2d_with_indices_out, x, k, s, p, ceil, specials);
+                        // Invalid calls (a window larger than the input) fail on both.
+                        let (Some(want), Some(got)) = (&want, &got) else {
+                            assert_eq!(want.is_some(), got.is_some(), "{x:?} k{k} s{s} p{p} ceil {ceil}");
+                            continue;
+                        };
+                        checked += 1;
+                        assert_eq!(got.1, want.1, "indices {x:?} k{k} s{s} p{p} ceil {ceil}");
+                        let same = got.0.iter().zip(&want.0).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                        assert!(same && got.0.len() == want.0.len(), "values {x:?} k{k} s{s} p{p} ceil {ceil}");
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} valid cases");
+    }
+}
