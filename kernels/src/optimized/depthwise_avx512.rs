@@ -107,8 +107,8 @@ struct ColumnLoad {
     mask: u32,
 }
 
-/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`).
-fn bit_range(lo: isize, hi: isize) -> u32 {
+/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`): the lanes of a masked load or store.
+pub(crate) fn bit_range(lo: isize, hi: isize) -> u32 {
     let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
     if hi <= lo {
         return 0;

@@ -13,6 +13,9 @@ use crate::portable::pool::PoolWindow;
 use crate::portable::spatial::Dims5;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
+#[cfg(target_arch = "x86_64")]
+use super::depthwise_avx512::bit_range;
+
 /// Widest window the per-chunk column table covers.
 const MAX_KERNEL_WIDTH: usize = 16;
 
@@ -137,16 +140,6 @@ fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]
         let _ = (g, x, out, indices);
         false
     }
-}
-
-/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`).
-fn bit_range(lo: isize, hi: isize) -> u32 {
-    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
-    if hi <= lo {
-        return 0;
-    }
-    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-    upto(hi) & !upto(lo)
 }
 
 #[cfg(target_arch = "x86_64")]
