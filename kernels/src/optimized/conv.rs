@@ -706,7 +706,7 @@ fn depthwise_contiguous(
         min: c.min,
         max: c.max,
     };
-    let direct = (direct.supported() && depthwise_avx512::available() && !force_band_kernel()).then_some(direct);
+    let direct = direct.direct().filter(|_| !force_band_kernel());
     let tiling = plane_tiling(c).ok_or(KernelError::NotImplemented("depthwise tiling"))?;
     let plane_out = c.out_pixels();
     let plane_in = c.height * c.width;
@@ -727,7 +727,7 @@ fn depthwise_contiguous(
             let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
             let taps = &taps[..kh * kw];
             if let Some(g) = &direct {
-                return depthwise_avx512::plane(g, src, taps, b, dst).ok_or(short(INPUT));
+                return g.run(src, taps, b, dst).ok_or(short(INPUT));
             }
             let band = band.get_or_insert_with(|| Box::new([0f32; BAND]));
             depthwise_plane(c, tiling, src, taps, b, dst, band).ok_or(short(INPUT))

@@ -1,25 +1,26 @@
 //! Depthwise convolution of one contiguous (NCHW) f32 plane with AVX-512, read straight from the
-//! input: 16 output columns per register, each kernel tap one masked load. The masks zero the
-//! lanes that fall on padding (and never touch memory there), so no padded copy of the input is
-//! made; that copy, and the per-plane set-up around it, dominated small planes (7x7, 14x14) in the
-//! portable-SIMD band kernel of [`super::conv`], which stays the path for other CPUs and strides.
+//! input ([`super::masked_rows`]): 16 output columns per register, each kernel tap one masked
+//! load, no padded copy of the input; that copy, and the per-plane set-up around it, dominated
+//! small planes (7x7, 14x14) in the portable-SIMD band kernel of [`super::conv`], which stays the
+//! path for other CPUs and strides.
 //!
-//! Covered: column stride 1 or 2 (a stride-2 step loads 32 inputs and keeps the even ones), any
-//! row stride, kernel width up to [`MAX_KERNEL_WIDTH`], any dilation and padding. The taps are
-//! applied in the order of the portable kernel (row-major over the kernel, starting from the
-//! bias) with fused multiply-adds, like the band kernel.
+//! Covered: column stride 1 or 2, any row stride, kernel width up to [`MAX_KERNEL_WIDTH`], any
+//! dilation and padding. The taps are applied in the order of the portable kernel (row-major over
+//! the kernel, starting from the bias) with fused multiply-adds, like the band kernel.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Output columns per register.
-const LANES: usize = 16;
+#[cfg(target_arch = "x86_64")]
+use super::masked_rows::ColumnLoad;
+use super::masked_rows::{self, LANES};
+
 /// Output rows computed together: independent accumulators hide the multiply-add latency.
 const ROWS: usize = 4;
 /// Widest kernel the per-chunk load table covers.
 pub const MAX_KERNEL_WIDTH: usize = 16;
 
-/// The geometry of one plane, in elements; checked by [`PlaneGeometry::new`].
+/// The geometry of one plane, in elements; [`PlaneGeometry::direct`] checks it once per call.
 #[derive(Debug, Clone, Copy)]
 pub struct PlaneGeometry {
     pub height: usize,
@@ -35,12 +36,18 @@ pub struct PlaneGeometry {
     pub max: f32,
 }
 
+/// A [`PlaneGeometry`] this kernel covers, on a CPU with AVX-512: all its index arithmetic fits
+/// `isize`. Made by [`PlaneGeometry::direct`].
+#[derive(Debug, Clone, Copy)]
+pub struct DirectPlane(PlaneGeometry);
+
 impl PlaneGeometry {
-    /// Whether this kernel covers the geometry (and its index arithmetic cannot overflow `isize`).
-    pub fn supported(&self) -> bool {
+    /// The geometry as a [`DirectPlane`], or `None` when this kernel does not cover it or the CPU
+    /// lacks AVX-512.
+    pub fn direct(self) -> Option<DirectPlane> {
         let [kh, kw] = self.kernel;
         let fits = |v: usize| isize::try_from(v).is_ok();
-        (1..=2).contains(&self.stride[1])
+        let supported = (1..=2).contains(&self.stride[1])
             && kw <= MAX_KERNEL_WIDTH
             && kh >= 1
             && kw >= 1
@@ -51,7 +58,8 @@ impl PlaneGeometry {
             && span(self.out_width, self.stride[1], kw, self.dilation[1]).is_some_and(|s| fits(s + 2 * LANES))
             && span(self.out_height, self.stride[0], kh, self.dilation[0]).is_some_and(fits)
             && fits(self.padding[0])
-            && fits(self.padding[1])
+            && fits(self.padding[1]);
+        (supported && masked_rows::available()).then_some(DirectPlane(self))
     }
 }
 
@@ -60,82 +68,47 @@ fn span(outputs: usize, stride: usize, kernel: usize, dilation: usize) -> Option
     (outputs - 1).checked_mul(stride)?.checked_add((kernel - 1).checked_mul(dilation)?)?.checked_add(1)
 }
 
-/// Whether this CPU runs [`plane`].
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
+impl DirectPlane {
+    /// One output plane from one input plane: `out[oy][ox] = bias + Σ taps[ky][kx] · x[iy][ix]`
+    /// over the taps inside the input, then clamped. `None` (nothing written) when the slices are
+    /// shorter than the geometry needs.
+    pub fn run(&self, x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) -> Option<()> {
+        let g = &self.0;
+        if x.len() < g.height * g.width
+            || out.len() < g.out_height * g.out_width
+            || taps.len() < g.kernel[0] * g.kernel[1]
+        {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: a DirectPlane exists only where AVX-512F is available (`direct`), all
+            // `plane_avx512` requires of the CPU; the slice lengths were checked just above.
+            unsafe { plane_avx512(g, x, taps, bias, out) };
+            Some(())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// One output plane from one input plane: `out[oy][ox] = bias + Σ taps[ky][kx] · x[iy][ix]` over
-/// the taps inside the input, then clamped. `None` (nothing or part written) when the slices are
-/// shorter than the geometry needs, the geometry is not [`supported`](PlaneGeometry::supported),
-/// or the CPU lacks AVX-512 ([`available`]).
-pub fn plane(g: &PlaneGeometry, x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) -> Option<()> {
-    let [kh, kw] = g.kernel;
-    if !g.supported()
-        || !available()
-        || x.len() < g.height * g.width
-        || out.len() < g.out_height * g.out_width
-        || taps.len() < kh * kw
-    {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: AVX-512F is available (checked just above), all `plane_avx512` requires of
-        // the CPU.
-        unsafe { plane_avx512(g, x, taps, bias, out) };
-        Some(())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
-}
-
-/// One 16-column chunk's load for kernel column `kx`: the input column of lane 0 (may be
-/// negative) and the lanes (stride 1) or window elements (stride 2, 32 of them) inside the row.
-#[derive(Clone, Copy, Default)]
-struct ColumnLoad {
-    first: isize,
-    mask: u32,
-}
-
-/// Bits `lo..hi` of a `u32` (empty when `hi <= lo`): the lanes of a masked load or store.
-pub(crate) fn bit_range(lo: isize, hi: isize) -> u32 {
-    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
-    if hi <= lo {
-        return 0;
-    }
-    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-    upto(hi) & !upto(lo)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn plane_avx512(g: &PlaneGeometry, x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) {
-    // Preconditions from `plane`: geometry supported (all index arithmetic below fits `isize`),
-    // `x` holds the `height * width` plane, `out` the `out_height * out_width` one, `taps` all
-    // `kh * kw` weights.
+    // Preconditions from `DirectPlane::run`: geometry supported (all index arithmetic below fits
+    // `isize`), `x` holds the `height * width` plane, `out` the `out_height * out_width` one,
+    // `taps` all `kh * kw` weights.
     let kw = g.kernel[1];
-    let (sw, dw, pw) = (g.stride[1] as isize, g.dilation[1] as isize, g.padding[1] as isize);
+    let column = [g.stride[1] as isize, g.dilation[1] as isize, g.padding[1] as isize];
     let width = g.width as isize;
     let mut ox0 = 0;
     while ox0 < g.out_width {
         let n = (g.out_width - ox0).min(LANES);
         let mut loads = [ColumnLoad::default(); MAX_KERNEL_WIDTH];
         for (kx, load) in loads.iter_mut().enumerate().take(kw) {
-            let first = ox0 as isize * sw + kx as isize * dw - pw;
-            // Input columns `first + t` for window elements t: those inside the row, among
-            // those the chunk's n outputs read (t = j * sw, j < n).
-            let used = (n as isize - 1) * sw + 1;
-            *load = ColumnLoad { first, mask: bit_range(-first, (width - first).min(used)) };
+            *load = ColumnLoad::new(ox0, n, kx, column, width);
         }
         match kw {
             3 => column_chunk::<3>(g, x, taps, bias, &loads[..3], (ox0, n), out),
@@ -204,31 +177,18 @@ fn rows_3x3<const SH: usize>(
     let Some(taps) = taps.first_chunk::<9>() else { return };
     let t: [__m512; 9] = std::array::from_fn(|i| _mm512_set1_ps(taps[i]));
     let width = g.width as isize;
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let top = (oy * SH) as isize - g.padding[0] as isize;
     let mut acc = [_mm512_set1_ps(bias); ROWS];
     // Input rows top + j; output row r reads rows r * SH + ky.
     for j in 0..(ROWS - 1) * SH + 3 {
         let iy = top + j as isize;
         debug_assert!(iy >= 0 && iy < g.height as isize);
-        for (kx, load) in loads.iter().enumerate() {
-            let at = iy * width + load.first;
-            let v = if g.stride[1] == 1 {
-                // SAFETY: the caller checked these output rows are interior, so every row
-                // iy = (oy + r) * SH - ph + ky read here satisfies 0 <= iy < height; the enabled
-                // lanes t satisfy 0 <= first + t < width. Every element read,
-                // x[iy * width + first + t], is inside the plane `plane` checked `x` holds.
-                // Masked-off lanes are not accessed; the pointer is formed with wrapping
-                // arithmetic only.
-                unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) }
-            } else {
-                // SAFETY: as above, for window elements 0..16 (low mask half).
-                let lo = unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) };
-                // SAFETY: as above, for window elements 16..32 (high mask half).
-                let hi =
-                    unsafe { _mm512_maskz_loadu_ps((load.mask >> 16) as u16, x.as_ptr().wrapping_offset(at + 16)) };
-                _mm512_permutex2var_ps(lo, even, hi)
-            };
+        for (kx, &load) in loads.iter().enumerate() {
+            // SAFETY: the caller checked these output rows are interior, so every row
+            // iy = (oy + r) * SH - ph + ky read here satisfies 0 <= iy < height, and the
+            // enabled elements of `load` lie inside the row (`ColumnLoad::new`): every element
+            // read is inside the plane `DirectPlane::run` checked `x` holds.
+            let v = unsafe { masked_rows::load_window(x, iy * width, load, g.stride[1] == 2) };
             for (r, acc) in acc.iter_mut().enumerate() {
                 // Kernel row of output row r that reads input row j (constant after unrolling).
                 if j >= r * SH && j - r * SH < 3 {
@@ -238,17 +198,7 @@ fn rows_3x3<const SH: usize>(
             }
         }
     }
-    let (min, max) = (_mm512_set1_ps(g.min), _mm512_set1_ps(g.max));
-    let out_mask = bit_range(0, n as isize) as u16;
-    for (r, acc) in acc.iter().enumerate() {
-        let v = _mm512_min_ps(max, _mm512_max_ps(min, *acc));
-        let at = (oy + r) * g.out_width + ox0;
-        debug_assert!(at + n <= out.len());
-        // SAFETY: oy + r < out_height and ox0 + n <= out_width, so the n enabled lanes write
-        // out[(oy + r) * out_width + ox0 ..][..n], inside the out_height * out_width elements
-        // `plane` checked `out` holds.
-        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, v) };
-    }
+    store_rows(g, &acc, (oy, ox0, n), out);
 }
 
 /// `R` output rows from `oy` of the chunk of `n` columns from `ox0`. `INTERIOR`: the caller
@@ -271,10 +221,9 @@ fn chunk_rows<const R: usize, const KW: usize, const INTERIOR: bool>(
     let (sh, dh, ph) = (g.stride[0] as isize, g.dilation[0] as isize, g.padding[0] as isize);
     let (height, width) = (g.height as isize, g.width as isize);
     let taps = &taps[..kh * kw];
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let mut acc = [_mm512_set1_ps(bias); R];
     for ky in 0..kh {
-        for (kx, load) in loads.iter().enumerate() {
+        for (kx, &load) in loads.iter().enumerate() {
             let tap = _mm512_set1_ps(taps[ky * kw + kx]);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let iy = (oy + r) as isize * sh + ky as isize * dh - ph;
@@ -282,29 +231,29 @@ fn chunk_rows<const R: usize, const KW: usize, const INTERIOR: bool>(
                     continue;
                 }
                 debug_assert!((0..height).contains(&iy));
-                let at = iy * width + load.first;
-                let v = if g.stride[1] == 1 {
-                    // SAFETY: the enabled lanes t (bits of `mask`, all < 16 here since the
-                    // chunk has n <= 16 outputs) satisfy 0 <= first + t < width, and
-                    // 0 <= iy < height (tested above, or by the caller for INTERIOR rows), so
-                    // every element read, x[iy * width + first + t], is inside the plane `x`
-                    // holds (`plane` checked x.len() >= height * width). Masked-off lanes are
-                    // not accessed; the pointer is only formed with wrapping arithmetic.
-                    unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) }
-                } else {
-                    // SAFETY: as above, for the first 16 window elements (low mask half).
-                    let lo = unsafe { _mm512_maskz_loadu_ps(load.mask as u16, x.as_ptr().wrapping_offset(at)) };
-                    // SAFETY: as above, for window elements 16..32 (high mask half), 16 further.
-                    let hi =
-                        unsafe { _mm512_maskz_loadu_ps((load.mask >> 16) as u16, x.as_ptr().wrapping_offset(at + 16)) };
-                    _mm512_permutex2var_ps(lo, even, hi)
-                };
+                // SAFETY: 0 <= iy < height (tested above, or by the caller for INTERIOR rows),
+                // and the enabled elements of `load` lie inside the row (`ColumnLoad::new`), so
+                // every element read is inside the plane `DirectPlane::run` checked `x` holds.
+                let v = unsafe { masked_rows::load_window(x, iy * width, load, g.stride[1] == 2) };
                 *acc = _mm512_fmadd_ps(tap, v, *acc);
             }
         }
     }
+    store_rows(g, &acc, (oy, ox0, n), out);
+}
+
+/// Clamps the accumulators of output rows `oy..oy + R` and stores their `n` columns from `ox0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store_rows<const R: usize>(
+    g: &PlaneGeometry,
+    acc: &[__m512; R],
+    (oy, ox0, n): (usize, usize, usize),
+    out: &mut [f32],
+) {
     let (min, max) = (_mm512_set1_ps(g.min), _mm512_set1_ps(g.max));
-    let out_mask = bit_range(0, n as isize) as u16;
+    let out_mask = masked_rows::bit_range(0, n as isize) as u16;
     for (r, acc) in acc.iter().enumerate() {
         // max(min, v) then min(max, v): the second operand (v) wins on NaN, like sgemm::clamp.
         let v = _mm512_min_ps(max, _mm512_max_ps(min, *acc));
@@ -312,22 +261,7 @@ fn chunk_rows<const R: usize, const KW: usize, const INTERIOR: bool>(
         debug_assert!(at + n <= out.len());
         // SAFETY: oy + r < out_height and ox0 + n <= out_width, so the n enabled lanes write
         // out[(oy + r) * out_width + ox0 ..][..n], inside the out_height * out_width elements
-        // `plane` checked `out` holds.
+        // `DirectPlane::run` checked `out` holds.
         unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, v) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bit_ranges() {
-        assert_eq!(bit_range(0, 16), 0xffff);
-        assert_eq!(bit_range(1, 3), 0b110);
-        assert_eq!(bit_range(-4, 2), 0b11);
-        assert_eq!(bit_range(5, 2), 0);
-        assert_eq!(bit_range(0, 40), u32::MAX);
-        assert_eq!(bit_range(31, 32), 1 << 31);
     }
 }

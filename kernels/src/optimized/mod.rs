@@ -8,6 +8,7 @@ pub mod depthwise_avx512;
 pub mod elementwise;
 pub mod fused;
 pub mod linalg;
+pub mod masked_rows;
 pub mod norm;
 pub mod pool;
 pub mod reduce;

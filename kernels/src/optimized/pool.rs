@@ -1,6 +1,6 @@
 //! Fast `max_pool2d_with_indices` for contiguous (NCHW) f32 tensors on AVX-512: 16 output
-//! columns per register, each window tap one masked load (the masks leave out padding, like
-//! the depthwise kernel in [`super::depthwise_avx512`]), the maximum and its flat index updated
+//! columns per register, each window tap one masked load ([`super::masked_rows`]: the masks
+//! leave out padding), the maximum and its flat index updated
 //! with PyTorch's rule (a greater value or a NaN replaces the maximum; a window's first tap in
 //! the input is its index until then). Everything else, and every invalid call, goes to the
 //! portable kernel, which stays the reference and reports the errors.
@@ -13,8 +13,7 @@ use crate::portable::pool::PoolWindow;
 use crate::portable::spatial::Dims5;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
-#[cfg(target_arch = "x86_64")]
-use super::depthwise_avx512::bit_range;
+use super::masked_rows::{self, available};
 
 /// Widest window the per-chunk column table covers.
 const MAX_KERNEL_WIDTH: usize = 16;
@@ -106,18 +105,6 @@ fn fast_max_pool(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
     Some(Ok(()))
 }
 
-/// Whether this CPU runs the fast path.
-fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// One plane; `false` if some window has no tap inside the input (the portable kernel's rule
 /// for those is kept by letting it redo the call). The caller checked AVX-512 ([`available`]),
 /// the slice lengths and that every index fits an `i32`.
@@ -145,28 +132,27 @@ fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+    use masked_rows::{ColumnLoad, LANES, bit_range};
     use std::arch::x86_64::*;
-    const LANES: usize = 16;
-    let (sw, pw) = (g.stride[1] as isize, g.padding[1] as isize);
+    let sw = g.stride[1] as isize;
+    let column = [sw, 1, g.padding[1] as isize];
     let (height, width) = (g.height as isize, g.width as isize);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let lane_columns = _mm512_mullo_epi32(lane, _mm512_set1_epi32(sw as i32));
     let unset = _mm512_set1_epi32(-1);
-    // Per chunk of 16 output columns: each kernel column's window start, the window elements
-    // inside the row, and the output lanes whose input column is inside the row.
+    // Per chunk of 16 output columns: each kernel column's load, and the output lanes whose
+    // input column is inside the row.
     let mut ox0 = 0;
     while ox0 < g.out_width {
         let n = (g.out_width - ox0).min(LANES);
         let out_mask = bit_range(0, n as isize) as u16;
-        let mut columns = [(0isize, 0u32, 0u16); MAX_KERNEL_WIDTH];
-        for (kx, column) in columns.iter_mut().enumerate().take(g.kernel[1]) {
-            let first = ox0 as isize * sw + kx as isize - pw;
-            let used = (n as isize - 1) * sw + 1;
-            let element_mask = bit_range(-first, (width - first).min(used));
+        let mut columns = [(ColumnLoad::default(), 0u16); MAX_KERNEL_WIDTH];
+        for (kx, column_load) in columns.iter_mut().enumerate().take(g.kernel[1]) {
+            let load = ColumnLoad::new(ox0, n, kx, column, width);
+            let first = load.first;
             let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
             let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
-            *column = (first, element_mask, bit_range(lo, hi) as u16);
+            *column_load = (load, bit_range(lo, hi) as u16);
         }
         let columns = &columns[..g.kernel[1]];
         for oy in 0..g.out_height {
@@ -178,30 +164,17 @@ fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) 
                 if iy < 0 || iy >= height {
                     continue;
                 }
-                for &(first, element_mask, lane_mask) in columns {
-                    let at = iy * width + first;
-                    let v = if sw == 1 {
-                        // SAFETY: the enabled lanes t satisfy 0 <= first + t < width and
-                        // 0 <= iy < height, so each element read, x[iy * width + first + t], is
-                        // inside the plane (x.len() >= height * width, checked by the caller).
-                        // Masked-off lanes are not accessed; the pointer is formed with wrapping
-                        // arithmetic only.
-                        unsafe { _mm512_maskz_loadu_ps(element_mask as u16, x.as_ptr().wrapping_offset(at)) }
-                    } else {
-                        // SAFETY: as above, for window elements 0..16 (low mask half).
-                        let lo = unsafe { _mm512_maskz_loadu_ps(element_mask as u16, x.as_ptr().wrapping_offset(at)) };
-                        // SAFETY: as above, for window elements 16..32 (high mask half).
-                        let hi = unsafe {
-                            _mm512_maskz_loadu_ps((element_mask >> 16) as u16, x.as_ptr().wrapping_offset(at + 16))
-                        };
-                        _mm512_permutex2var_ps(lo, even, hi)
-                    };
+                for &(load, lane_mask) in columns {
+                    // SAFETY: 0 <= iy < height, and the enabled elements of `load` lie inside
+                    // the row (`ColumnLoad::new`), so every element read is inside the plane
+                    // (x.len() >= height * width, checked by the caller).
+                    let v = unsafe { masked_rows::load_window(x, iy * width, load, sw == 2) };
                     let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
                     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
                     let first_tap = _mm512_cmpeq_epi32_mask(best_index, unset);
                     let update = lane_mask & (greater | nan | first_tap);
                     best = _mm512_mask_mov_ps(best, update, v);
-                    let position = _mm512_add_epi32(lane_columns, _mm512_set1_epi32(at as i32));
+                    let position = _mm512_add_epi32(lane_columns, _mm512_set1_epi32((iy * width + load.first) as i32));
                     best_index = _mm512_mask_mov_epi32(best_index, update, position);
                 }
             }
