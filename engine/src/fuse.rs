@@ -171,7 +171,7 @@ pub(crate) fn conv_batch_norm(
     ids: &mut Vec<Option<TensorId>>,
     pool: &ListPool,
     pt: &PointsTo,
-) -> FusedConstants {
+) -> Option<FusedConstants> {
     let mut folds = Vec::new();
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
@@ -199,7 +199,7 @@ pub(crate) fn conv_batch_norm(
             folds.push(fold);
         }
     }
-    write_folds(&folds).unwrap_or_default()
+    write_folds(&folds)
 }
 
 /// Allocates the arena and writes every fold's weight and bias into it (f64 arithmetic, one

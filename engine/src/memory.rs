@@ -30,8 +30,7 @@ enum Storage {
 const MAP_MIN: usize = 1 << 20;
 
 /// A transparent huge page (x86-64 and most aarch64 kernels): buffers to be written at once from
-/// this size up ask for them.
-#[cfg(target_os = "linux")]
+/// this size up ask for them (on Linux).
 const HUGE_PAGE: usize = 2 << 20;
 
 impl std::fmt::Debug for AlignedBuf {
@@ -54,23 +53,22 @@ impl AlignedBuf {
 
     fn allocate(len: usize, populate: bool) -> Option<AlignedBuf> {
         if len >= MAP_MIN {
+            // Transparent huge pages for large buffers written right away (first-touch faults of
+            // 4 KiB pages cost about 1.5 us each in a VM: most of loading mobilenet_v2's weights),
+            // prefaulted in one call; where either advice is refused, pages fault in on first
+            // write as usual. Other buffers written right away are populated by the mapping.
+            let huge = cfg!(target_os = "linux") && populate && len >= HUGE_PAGE;
             let mut options = memmap2::MmapOptions::new();
             options.len(len);
-            #[cfg(target_os = "linux")]
-            if populate && len >= HUGE_PAGE {
-                // Transparent huge pages where the kernel offers them (first-touch faults of 4 KiB
-                // pages cost about 1.5 us each in a VM: most of loading mobilenet_v2's weights),
-                // then prefaulted in one call; where either advice is refused, pages fault in
-                // on first write as usual.
-                let map = options.map_anon().ok()?;
-                let _ = map.advise(memmap2::Advice::HugePage);
-                let _ = map.advise(memmap2::Advice::PopulateWrite);
-                return Some(AlignedBuf { storage: Storage::Mapped(map), len });
-            }
-            if populate {
+            if populate && !huge {
                 options.populate();
             }
             let map = options.map_anon().ok()?;
+            #[cfg(target_os = "linux")]
+            if huge {
+                let _ = map.advise(memmap2::Advice::HugePage);
+                let _ = map.advise(memmap2::Advice::PopulateWrite);
+            }
             return Some(AlignedBuf { storage: Storage::Mapped(map), len });
         }
         let lines = len.checked_add(BUFFER_ALIGN - 1)? / BUFFER_ALIGN;

@@ -222,7 +222,6 @@ impl<'mem> Method<'mem> {
         let mut ids = b.tensor_ids();
         let (mut values, pool) = b.values(&ids)?;
         let mut ins = b.instructions(&config.runtime, &values, true)?;
-
         let steps_before = ins.steps.iter().filter(|s| matches!(s, Step::Nop)).count();
         // Fusion changes which instruction writes which tensor, so the exporter's placement no
         // longer fits: a fused method always runs on etch's re-plan, which needs a method without
@@ -232,10 +231,12 @@ impl<'mem> Method<'mem> {
             && !ins.steps.iter().any(|s| matches!(s, Step::JumpFalse { .. }));
         let fused_constants = if can_fuse {
             let pt = b.points_to(&ins, &values, &pool, &ids);
-            let constants = crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt);
+            let constants =
+                crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt).ok_or_else(|| {
+                    b.invalid("fused constants too large to allocate".into(), ErrorKind::MemoryAllocationFailed)
+                })?;
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
-
             constants
         } else {
             crate::fuse::FusedConstants::default()
@@ -311,7 +312,6 @@ impl<'mem> Method<'mem> {
         memory.zero();
         let (tensors, regions, tensor_of_value, owned) =
             b.tensors(&mut memory, replan.as_ref(), &folded_tensors, fused_constants)?;
-
         debug_assert_eq!(tensor_of_value, ids);
 
         // The precondition of KernelArgs::new: no call can alias a written argument.
@@ -821,27 +821,18 @@ impl Inner<'_> {
 
     /// Program order on the current thread with per-instruction timing (`costs` keeps minima).
     fn run_inline_timed(&self, costs: &mut [f64], intra_op: bool) -> Result<()> {
-        if self.busy.swap(true, Ordering::Acquire) {
-            return Err(Error::InvalidMethod {
-                method: self.name.to_string(),
-                reason: "already executing".into(),
-                kind: ErrorKind::InvalidState,
-            });
-        }
-        let _guard = BusyGuard(&self.busy);
-        // SAFETY: the busy flag excludes any other execution.
-        unsafe { self.restore_freed() };
-        // Parallel-mode methods may run blocks in an order other than program order (the re-plan's
-        // placement relies on it): time them block by block, inline.
-        if let Some(p) = &self.parallel {
-            return self.catch(|| self.run_blocks(p, &[], Some(costs), intra_op));
-        }
-        let env = self.env();
-        self.catch(|| {
+        self.run_exclusive(|| {
+            // Parallel-mode methods may run blocks in an order other than program order (the
+            // re-plan's placement relies on it): time them block by block, inline.
+            if let Some(p) = &self.parallel {
+                return self.run_blocks(p, &[], Some(costs), intra_op);
+            }
+            let env = self.env();
             let mut context = if intra_op { self.context() } else { KernelContext::new() };
             let r = run_sequential(self.steps.len(), DEFAULT_BUDGET, |pc| {
                 let t = Instant::now();
-                // SAFETY: one step at a time; the busy flag excludes other executions.
+                // SAFETY: one step at a time; the busy flag (held by `run_exclusive`) excludes
+                // other executions.
                 let flow = unsafe { run_step(pc, &self.steps[pc], &self.values, &env, &mut context) };
                 let ns = t.elapsed().as_nanos() as f64;
                 if let Some(c) = costs.get_mut(pc) {
