@@ -11,6 +11,7 @@
 //! program the loader accepted, and runs at most 10,000,000 instructions.
 
 mod alias;
+mod awake;
 pub mod bundled;
 mod config;
 mod dag;

@@ -63,26 +63,36 @@ struct Parallel {
 /// How parallel mode decides which blocks run as graphs, by measuring rather than predicting
 /// (whether overlapping branches beats spreading each kernel over the pool depends on the
 /// model and the machine: transformer_layer is faster inline, mlp_towers as a graph):
-/// [`INLINE_TRIALS`] inline executions (the first ones timed per instruction, for the costs),
-/// then, if the costs make some block a candidate, [`GRAPH_TRIALS`] executions with the
-/// candidates as graphs. The graphs stay only if their best execution beat the best inline one
-/// by [`GRAPH_MIN_GAIN`].
+/// [`COST_RUNS`] inline executions timed per instruction give the costs that make a block a
+/// candidate; if some block is one, [`TRIAL_PAIRS`] pairs of executions follow, alternating
+/// inline and with the candidates as graphs. The graphs stay only if their median execution beat
+/// the median inline one by [`GRAPH_MIN_GAIN`] (medians, because graph times are bimodal on a
+/// VM: a graph that sometimes finds the other core awake has a fast minimum and a slow typical
+/// run).
 #[derive(Debug, Default)]
 struct Warmup {
-    inline_runs: u32,
-    inline_best_ns: f64,
-    /// Per block: a graph candidate. Set after the inline trials.
+    cost_runs: u32,
+    /// Per block: a graph candidate. Set after the cost runs.
     candidate: Option<Vec<bool>>,
-    graph_runs: u32,
-    graph_best_ns: f64,
+    /// Trials run so far: even ones inline, odd ones with the candidate graphs.
+    trials: u32,
+    /// Each trial's time in ns, by kind: `[inline, graph][pair]`.
+    trial_ns: [[f64; TRIAL_PAIRS as usize]; 2],
 }
 
-/// Inline warm-up executions; all but the last are timed per instruction.
-const INLINE_TRIALS: u32 = 3;
-/// Warm-up executions with the candidate blocks as graphs.
-const GRAPH_TRIALS: u32 = 3;
-/// Graphs are kept only if their best warm-up execution took at most this fraction of the best
-/// inline one (a margin against timing noise: the inline path is the safe default).
+/// The median of a few timings (the upper one of the middle two for an even count).
+fn median<const N: usize>(mut times: [f64; N]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times.get(N / 2).copied().unwrap_or(f64::INFINITY)
+}
+
+/// Inline warm-up executions timed per instruction.
+const COST_RUNS: u32 = 2;
+/// Inline/graph trial pairs after the cost runs (only when some block is a candidate). Three
+/// pairs decided mlp_towers either way on this VM, whose timings drift by 30%.
+const TRIAL_PAIRS: u32 = 6;
+/// Graphs are kept only if their median trial took at most this fraction of the median inline
+/// one (a margin against timing noise: the inline path is the safe default).
 const GRAPH_MIN_GAIN: f64 = 0.97;
 
 /// A block runs as a graph only if its instructions take at least this long in total; below it,
@@ -373,11 +383,7 @@ impl<'mem> Method<'mem> {
                     block_at,
                     pool: config.runtime.pool(),
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
-                    warmup: Mutex::new(Warmup {
-                        inline_best_ns: f64::INFINITY,
-                        graph_best_ns: f64::INFINITY,
-                        ..Warmup::default()
-                    }),
+                    warmup: Mutex::new(Warmup::default()),
                     as_graph,
                     always_graph: config.always_graph,
                 })
@@ -564,9 +570,20 @@ impl<'mem> Method<'mem> {
     pub fn execute(&mut self) -> Result<()> {
         let inner = self.inner_mut();
         inner.check_inputs()?;
-        match inner.mode {
+        let run = |inner: &mut Inner<'mem>| match inner.mode {
             ExecutionMode::Sequential => inner.execute_sequential(),
             ExecutionMode::Parallel => inner.execute_shared(),
+        };
+        let uses_pool = inner.mode == ExecutionMode::Parallel || inner.runtime.intra_op();
+        let pool = uses_pool.then(|| inner.runtime.pool()).filter(|p| p.current_num_threads() > 1);
+        match pool {
+            // On a pool worker, with the other workers kept awake: kernels' parallel regions and
+            // graph tasks then start without waking sleeping threads (see `awake`).
+            Some(pool) if inner.runtime.spinning() => {
+                let _awake = inner.runtime.keep_awake().enter();
+                if pool.current_thread_index().is_some() { run(inner) } else { pool.install(|| run(inner)) }
+            }
+            _ => run(inner),
         }
     }
 
@@ -581,14 +598,24 @@ impl<'mem> Method<'mem> {
         self.inner_mut().check_inputs()?;
         let inner = Arc::clone(&self.inner);
         let pool = self.inner.pool();
+        let pool_threads = pool.current_num_threads();
         let (tx, rx) = futures::channel::oneshot::channel();
         pool.spawn(move || {
+            let awake = (inner.runtime.spinning() && pool_threads > 1).then(|| inner.runtime.keep_awake().enter());
             let result = inner.execute_shared();
+            drop(awake);
             // Release our reference before signalling, so the caller regains exclusive access.
             drop(inner);
             let _ = tx.send(result);
         });
         rx.await.unwrap_or_else(|_| Err(Error::Internal("the execution task was lost".into())))
+    }
+
+    /// True while a parallel-mode method is still in its warm-up executions, measuring which
+    /// blocks to run as graphs (see the crate docs on parallel mode); those executions give
+    /// correct outputs but may be slower than later ones. Always false in sequential mode.
+    pub fn is_warming_up(&self) -> bool {
+        self.inner.parallel.as_ref().is_some_and(|p| p.as_graph.get().is_none())
     }
 
     /// Times each instruction over `runs` sequential executions (shared-mode code path, program
@@ -854,33 +881,41 @@ impl Inner<'_> {
     /// One warm-up execution of a parallel-mode method (see [`Warmup`]); the last one decides
     /// which blocks run as graphs from then on.
     fn warm_up(&self, p: &Parallel) -> Result<()> {
-        let (inline_runs, candidate) = match p.warmup.lock() {
-            Ok(w) => (w.inline_runs, w.candidate.clone()),
-            Err(_) => (INLINE_TRIALS, Some(Vec::new())),
+        let (cost_runs, trials, candidate) = match p.warmup.lock() {
+            Ok(w) => (w.cost_runs, w.trials, w.candidate.clone()),
+            Err(_) => (COST_RUNS, 0, None),
         };
-        let started = Instant::now();
-        if inline_runs < INLINE_TRIALS {
-            if inline_runs + 1 < INLINE_TRIALS {
-                let mut costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
-                self.run_inline_timed(&mut costs, true)?;
-                if let Ok(mut shared) = p.costs.lock() {
-                    *shared = costs;
-                }
-            } else {
-                self.run_exclusive(|| self.run_blocks(p, &[], None, true))?;
+        if cost_runs < COST_RUNS {
+            let mut costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
+            self.run_inline_timed(&mut costs, true)?;
+            if let Ok(mut shared) = p.costs.lock() {
+                *shared = costs;
             }
-        } else if let Some(candidate) = &candidate {
-            self.run_exclusive(|| self.run_blocks(p, candidate, None, true))?;
+        } else {
+            // Alternating inline and graph trials see the same machine conditions (on a busy or
+            // virtual machine these drift over seconds).
+            let as_graph = match &candidate {
+                Some(c) if trials % 2 == 1 => &c[..],
+                _ => &[],
+            };
+            let started = Instant::now();
+            self.run_exclusive(|| self.run_blocks(p, as_graph, None, true))?;
+            let ns = started.elapsed().as_nanos() as f64;
+            if let Ok(mut w) = p.warmup.lock() {
+                let kind = usize::from(!as_graph.is_empty());
+                let pair = (trials / 2) as usize;
+                if let Some(slot) = w.trial_ns[kind].get_mut(pair) {
+                    *slot = ns;
+                }
+            }
         }
-        let ns = started.elapsed().as_nanos() as f64;
         let Ok(mut w) = p.warmup.lock() else {
             let _ = p.as_graph.set(vec![false; p.blocks.len()]);
             return Ok(());
         };
-        if w.inline_runs < INLINE_TRIALS {
-            w.inline_runs += 1;
-            w.inline_best_ns = w.inline_best_ns.min(ns);
-            if w.inline_runs == INLINE_TRIALS {
+        if w.cost_runs < COST_RUNS {
+            w.cost_runs += 1;
+            if w.cost_runs == COST_RUNS {
                 let costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
                 let candidate: Vec<bool> = p
                     .blocks
@@ -901,10 +936,10 @@ impl Inner<'_> {
                 }
             }
         } else if let Some(candidate) = w.candidate.clone() {
-            w.graph_runs += 1;
-            w.graph_best_ns = w.graph_best_ns.min(ns);
-            if w.graph_runs >= GRAPH_TRIALS {
-                let keep = p.always_graph || w.graph_best_ns <= GRAPH_MIN_GAIN * w.inline_best_ns;
+            w.trials += 1;
+            if w.trials >= 2 * TRIAL_PAIRS {
+                let [inline, graph] = w.trial_ns.map(median);
+                let keep = p.always_graph || graph <= GRAPH_MIN_GAIN * inline;
                 let decision = if keep { candidate } else { vec![false; p.blocks.len()] };
                 let _ = p.as_graph.set(decision);
             }

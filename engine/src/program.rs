@@ -178,8 +178,11 @@ pub struct Runtime {
     intra_op: bool,
     /// Whether methods fuse operators at load (see `fuse`): faster, rounds differently.
     fusion: bool,
+    /// Whether pool workers spin while executions run and shortly after (see `awake`).
+    spinning: bool,
     threads: usize,
     pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
+    awake: Arc<OnceLock<Arc<crate::awake::KeepAwake>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -199,8 +202,10 @@ impl Runtime {
             backends: Arc::new(backends),
             intra_op: true,
             fusion: false,
+            spinning: true,
             threads: 0,
             pool: Arc::default(),
+            awake: Arc::default(),
         }
     }
 
@@ -225,9 +230,21 @@ impl Runtime {
         self.fusion
     }
 
+    /// The same runtime with its pool's workers spinning during executions (and for half a
+    /// millisecond after) or not. On, as in XNNPACK's thread pool and ONNX Runtime's default:
+    /// parallel regions start without waking sleeping threads (about 90 µs each on a VM), at the
+    /// cost of busy cores while a method runs. Off for hosts that need idle cores between requests.
+    pub fn with_spinning(&self, on: bool) -> Runtime {
+        Runtime { spinning: on, ..self.clone() }
+    }
+
+    pub fn spinning(&self) -> bool {
+        self.spinning
+    }
+
     /// The same registries with a pool of `threads` worker threads (0: one per core).
     pub fn with_threads(&self, threads: usize) -> Runtime {
-        Runtime { threads, pool: Arc::default(), ..self.clone() }
+        Runtime { threads, pool: Arc::default(), awake: Arc::default(), ..self.clone() }
     }
 
     /// Worker threads of the pool (after it was created, the actual number).
@@ -262,6 +279,11 @@ impl Runtime {
                 )
             })
             .clone()
+    }
+
+    /// Keeps the pool's workers from falling asleep while executions run (see `awake`).
+    pub(crate) fn keep_awake(&self) -> Arc<crate::awake::KeepAwake> {
+        self.awake.get_or_init(|| crate::awake::KeepAwake::new(self.pool())).clone()
     }
 
     /// Portable kernels only, single-threaded operators: the reference configuration, and the

@@ -31,6 +31,9 @@ fn start_trace(path: &Path) -> tracing_chrome::FlushGuard {
     guard
 }
 
+/// Bound on untimed executions while parallel mode warms up (it needs about 14).
+const MAX_WARM_UPS: usize = 64;
+
 pub fn bench(
     path: &Path,
     method_name: &str,
@@ -55,9 +58,11 @@ pub fn bench(
     let first = t1.elapsed();
     // Parallel mode measures its first executions to decide what to run as graphs; finish that
     // warm-up (and warm caches) before timing.
-    for _ in 0..3 {
+    let mut warm_ups = 0;
+    while warm_ups < 3 || (method.is_warming_up() && warm_ups < MAX_WARM_UPS) {
         set(&mut method)?;
         method.execute().map_err(|e| e.to_string())?;
+        warm_ups += 1;
     }
     let guard = trace.map(start_trace);
     let mut samples = Vec::with_capacity(iters);

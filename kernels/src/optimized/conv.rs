@@ -60,6 +60,8 @@ const MAX_TAPS: usize = 64;
 const MAX_COLUMNS: usize = 1 << 21;
 /// Output elements (and im2col elements) a GEMM tile keeps in L2: 256 KiB.
 const L2_TILE: usize = 1 << 16;
+/// im2col elements from which a tile's gather splits over the pool.
+const PARALLEL_GATHER: usize = 1 << 16;
 /// Below this many multiply-adds a direct kernel runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 17;
 
@@ -492,7 +494,16 @@ fn im2col_gemm(
         return Err(KernelError::NotImplemented("convolution reduction longer than the im2col scratch"));
     }
     let pixels = c.out_pixels();
-    let tile = (MAX_COLUMNS / k_len).clamp(1, cache_tile(k_len + c.out_per_group, pixels));
+    let most = (MAX_COLUMNS / k_len).max(1);
+    let mut tile = most.min(cache_tile(k_len + c.out_per_group, pixels));
+    if ctx.threads() > 1 {
+        // On a pool, a tile's gather and GEMM each split over the threads only from their own
+        // thresholds up: tiles that small would leave the convolution on one thread (the
+        // stride-2 stem of mobilenet_v2 did). L2 holds the larger tile on current cores.
+        let gemm = sgemm::PARALLEL_MIN_MACS.div_ceil((c.out_per_group * k_len).max(1));
+        let gather = PARALLEL_GATHER.div_ceil(k_len);
+        tile = tile.max(gemm.max(gather).min(pixels).min(most));
+    }
     let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
     let len = tile.checked_mul(k_len).and_then(|l| l.checked_add(packed_len)).ok_or(short(WEIGHT))?;
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
@@ -585,10 +596,7 @@ fn gather_contiguous(
                     if c.stride[1] == 1 {
                         dst.copy_from_slice(row_in.get(start..start + dst.len()).ok_or(short(INPUT))?);
                     } else {
-                        let src = row_in.get(start..).ok_or(short(INPUT))?;
-                        for (d, s) in dst.iter_mut().zip(src.iter().step_by(c.stride[1])) {
-                            *d = *s;
-                        }
+                        copy_strided(dst, row_in.get(start..).ok_or(short(INPUT))?, c.stride[1]).ok_or(short(INPUT))?;
                     }
                 }
             }
@@ -596,11 +604,33 @@ fn gather_contiguous(
         }
         Ok(())
     };
-    if ctx.threads() > 1 && cols.len() >= 1 << 16 {
+    if ctx.threads() > 1 && cols.len() >= PARALLEL_GATHER {
         ctx.install(|| cols.par_chunks_mut(width).enumerate().try_for_each(fill_row))
     } else {
         cols.chunks_mut(width).enumerate().try_for_each(fill_row)
     }
+}
+
+/// `dst[i] = src[i * stride]`; `None` if `src` is too short. Stride 2 (stride-2 convolutions) has
+/// its own loop, which the compiler turns into shuffles; the generic one copies element by element.
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
+    let Some(last) = dst.len().checked_sub(1) else { return Some(()) };
+    let src = src.get(..last.checked_mul(stride)?.checked_add(1)?)?;
+    if stride == 2 {
+        let (pairs, _) = src.as_chunks::<2>();
+        let (body, tail) = dst.split_at_mut(pairs.len());
+        for (d, pair) in body.iter_mut().zip(pairs) {
+            *d = pair[0];
+        }
+        if let Some(d) = tail.first_mut() {
+            *d = src[src.len() - 1];
+        }
+    } else {
+        for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d = *s;
+        }
+    }
+    Some(())
 }
 
 /// im2col for a channels-last input: pixel `p` of `cols` holds, for each tap `(ky, kx)`, the run
