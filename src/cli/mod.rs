@@ -43,6 +43,9 @@ pub fn config(mode: Mode, plan: Plan, threads: Option<usize>) -> etch::MethodCon
         Some(n) => etch::Runtime::global().with_threads(n),
         None => etch::Runtime::global().clone(),
     };
+    // For experiments and hosts that want idle cores between runs: ETCH_NO_SPIN=1 lets pool
+    // workers sleep between parallel regions (see `Runtime::with_spinning`).
+    let runtime = runtime.with_spinning(std::env::var_os("ETCH_NO_SPIN").is_none());
     let plan = match plan {
         Plan::Auto => etch::PlanChoice::Auto,
         Plan::Exporter => etch::PlanChoice::Exporter,
