@@ -49,6 +49,8 @@ pub const NC: usize = 1024;
 /// 8x256x256 products split and ran slower (0.38 ms sequential, 0.28 parallel mode) than at 2^21
 /// (0.26 / 0.18 ms); mobilenet_v2 was unchanged (12.2 / 12.1 ms).
 pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// Elements of B (1 MiB of f32) from which a product of at most [`MR`] rows splits over the pool.
+pub const PARALLEL_MIN_STREAMED: usize = 1 << 18;
 
 /// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
 #[derive(Clone, Copy, Debug)]
@@ -289,7 +291,10 @@ pub fn sgemm_with(
     };
     let panels = m.div_ceil(MR);
     let macs = m.saturating_mul(n).saturating_mul(k.max(1));
-    if threads <= 1 || macs < PARALLEL_MIN_MACS {
+    // A product with few rows (a batch-1 linear layer) is bound by reading B, which two cores do
+    // faster than one: it splits from a smaller size.
+    let streams_b = m <= MR && k.saturating_mul(n) >= PARALLEL_MIN_STREAMED;
+    if threads <= 1 || (macs < PARALLEL_MIN_MACS && !streams_b) {
         job.run(0..panels, 0..n);
         return Ok(());
     }
@@ -987,8 +992,9 @@ mod tests {
     #[test]
     fn threads_give_identical_results() {
         for kernel in Kernel::supported() {
-            // Split by columns, then by panels.
-            for (m, n, k) in [(64, 1000, 300), (300, 40, 300)] {
+            // Split by columns, then by panels; a batch-1 linear layer (one row, B large enough
+            // to split below the multiply-add threshold).
+            for (m, n, k) in [(64, 1000, 300), (300, 40, 300), (1, 1000, 300)] {
                 for b_t in [false, true] {
                     let case = Case { m, n, k, a_t: false, b_t, c_t: false };
                     let one = case.check(kernel, 1, 10);
