@@ -574,16 +574,16 @@ impl<'mem> Method<'mem> {
             ExecutionMode::Sequential => inner.execute_sequential(),
             ExecutionMode::Parallel => inner.execute_shared(),
         };
-        let uses_pool = inner.mode == ExecutionMode::Parallel || inner.runtime.intra_op();
-        let pool = uses_pool.then(|| inner.runtime.pool()).filter(|p| p.current_num_threads() > 1);
-        match pool {
-            // On a pool worker, with the other workers kept awake: kernels' parallel regions and
-            // graph tasks then start without waking sleeping threads (see `awake`).
-            Some(pool) if inner.runtime.spinning() => {
-                let _awake = inner.runtime.keep_awake().enter();
-                if pool.current_thread_index().is_some() { run(inner) } else { pool.install(|| run(inner)) }
+        match inner.stay_awake() {
+            // On a pool worker (`install` runs in place when already on one), with the other
+            // workers kept awake: kernels' parallel regions and graph tasks then start without
+            // waking sleeping threads (see `awake`).
+            Some(awake) => {
+                let result = inner.runtime.pool().install(|| run(inner));
+                drop(awake);
+                result
             }
-            _ => run(inner),
+            None => run(inner),
         }
     }
 
@@ -598,10 +598,9 @@ impl<'mem> Method<'mem> {
         self.inner_mut().check_inputs()?;
         let inner = Arc::clone(&self.inner);
         let pool = self.inner.pool();
-        let pool_threads = pool.current_num_threads();
         let (tx, rx) = futures::channel::oneshot::channel();
         pool.spawn(move || {
-            let awake = (inner.runtime.spinning() && pool_threads > 1).then(|| inner.runtime.keep_awake().enter());
+            let awake = inner.stay_awake();
             let result = inner.execute_shared();
             drop(awake);
             // Release our reference before signalling, so the caller regains exclusive access.
@@ -844,6 +843,14 @@ impl Inner<'_> {
                 Err(Error::Internal(format!("method '{}' panicked: {what}", self.name)))
             }
         }
+    }
+
+    /// Keeps the pool's workers spinning until the guard drops, when executions use a pool of two
+    /// or more threads (parallel mode, or kernels spread over it) and the runtime spins.
+    fn stay_awake(&self) -> Option<crate::awake::Awake> {
+        let uses_pool = self.mode == ExecutionMode::Parallel || self.runtime.intra_op();
+        let spins = self.runtime.spinning() && uses_pool && self.runtime.pool().current_num_threads() > 1;
+        spins.then(|| self.runtime.keep_awake().enter())
     }
 
     /// Program order on the current thread with per-instruction timing (`costs` keeps minima).

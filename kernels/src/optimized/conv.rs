@@ -665,8 +665,8 @@ fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
         for (d, pair) in body.iter_mut().zip(pairs) {
             *d = pair[0];
         }
-        if let Some(d) = tail.first_mut() {
-            *d = src[src.len() - 1];
+        if let (Some(d), Some(&s)) = (tail.first_mut(), src.last()) {
+            *d = s;
         }
     } else {
         for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
