@@ -7,6 +7,11 @@
 //! (`_native_batch_norm_legit_no_training`) becomes one convolution with the normalisation folded
 //! into its weights and bias — what XNNPACK and ONNX Runtime do to the same models:
 //! `W'[o] = W[o] · s[o]`, `b'[o] = (b[o] - mean[o]) · s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
+//! Convolutions that pack their weights (all but depthwise ones) keep the file's `W` and take `s`
+//! as an extra argument ([`etch_kernels::optimized::fused::convolution_scaled`]), applied as the
+//! weights are packed at init: `W'` is never written out, which saved a copy of mobilenet_v2's
+//! 14 MB of weights (and the pass writing it) at load. Depthwise convolutions read their weights
+//! directly, so they get the scaled copy `W'`.
 //!
 //! Then a float32 convolution whose only reader is a ReLU or hardtanh (ReLU6) becomes one call that
 //! clamps its results as it stores them ([`etch_kernels::optimized::fused`]): the activation's
@@ -42,12 +47,15 @@ pub(crate) struct FusedConstants {
 }
 
 /// A batch-norm fold to write once the arena exists: the convolution's weight rows scaled per
-/// output channel, and the new bias.
+/// output channel (or, for a scaled convolution, the scale itself), and the new bias.
 struct Fold<'p> {
     weight: &'p [u8],
     weight_sizes: Vec<usize>,
     scale: Vec<f64>,
     bias: Vec<f32>,
+    /// The convolution keeps the file's weights and scales them as it packs them
+    /// ([`etch_kernels::optimized::fused::convolution_scaled`]): no scaled copy is written.
+    scaled: bool,
 }
 
 /// How many places name each value: instruction arguments, list items, moves, jumps, frees, and
@@ -177,7 +185,7 @@ pub(crate) fn conv_batch_norm(
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let batch_norm_of_input = first_argument_readers(ins, &[BATCH_NORM]);
     for i in 0..ins.steps.len() {
-        let Step::Kernel { args: conv_span, .. } = ins.steps[i] else { continue };
+        let Step::Kernel { args: conv_span, writable, prepared, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
             continue;
         }
@@ -187,11 +195,22 @@ pub(crate) fn conv_batch_norm(
         let Step::Kernel { args: bn_span, .. } = ins.steps[j] else { continue };
         let bn: Vec<u32> = pool_slice(&ins.arg_pool, bn_span).to_vec();
         if let Some(fused) = fuse_pair(b, values, ids, &uses, &class_size, &conv, &bn, j > i) {
-            let (weight, bias, fold) = fused;
+            let (weight_or_scale, bias, fold) = fused;
             let base = conv_span.start as usize;
-            ins.arg_pool[base + 1] = weight;
             ins.arg_pool[base + 2] = bias;
             ins.arg_pool[base + 9] = bn[7];
+            if fold.scaled {
+                // The weight scale goes after the convolution's arguments (`fused::SCALE`).
+                let mut args = pool_slice(&ins.arg_pool, conv_span).to_vec();
+                args.push(weight_or_scale);
+                let start = u32::try_from(ins.arg_pool.len()).ok()?;
+                let len = u32::try_from(args.len()).ok()?;
+                ins.arg_pool.extend(&args);
+                let run = etch_kernels::optimized::fused::convolution_scaled as etch_kernels::KernelFn;
+                ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
+            } else {
+                ins.arg_pool[base + 1] = weight_or_scale;
+            }
             ins.steps[j] = Step::Nop;
             if let Some(p) = ins.pure.get_mut(j) {
                 *p = false;
@@ -212,9 +231,13 @@ fn write_folds(folds: &[Fold<'_>]) -> Option<FusedConstants> {
     let mut items = Vec::with_capacity(2 * folds.len());
     let mut at = 0usize;
     for f in folds {
-        let weight_end = at.checked_add(f.weight.len())?;
-        items.push(FusedConstant { dtype: DType::Float, sizes: f.weight_sizes.clone(), range: at..weight_end });
-        at = aligned(weight_end)?;
+        let (dtype, sizes, len) = match f.scaled {
+            true => (DType::Double, vec![f.scale.len()], f.scale.len().checked_mul(8)?),
+            false => (DType::Float, f.weight_sizes.clone(), f.weight.len()),
+        };
+        let end = at.checked_add(len)?;
+        items.push(FusedConstant { dtype, sizes, range: at..end });
+        at = aligned(end)?;
         let bias_end = at.checked_add(f.bias.len().checked_mul(4)?)?;
         items.push(FusedConstant { dtype: DType::Float, sizes: vec![f.bias.len()], range: at..bias_end });
         at = aligned(bias_end)?;
@@ -222,6 +245,17 @@ fn write_folds(folds: &[Fold<'_>]) -> Option<FusedConstants> {
     let mut arena = AlignedBuf::for_writing(at)?;
     let bytes = arena.as_mut_slice();
     for (f, pair) in folds.iter().zip(items.chunks_exact(2)) {
+        if f.scaled {
+            let dst = bytes.get_mut(pair[0].range.clone())?;
+            for (d, s) in dst.chunks_exact_mut(8).zip(&f.scale) {
+                d.copy_from_slice(&s.to_le_bytes());
+            }
+            let dst = bytes.get_mut(pair[1].range.clone())?;
+            for (d, b) in dst.chunks_exact_mut(4).zip(&f.bias) {
+                d.copy_from_slice(&b.to_le_bytes());
+            }
+            continue;
+        }
         let per_channel = (f.weight.len() / 4).checked_div(f.scale.len())?.max(1);
         let dst = bytes.get_mut(pair[0].range.clone())?;
         let rows = dst.chunks_exact_mut(per_channel * 4).zip(f.weight.chunks_exact(per_channel * 4));
@@ -300,7 +334,10 @@ fn fuse_pair<'p>(
     let new_bias: Vec<f32> = (0..channels)
         .map(|c| ((f64::from(bias[c]) - f64::from(mean[c])) * scale[c] + f64::from(beta[c])) as f32)
         .collect();
-    let fold = Fold { weight, weight_sizes: weight_def.sizes.clone(), scale, bias: new_bias };
+    // Convolutions with one input channel per group (depthwise) read their weights directly
+    // instead of packing them: they get a scaled copy (small: one k×k filter per channel).
+    let scaled = weight_def.sizes.get(1) != Some(&1);
+    let fold = Fold { weight, weight_sizes: weight_def.sizes.clone(), scale, bias: new_bias, scaled };
     // Both indices first, so a failure leaves `values` and `ids` untouched.
     let tensor = u32::try_from(ids.iter().flatten().count()).ok()?;
     let value = u32::try_from(values.len()).ok()?;
@@ -340,7 +377,7 @@ pub(crate) fn conv_activation(
         let Step::Kernel { args: act_span, .. } = ins.steps[j] else { continue };
         let act: Vec<u32> = pool_slice(&ins.arg_pool, act_span).to_vec();
         let Some(&out) = act.last() else { continue };
-        if conv.len() != 10 || j <= i || uses.get(mid as usize) != Some(&2) || out == mid {
+        if !(10..=11).contains(&conv.len()) || j <= i || uses.get(mid as usize) != Some(&2) || out == mid {
             continue;
         }
         if !can_replace_intermediate(b, values, &class_size, mid, out) {
@@ -351,15 +388,17 @@ pub(crate) fn conv_activation(
             Some(EValue::Int(_)) => true,
             _ => false,
         };
-        let (run, mut fused_args) = if is_relu {
-            (fused::convolution_relu as etch_kernels::KernelFn, conv.clone())
+        // A convolution with a folded batch norm carries its weight scale as an 11th argument.
+        let scaled = conv.len() == 11;
+        let (run, mut fused_args): (etch_kernels::KernelFn, _) = if is_relu {
+            (if scaled { fused::convolution_scaled_relu } else { fused::convolution_relu }, conv.clone())
         } else {
             if act.len() != 4 || !bound(act[1]) || !bound(act[2]) {
                 continue;
             }
             let mut a = conv.clone();
             a.extend([act[1], act[2]]);
-            (fused::convolution_hardtanh as etch_kernels::KernelFn, a)
+            (if scaled { fused::convolution_scaled_hardtanh } else { fused::convolution_hardtanh }, a)
         };
         fused_args[9] = out;
         let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };

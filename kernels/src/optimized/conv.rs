@@ -29,7 +29,7 @@ use crate::portable;
 use crate::portable::elementwise::REAL_DTYPES;
 use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry, PreparedState};
-use crate::tensor::TensorMut;
+use crate::tensor::{Tensor, TensorMut};
 
 /// Argument positions in the schema.
 const INPUT: usize = 0;
@@ -42,6 +42,8 @@ const TRANSPOSED: usize = 6;
 const OUTPUT_PADDING: usize = 7;
 const GROUPS: usize = 8;
 const OUT: usize = 9;
+/// Where a scaled convolution ([`convolution_scaled`]) finds its per-output-channel weight scale.
+pub const SCALE: usize = 10;
 
 /// Output positions a depthwise (contiguous) step computes at once: one AVX-512 register, two
 /// AVX2 ones.
@@ -225,11 +227,52 @@ pub fn convolution_clamped(
     min: f32,
     max: f32,
 ) -> Result<(), KernelError> {
+    convolve(ctx, args, min, max, None)
+}
+
+/// [`convolution_clamped`] with the weights of output channel `o` multiplied by `scale[o]`, an f64
+/// tensor at argument [`SCALE`]: a batch norm folded into the convolution by the engine (its
+/// shift is already in the bias) without a scaled copy of the weights. The scale is applied as
+/// the weights are packed, `(w as f64 * scale) as f32`, which is what folding it into a copy
+/// would store, so packed paths give the same results either way. Calls the GEMM paths do not
+/// cover run the portable kernel on the unscaled weights and scale its output instead.
+pub fn convolution_scaled(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    min: f32,
+    max: f32,
+) -> Result<(), KernelError> {
+    let scale = args.tensor(SCALE)?;
+    if scale.dtype() != DType::Double || scale.dim() != 1 {
+        return Err(KernelError::InvalidArgument { arg: SCALE, reason: "the weight scale must be a 1-D f64 tensor" });
+    }
+    convolve(ctx, args, min, max, Some(scale.data::<f64>()?))
+}
+
+/// The weight scale of a call prepared or run as [`convolution_scaled`]: a tensor at [`SCALE`]
+/// (the unscaled fused calls have scalars or nothing there).
+fn weight_scale<'a>(args: &'a KernelArgs<'_>) -> Result<Option<&'a [f64]>, KernelError> {
+    if args.len() <= SCALE || !matches!(args.value(SCALE)?, crate::value::EValue::Tensor(_)) {
+        return Ok(None);
+    }
+    let scale = args.tensor(SCALE)?;
+    if scale.dtype() != DType::Double {
+        return Err(KernelError::InvalidArgument { arg: SCALE, reason: "the weight scale must be an f64 tensor" });
+    }
+    Ok(Some(scale.data::<f64>()?))
+}
+
+fn convolve(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    min: f32,
+    max: f32,
+    scale: Option<&[f64]>,
+) -> Result<(), KernelError> {
     let Some(mut conv) = plan(args) else {
         let (x, w, bias) = (args.tensor(INPUT)?, args.tensor(WEIGHT)?, args.opt_tensor(BIAS)?);
         let mut out = args.tensor_mut(OUT)?;
-        portable::conv::convolution_into(args, &x, &w, bias, &mut out)?;
-        return clamp_output(&mut out, min, max);
+        return portable_convolution(args, &x, &w, bias, &mut out, min, max, scale);
     };
     conv.min = min;
     conv.max = max;
@@ -239,9 +282,12 @@ pub fn convolution_clamped(
     let mut out = args.tensor_mut(OUT)?;
     out.resize(&[conv.batch, conv.out_channels, conv.out_height, conv.out_width])?;
     let out_channels_last = out.dim_order().is_channels_last();
-    if !out_channels_last && !out.dim_order().is_contiguous() {
-        portable::conv::convolution_into(args, &x, &w, bias, &mut out)?;
-        return clamp_output(&mut out, min, max);
+    if scale.is_some_and(|s| s.len() < conv.out_channels) {
+        return Err(short(SCALE));
+    }
+    // Only the GEMM paths pack weights, so only they can take a scale.
+    if (!out_channels_last && !out.dim_order().is_contiguous()) || (scale.is_some() && conv.in_per_group == 1) {
+        return portable_convolution(args, &x, &w, bias, &mut out, min, max, scale);
     }
     let out_strides = strides_of([conv.batch, conv.out_channels, conv.out_height, conv.out_width], out_channels_last);
     let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
@@ -263,11 +309,63 @@ pub fn convolution_clamped(
         };
         return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH));
     }
-    let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&conv, wd));
+    let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&conv, wd, scale.is_some()));
+    let weights = Weights { data: wd, scale };
     if conv.is_pointwise() {
-        return pointwise(ctx, &conv, xd, wd, bd, out, prepared);
+        return pointwise(ctx, &conv, xd, weights, bd, out, prepared);
     }
-    im2col_gemm(ctx, &conv, xd, wd, bd, out, prepared)
+    im2col_gemm(ctx, &conv, xd, weights, bd, out, prepared)
+}
+
+/// A convolution's weights as the GEMM paths read them: each output channel's row times its
+/// scale, if any.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    data: &'a [f32],
+    scale: Option<&'a [f64]>,
+}
+
+/// The portable kernel, then the clamp; with a weight scale, the portable kernel without the
+/// bias, then `out * scale + bias` per channel before the clamp.
+#[allow(clippy::too_many_arguments)]
+fn portable_convolution(
+    args: &KernelArgs<'_>,
+    x: &Tensor<'_>,
+    w: &Tensor<'_>,
+    bias: Option<Tensor<'_>>,
+    out: &mut TensorMut<'_>,
+    min: f32,
+    max: f32,
+    scale: Option<&[f64]>,
+) -> Result<(), KernelError> {
+    let Some(scale) = scale else {
+        portable::conv::convolution_into(args, x, w, bias, out)?;
+        return clamp_output(out, min, max);
+    };
+    portable::conv::convolution_into(args, x, w, None, out)?;
+    if out.dtype() != DType::Float || out.dim() != 4 {
+        return Err(KernelError::NotImplemented("scaled convolution of a dtype other than f32"));
+    }
+    let bias = bias.map(|b| b.data::<f32>()).transpose()?;
+    let (sizes, strides) = (out.sizes().to_vec(), out.strides());
+    let channels = sizes[1];
+    if scale.len() < channels || bias.is_some_and(|b| b.len() < channels) {
+        return Err(short(if scale.len() < channels { SCALE } else { BIAS }));
+    }
+    let data = out.data_mut::<f32>()?;
+    for n in 0..sizes[0] {
+        for c in 0..channels {
+            let b = bias.map_or(0.0, |b| f64::from(b[c]));
+            for h in 0..sizes[2] {
+                for x in 0..sizes[3] {
+                    let at = n * strides[0] + c * strides[1] + h * strides[2] + x * strides[3];
+                    let v = data.get_mut(at).ok_or(short(OUT))?;
+                    *v = sgemm::clamp((f64::from(*v) * scale[c] + b) as f32, min, max);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Clamps a finished f32 output in place (the portable kernel's results, for
@@ -295,6 +393,8 @@ pub struct PackedConvWeights {
     weight_at: usize,
     weight_sizes: [usize; 4],
     channels_last_order: bool,
+    /// Whether the rows were multiplied by a weight scale ([`convolution_scaled`]).
+    scaled: bool,
     data: PackedData,
 }
 
@@ -343,9 +443,10 @@ impl PackedData {
 
 impl PackedConvWeights {
     /// Whether this packing is the one `c` needs for the weight data `w`.
-    fn fits(&self, c: &Conv, w: &[f32]) -> bool {
+    fn fits(&self, c: &Conv, w: &[f32], scaled: bool) -> bool {
         let sizes = [c.out_channels, c.in_per_group, c.kernel[0], c.kernel[1]];
         self.weight_at == w.as_ptr() as usize
+            && self.scaled == scaled
             && self.weight_sizes == sizes
             && (self.channels_last_order == c.x_channels_last || c.kernel == [1, 1])
             && packed_conv_len(c).is_some_and(|len| self.data.as_slice().len() == len)
@@ -365,13 +466,18 @@ pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState
         return Ok(None);
     }
     let wd = w.data::<f32>()?;
+    let scale = weight_scale(args)?;
+    if scale.is_some_and(|s| s.len() < conv.out_channels) {
+        return Err(short(SCALE));
+    }
     let Some(len) = packed_conv_len(&conv) else { return Ok(None) };
     let Some(mut data) = PackedData::zeroed(len) else { return Ok(None) };
-    pack_conv_weights(&conv, wd, data.as_mut_slice())?;
+    pack_conv_weights(&conv, Weights { data: wd, scale }, data.as_mut_slice())?;
     Ok(Some(Box::new(PackedConvWeights {
         weight_at: wd.as_ptr() as usize,
         weight_sizes: [conv.out_channels, conv.in_per_group, conv.kernel[0], conv.kernel[1]],
         channels_last_order: conv.x_channels_last,
+        scaled: scale.is_some(),
         data,
     })))
 }
@@ -400,7 +506,8 @@ fn reduction_index(c: &Conv, r: usize) -> (usize, usize, usize) {
 /// layout (see [`sgemm::pack_lhs`]): panel by panel, each of its rows read in one pass (reading
 /// column by column across all rows instead touched a new cache line per element, which made
 /// packing mobilenet_v2's weights several times slower than copying them).
-fn pack_conv_weights(c: &Conv, w: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+fn pack_conv_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result<(), KernelError> {
+    let w = weights.data;
     let [w0, w1, w2, w3] = c.w_strides;
     let k_len = c.reduction();
     let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
@@ -419,14 +526,21 @@ fn pack_conv_weights(c: &Conv, w: &[f32], dst: &mut [f32]) -> Result<(), KernelE
                     column.for_each(|v| *v = 0.0);
                     continue;
                 }
-                let base = (g * c.out_per_group + i) * w0;
+                let channel = g * c.out_per_group + i;
+                let base = channel * w0;
+                // The same rounding as a batch norm folded into a copy of the weights.
+                let scale = weights.scale.map(|s| s.get(channel).copied().ok_or(short(SCALE))).transpose()?;
+                let scaled = |v: f32| scale.map_or(v, |s| (f64::from(v) * s) as f32);
                 if row_is_contiguous {
                     let row = w.get(base..base + k_len).ok_or(short(WEIGHT))?;
-                    column.zip(row).for_each(|(d, &v)| *d = v);
+                    match scale {
+                        None => column.zip(row).for_each(|(d, &v)| *d = v),
+                        Some(_) => column.zip(row).for_each(|(d, &v)| *d = scaled(v)),
+                    }
                 } else {
                     for (r, d) in column.enumerate().take(k_len) {
                         let (ci, ky, kx) = reduction_index(c, r);
-                        *d = *w.get(base + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+                        *d = scaled(*w.get(base + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?);
                     }
                 }
             }
@@ -439,7 +553,7 @@ fn pack_conv_weights(c: &Conv, w: &[f32], dst: &mut [f32]) -> Result<(), KernelE
 /// [`packed_conv_len`] elements).
 fn packed_weights<'s>(
     c: &Conv,
-    w: &[f32],
+    w: Weights<'_>,
     prepared: Option<&'s PackedConvWeights>,
     scratch: &'s mut [f32],
 ) -> Result<&'s [f32], KernelError> {
@@ -472,7 +586,7 @@ fn pointwise(
     ctx: &mut KernelContext,
     c: &Conv,
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     out: Output<'_>,
     prepared: Option<&PackedConvWeights>,
@@ -527,7 +641,7 @@ fn im2col_gemm(
     ctx: &mut KernelContext,
     c: &Conv,
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     out: Output<'_>,
     prepared: Option<&PackedConvWeights>,
@@ -1254,14 +1368,19 @@ mod tests {
 
     impl Case {
         fn call(&self) -> Call {
+            self.call_with(&self.weights(), None)
+        }
+
+        fn weights(&self) -> Vec<f32> {
+            noise(self.w.iter().product(), 2)
+        }
+
+        /// The call with weights `w`, and a weight scale at [`SCALE`] when given.
+        fn call_with(&self, w: &[f32], scale: Option<&[f64]>) -> Call {
             let numel = |s: &[usize]| s.iter().product::<usize>();
             let order = |cl: bool| cl.then_some(CHANNELS_LAST);
             let c = Call::new().tensor_ordered(&self.x, order(self.x_channels_last), &noise(numel(&self.x), 1));
-            let mut c = if self.constant_weight {
-                c.constant(&self.w, &noise(numel(&self.w), 2))
-            } else {
-                c.tensor(&self.w, &noise(numel(&self.w), 2))
-            };
+            let mut c = if self.constant_weight { c.constant(&self.w, w) } else { c.tensor(&self.w, w) };
             c = if self.bias { c.tensor(&[self.w[0]], &noise(self.w[0], 3)) } else { c.none() };
             c = c
                 .ints(&self.stride)
@@ -1271,11 +1390,40 @@ mod tests {
                 .ints(&[0, 0])
                 .int(self.groups);
             let capacity = 1 << 20;
-            if self.out_channels_last {
+            let c = if self.out_channels_last {
                 c.out_ordered(DType::Float, &[1, 1, 1, 1], CHANNELS_LAST, capacity)
             } else {
                 c.out(DType::Float, &[1, 1, 1, 1], capacity)
+            };
+            match scale {
+                Some(scale) => c.constant(&[scale.len()], scale),
+                None => c,
             }
+        }
+
+        /// A scaled convolution (a folded batch norm) agrees with the portable kernel on weights
+        /// scaled beforehand, as the fold would store them: packed at init, packed per call, and on
+        /// the paths that scale the portable kernel's output (depthwise, other layouts).
+        fn check_scaled(&self) {
+            let scale: Vec<f64> = noise(self.w[0], 4).iter().map(|&v| 0.5 + f64::from(v)).collect();
+            let scaled_weights: Vec<f32> = self
+                .weights()
+                .chunks_exact(self.w[1..].iter().product())
+                .zip(&scale)
+                .flat_map(|(row, &s)| row.iter().map(move |&v| (f64::from(v) * s) as f32))
+                .collect();
+            let (r, mut done) = self.call_with(&scaled_weights, None).run(portable::conv::convolution_out);
+            r.expect("portable");
+            let want: Vec<f32> = done.tensor::<f32>(OUT).1.iter().map(|&v| v.clamp(-0.25, 0.5)).collect();
+            let scaled: KernelFn = |ctx, args| convolution_scaled(ctx, args, -0.25, 0.5);
+            let (r, mut done) = self.call_with(&self.weights(), Some(&scale)).run(scaled);
+            r.expect("scaled");
+            assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
+            let constant = Case { constant_weight: true, ..*self };
+            let mut done = constant.call_with(&self.weights(), Some(&scale)).prepare();
+            let packed = done.run_prepared(prepare_convolution, scaled, &mut KernelContext::new()).expect("run");
+            assert_eq!(packed, self.w[1] > 1);
+            assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
         }
 
         /// Output sizes and elements (storage order) from `kernel`.
@@ -1307,6 +1455,7 @@ mod tests {
             // One input channel per group (depthwise): the direct kernels read the weights as they are.
             assert_eq!(packed, self.w[1] > 1);
             assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
+            self.check_scaled();
         }
 
         /// [`check`](Self::check), then again with the band kernel where the direct one would run.
