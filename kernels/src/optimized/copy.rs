@@ -124,8 +124,11 @@ fn transpose_tiles(
             ($t:ty) => {{
                 let s: &[$t] = bytemuck::try_cast_slice(src).map_err(|_| bad)?;
                 let d: &mut [$t] = bytemuck::try_cast_slice_mut(dst).map_err(|_| bad)?;
-                for r0 in (0..rows).step_by(TILE) {
-                    for c0 in (0..cols).step_by(TILE) {
+                // A band of TILE input lines at a time, read front to back (a few sequential
+                // streams); the output columns it fills (one short run per output row) stay in
+                // L2 until the next band continues them.
+                for c0 in (0..cols).step_by(TILE) {
+                    for r0 in (0..rows).step_by(TILE) {
                         for c in c0..(c0 + TILE).min(cols) {
                             let s_at = s0 + c * s_col;
                             for r in r0..(r0 + TILE).min(rows) {
