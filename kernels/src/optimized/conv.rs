@@ -729,9 +729,13 @@ fn gather_contiguous(
         let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
         let base = n * xn + (g * c.in_per_group + ci) * xc;
         let src = x.get(base..base + plane).ok_or(short(INPUT))?;
-        let mut p = p0;
+        // Which output columns read inside an input row depends on the tap only: computed once
+        // per row here (its divisions cost more than copying a short segment), clamped to each
+        // segment below.
+        let offset = (kx * c.dilation[1]) as i64 - c.padding[1] as i64;
+        let (row_lo, row_hi) = valid_range(0, c.out_width as i64, c.stride[1] as i64, offset, c.width as i64);
+        let (mut p, mut oy, mut ox0) = (p0, p0 / c.out_width, p0 % c.out_width);
         while p < p1 {
-            let (oy, ox0) = (p / c.out_width, p % c.out_width);
             let ox1 = (ox0 + p1 - p).min(c.out_width);
             let seg = dst.get_mut(p - p0..p - p0 + (ox1 - ox0)).ok_or(short(INPUT))?;
             let iy = c.input_pos(0, oy, ky);
@@ -739,8 +743,7 @@ fn gather_contiguous(
                 seg.fill(0.0);
             } else {
                 let row_in = &src[iy as usize * c.width..(iy as usize + 1) * c.width];
-                let offset = (kx * c.dilation[1]) as i64 - c.padding[1] as i64;
-                let (lo, hi) = valid_range(ox0 as i64, ox1 as i64, c.stride[1] as i64, offset, c.width as i64);
+                let (lo, hi) = (row_lo.max(ox0 as i64), row_hi.min(ox1 as i64));
                 // Outputs [lo, hi) read inside the row; the rest of the segment reads padding.
                 let lo = lo.clamp(ox0 as i64, ox1 as i64) as usize;
                 let hi = hi.clamp(lo as i64, ox1 as i64) as usize;
@@ -757,7 +760,9 @@ fn gather_contiguous(
                     }
                 }
             }
+            // The next segment starts a new output row (or the tile ends).
             p += ox1 - ox0;
+            (oy, ox0) = (oy + 1, 0);
         }
         Ok(())
     };
@@ -1509,6 +1514,9 @@ mod tests {
         // The mobilenet stem, a grouped (not depthwise) conv, dilation, asymmetric everything.
         case([1, 3, 31, 29], [8, 3, 3, 3], 2, 1, 1).all_layouts();
         case([2, 8, 10, 9], [12, 2, 3, 3], 1, 1, 4).all_layouts();
+        // Two im2col tiles on one thread (256 of 289 positions, then 33): the second starts in
+        // the middle of an output row.
+        case([1, 32, 17, 17], [8, 32, 3, 3], 1, 1, 1).all_layouts();
         Case { dilation: [2, 1], stride: [1, 3], padding: [2, 0], ..case([1, 4, 12, 15], [6, 4, 3, 2], 1, 0, 1) }
             .all_layouts();
         Case { bias: false, ..case([1, 5, 7, 7], [3, 5, 7, 7], 1, 3, 1) }.all_layouts();
