@@ -1092,12 +1092,8 @@ fn prepare_calls(
         let call = unsafe { KernelArgs::new(values, crate::exec::pool_slice(arg_pool, args), 0) };
         prepare(&call).map_err(|e| (i, e))
     };
-    // The pool kernels run on, if any; `threads` is 0 for "one per core" until it exists.
-    let threads = match runtime.threads() {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
-    };
-    let states: Vec<_> = if runtime.intra_op() && threads > 1 && jobs.len() > 1 {
+    // On the pool kernels run on, if any (asking its size does not create it).
+    let states: Vec<_> = if runtime.intra_op() && runtime.pool_threads() > 1 && jobs.len() > 1 {
         use rayon::prelude::*;
         runtime.pool().install(|| jobs.par_iter().map(run).collect())
     } else {

@@ -255,17 +255,21 @@ impl Runtime {
         }
     }
 
+    /// Threads the pool has or will have when created: the configured number, or one per core.
+    pub(crate) fn pool_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            t => t,
+        }
+    }
+
     /// The work-stealing pool shared by every parallel method loaded with this runtime (and its
     /// clones): one pool for inter-op and, later, intra-op work, so concurrent requests never
     /// oversubscribe the cores. Created on first use.
     pub fn pool(&self) -> Arc<rayon::ThreadPool> {
         self.pool
             .get_or_init(|| {
-                let threads = if self.threads == 0 {
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-                } else {
-                    self.threads
-                };
+                let threads = self.pool_threads();
                 let build = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("etch-worker-{i}"))

@@ -242,11 +242,12 @@ pub fn convolution_scaled(
     min: f32,
     max: f32,
 ) -> Result<(), KernelError> {
-    let scale = args.tensor(SCALE)?;
-    if scale.dtype() != DType::Double || scale.dim() != 1 {
-        return Err(KernelError::InvalidArgument { arg: SCALE, reason: "the weight scale must be a 1-D f64 tensor" });
-    }
-    convolve(ctx, args, min, max, Some(scale.data::<f64>()?))
+    // Position SCALE must hold a tensor here: `tensor` reports what it holds instead.
+    let scale = match weight_scale(args)? {
+        Some(scale) => scale,
+        None => args.tensor(SCALE)?.data::<f64>()?,
+    };
+    convolve(ctx, args, min, max, Some(scale))
 }
 
 /// The weight scale of a call prepared or run as [`convolution_scaled`]: a tensor at [`SCALE`]
@@ -256,8 +257,8 @@ fn weight_scale<'a>(args: &'a KernelArgs<'_>) -> Result<Option<&'a [f64]>, Kerne
         return Ok(None);
     }
     let scale = args.tensor(SCALE)?;
-    if scale.dtype() != DType::Double {
-        return Err(KernelError::InvalidArgument { arg: SCALE, reason: "the weight scale must be an f64 tensor" });
+    if scale.dtype() != DType::Double || scale.dim() != 1 {
+        return Err(KernelError::InvalidArgument { arg: SCALE, reason: "the weight scale must be a 1-D f64 tensor" });
     }
     Ok(Some(scale.data::<f64>()?))
 }
