@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             cli::run::run(&program, &method, &groups, outputs.as_deref(), &cli::config(mode, plan, threads))
         }
         cli::Command::Inspect { program, json } => cli::inspect::inspect(&program, json),
-        cli::Command::Bench { program, method, mode, threads, plan, iters, inputs, json, trace, concurrent } => {
+        cli::Command::Bench { program, method, mode, threads, plan, iters, loads, inputs, json, trace, concurrent } => {
             match concurrent {
                 Some(levels) => cli::bench::throughput(
                     &program,
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                     &program,
                     &method,
                     &cli::config(mode, plan, threads),
-                    iters,
+                    cli::bench::Repeats { iters, loads },
                     inputs.as_deref(),
                     json,
                     trace.as_deref(),

@@ -98,6 +98,19 @@ fn bench_json_has_the_contract_keys() {
 }
 
 #[test]
+fn bench_reloads_report_the_median_reload_and_the_first_load() {
+    let o = etch(&["bench", &fixture("programs/dispatch_chain.pte"), "--iters", "2", "--loads", "4", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let samples: Vec<f64> = j["load_samples_ms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(samples.len(), 4);
+    assert_eq!(j["first_load_ms"].as_f64(), Some(samples[0]));
+    let mut reloads = samples[1..].to_vec();
+    reloads.sort_by(f64::total_cmp);
+    assert_eq!(j["load_ms"].as_f64(), Some(reloads[1]));
+}
+
+#[test]
 fn verify_reports_each_bundled_case() {
     let o = etch(&["verify", &fixture("programs/add_broadcast.bpte")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -103,6 +103,10 @@ pub enum Command {
         plan: Plan,
         #[arg(long, default_value_t = 100)]
         iters: usize,
+        /// Load the program and method this many times (each from scratch); with more than one,
+        /// the reported load time is the median of the reloads, the first load shown beside it.
+        #[arg(long, default_value_t = 1)]
+        loads: usize,
         /// Write a Chrome/Perfetto trace of the timed runs (one span per instruction).
         #[arg(long)]
         trace: Option<PathBuf>,
