@@ -173,6 +173,26 @@ fn external_programs_from_executorch() {
     assert!(e.to_string().contains("cortex_m::"), "{e}");
 }
 
+/// A batch-1 linear layer (`addmm(b, x, permute_copy(W))`) reads its weight where the file holds
+/// it: with fusion the transpose is neither run nor folded into a copy at load, and the results
+/// stay within tolerance of PyTorch. Products of more rows keep the folded transpose.
+#[test]
+fn batch_one_linear_reads_its_weight_untransposed() {
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let portable = MethodConfig { runtime: Runtime::portable(), ..MethodConfig::default() };
+    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
+    let case = zoo.into_iter().find(|c| c.name == "mobilenet_v2_w050").expect("zoo case");
+    let program = Program::load_file(&case.program).unwrap();
+    // Its one transpose is the classifier's weight's.
+    assert_eq!(program.load_method_configured(&case.method, &portable, None).unwrap().folded_instructions(), 1);
+    assert_eq!(program.load_method_configured(&case.method, &optimized, None).unwrap().folded_instructions(), 0);
+    run_case(&case, &optimized).unwrap();
+    // `linear`: two layers on a batch of 5.
+    let case = common::case("linear");
+    let program = Program::load_file(&case.program).unwrap();
+    assert_eq!(program.load_method_configured(&case.method, &optimized, None).unwrap().folded_instructions(), 2);
+}
+
 /// The optimized runtime folds inference batch norms into the convolutions before them; the
 /// results stay within each fixture's tolerance of PyTorch, and the portable runtime (the exact
 /// reference) never fuses.

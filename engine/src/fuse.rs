@@ -16,6 +16,12 @@
 //! Then a float32 convolution whose only reader is a ReLU or hardtanh (ReLU6) becomes one call that
 //! clamps its results as it stores them ([`etch_kernels::optimized::fused`]): the activation's
 //! pass over memory disappears. This one rounds exactly as the program does.
+//!
+//! Last, a batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
+//! reads `W` where the file holds it ([`etch_kernels::optimized::fused::linear`]): the transpose,
+//! otherwise evaluated once at load into a copy of the weight (mobilenet_v2's classifier: 5 MB), is
+//! not run, and the product is one dot product per output over `W`'s contiguous rows. Sums are
+//! ordered differently from the GEMM's, so this one rounds differently too.
 
 use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
 use etch_schema::{TensorData, TensorDef, ValueDef};
@@ -29,6 +35,8 @@ const CONVOLUTION: &str = "aten::convolution.out";
 const BATCH_NORM: &str = "aten::_native_batch_norm_legit_no_training.out";
 const RELU: &str = "aten::relu.out";
 const HARDTANH: &str = "aten::hardtanh.out";
+const PERMUTE: &str = "aten::permute_copy.out";
+const ADDMM: &str = "aten::addmm.out";
 
 /// A constant the fusion computed: a tensor of its own, appended after the program's values; its
 /// bytes are `range` of the [`FusedConstants`] arena.
@@ -407,6 +415,62 @@ pub(crate) fn conv_activation(
         ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
         ins.steps[j] = Step::Nop;
         if let Some(p) = ins.pure.get_mut(j) {
+            *p = false;
+        }
+    }
+}
+
+/// Fuses `permute_copy(W, [1, 0])` into the `addmm` that is its only reader when `W` is a float32
+/// constant and the product has one row (a batch-1 linear layer): the `addmm` reads `W` through
+/// [`etch_kernels::optimized::fused::linear`], the transpose becomes a no-op. Products of more
+/// rows keep the transpose (folded at load): their GEMM reads the transposed rows in place.
+pub(crate) fn linear_weight(b: &Builder<'_>, ins: &mut Instructions, values: &[EValue], pool: &ListPool) {
+    let uses = value_uses(b, ins, values, pool);
+    // The `addmm` reading each value as its `mat2`, with its index.
+    let mut mat2_readers = std::collections::BTreeMap::new();
+    for (j, step) in ins.steps.iter().enumerate() {
+        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
+            && &**name == ADDMM
+            && let Some(&mat2) = pool_slice(&ins.arg_pool, *args).get(2)
+        {
+            mat2_readers.insert(mat2, j);
+        }
+    }
+    let int = |v: u32| match values.get(v as usize) {
+        Some(EValue::Int(i)) => Some(*i),
+        _ => None,
+    };
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: span, .. } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != PERMUTE) {
+            continue;
+        }
+        let &[weight, dims, transposed] = pool_slice(&ins.arg_pool, span) else { continue };
+        let Some(&j) = mat2_readers.get(&transposed) else { continue };
+        if j <= i || uses.get(transposed as usize) != Some(&2) {
+            continue;
+        }
+        // dims [1, 0] of a 2-D tensor (negative dims count from the end).
+        let Some(EValue::IntList(items)) = values.get(dims as usize) else { continue };
+        let dims: Option<Vec<i64>> = pool.indices(*items).iter().map(|&v| int(v).map(|d| d.rem_euclid(2))).collect();
+        if dims.as_deref() != Some(&[1, 0]) {
+            continue;
+        }
+        let Some(w) = tensor_def(b, weight) else { continue };
+        if w.sizes.len() != 2 || !is_contiguous(w) || constant_bytes(b, w).is_none() {
+            continue;
+        }
+        let Step::Kernel { args: mm_span, writable, prepared, .. } = ins.steps[j] else { continue };
+        let mm = pool_slice(&ins.arg_pool, mm_span);
+        let x = mm.get(1).and_then(|&x| tensor_def(b, x));
+        if mm.len() != 6 || x.is_none_or(|x| x.scalar_type != DType::Float || x.sizes.first() != Some(&1)) {
+            continue;
+        }
+        ins.arg_pool[mm_span.start as usize + 2] = weight;
+        let run = etch_kernels::optimized::fused::linear as etch_kernels::KernelFn;
+        ins.steps[j] = Step::Kernel { run, args: mm_span, writable, prepared };
+        ins.steps[i] = Step::Nop;
+        if let Some(p) = ins.pure.get_mut(i) {
             *p = false;
         }
     }

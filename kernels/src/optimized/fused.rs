@@ -4,6 +4,9 @@
 //! `aten::convolution.out` (the out tensor being the last fused call's), so the convolution's
 //! prepared state applies unchanged. A scaled convolution has its weight scale at
 //! [`SCALE`](super::conv::SCALE); a fused hardtanh has its bounds in the last two positions.
+//!
+//! [`linear`] takes the place of an `aten::addmm.out` whose `mat2` was the transpose of a constant
+//! weight: same positions, with the weight itself at `mat2`.
 
 use super::conv::convolution_clamped;
 use crate::args::KernelArgs;
@@ -45,4 +48,10 @@ pub fn convolution_scaled_hardtanh(ctx: &mut KernelContext, args: &KernelArgs<'_
 /// Scaled convolution then ReLU.
 pub fn convolution_scaled_relu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     super::conv::convolution_scaled(ctx, args, 0.0, f32::INFINITY)
+}
+
+/// `aten::addmm.out` reading `mat2` as the transpose of the `[p, k]` weight at its position: a
+/// linear layer `x @ Wᵀ + b` without the transposed copy of `W`.
+pub fn linear(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    super::linalg::addmm_weight_transposed(ctx, args)
 }

@@ -5,8 +5,11 @@
 //! does the product instead.
 
 use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
 
-use super::sgemm::{Bias, Epilogue, Kernel, MatMut, MatRef, PackedLhs, pack_lhs, packed_lhs_len, sgemm};
+use super::sgemm::{
+    Bias, Epilogue, Kernel, MatMut, MatRef, PARALLEL_MIN_STREAMED, PackedLhs, pack_lhs, packed_lhs_len, sgemm,
+};
 
 use crate::args::KernelArgs;
 use crate::dtype::DType;
@@ -85,6 +88,11 @@ pub(super) fn gemm_f32(
         Epilogue { bias: col_bias.map_or(Bias::None, Bias::Col), accumulate: keep.is_some(), ..Epilogue::store() };
     if n == 0 || p == 0 {
         return Ok(());
+    }
+    if batches == 1
+        && let Some(done) = row_times_columns(ctx, (n, k, p), a, m, out, oc, keep, scale, col_bias, arg)
+    {
+        return done;
     }
     let run = |packed: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         for b in 0..batches {
@@ -259,17 +267,39 @@ pub fn bmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
 /// `aten::addmm.out` — `beta * self + alpha * (mat1 @ mat2)`; f32 through gemm (the bias is
 /// broadcast into the output first, then accumulated onto), otherwise the portable kernel.
 pub fn addmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    addmm(ctx, args, false)
+}
+
+/// `aten::addmm.out` with `mat2` given as its transpose: `beta * self + alpha * (mat1 @ mat2ᵀ)`,
+/// where `mat2` is `[p, k]` — a linear layer reading its weight where the file stores it.
+/// float32 only (the engine fuses nothing else; other calls get an error, not a fallback).
+pub fn addmm_weight_transposed(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    addmm(ctx, args, true)
+}
+
+fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Result<(), KernelError> {
     let (bias, a, m) = (args.tensor(0)?, args.tensor(1)?, args.tensor(2)?);
     let (beta, alpha) = (args.scalar(3)?, args.scalar(4)?);
-    let shapes_ok = a.dim() == 2 && m.dim() == 2 && a.sizes()[1] == m.sizes()[0] && bias.dim() <= 2;
+    // Which dimension of `mat2` is the reduction (`k`) and which the output columns (`p`).
+    let (mk, mp) = if transposed { (1, 0) } else { (0, 1) };
+    let shapes_ok = a.dim() == 2 && m.dim() == 2 && a.sizes()[1] == m.sizes()[mk] && bias.dim() <= 2;
+    let unsupported = KernelError::ShapeMismatch {
+        arg: 2,
+        reason: "a linear layer with its weight transposed needs float32 2-D operands with matching sizes and a bias that broadcasts to the output",
+    };
     if !all_f32(args, &[0, 1, 2], 5)? || !shapes_ok {
-        return portable::linalg::addmm_out(ctx, args);
+        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
     }
-    let (n, k, p) = (a.sizes()[0], a.sizes()[1], m.sizes()[1]);
+    let (n, k, p) = (a.sizes()[0], a.sizes()[1], m.sizes()[mp]);
     if crate::shape::broadcast_shapes(bias.sizes(), &[n, p]).as_deref() != Some(&[n, p][..]) {
-        return portable::linalg::addmm_out(ctx, args);
+        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
     }
-    let (Some(av), Some(mv)) = (view(&a)?, view(&m)?) else { return portable::linalg::addmm_out(ctx, args) };
+    let (Some(av), Some(mut mv)) = (view(&a)?, view(&m)?) else {
+        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
+    };
+    if transposed {
+        std::mem::swap(&mut mv.row, &mut mv.col);
+    }
     let f = |s: Scalar| s.to_f64() as f32;
     let (beta, alpha) = (f(beta), f(alpha));
     let mut out = args.tensor_mut(5)?;
@@ -296,6 +326,126 @@ pub fn addmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
     gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, None, 5)
 }
 
+/// Lanes of each dot product's partial sums: one AVX-512 register, two AVX2 ones (the compiler
+/// vectorizes the lane-wise loop).
+const DOT_LANES: usize = 16;
+
+/// Rows of the weight read at once: several streams from memory in flight, and as many
+/// independent chains of additions.
+const DOT_ROWS: usize = 4;
+
+/// `Σ x[k] · w[r][k]` for each of [`DOT_ROWS`] rows, summed in [`DOT_LANES`] lanes, then the lanes
+/// in order. Every variant below runs this same code (lane-wise multiplies and adds, no fused
+/// multiply-add), so the result depends neither on the CPU's features nor on the thread split.
+/// The rows must be as long as `x`.
+#[inline(always)]
+fn dot_rows_lanes(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
+    let mut lanes = [[0f32; DOT_LANES]; DOT_ROWS];
+    let (xc, xr) = x.as_chunks::<DOT_LANES>();
+    let wc = w.map(|w| w.as_chunks::<DOT_LANES>().0);
+    for (c, xs) in xc.iter().enumerate() {
+        for r in 0..DOT_ROWS {
+            let ws = &wc[r][c];
+            for l in 0..DOT_LANES {
+                lanes[r][l] += xs[l] * ws[l];
+            }
+        }
+    }
+    let tail = xc.len() * DOT_LANES;
+    for r in 0..DOT_ROWS {
+        for ((l, &a), &b) in lanes[r].iter_mut().zip(xr).zip(&w[r][tail..]) {
+            *l += a * b;
+        }
+    }
+    lanes.map(|l| l.iter().sum())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_rows_avx512(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
+    dot_rows_lanes(x, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_rows_avx2(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
+    dot_rows_lanes(x, w)
+}
+
+/// [`dot_rows_lanes`] in the widest vectors this CPU has (rows shorter than `x` are an error of
+/// the caller: they would panic on the index).
+fn dot_rows(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
+    match Kernel::best() {
+        // SAFETY: `Kernel::best` returns `Avx512` only when the CPU reports AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { dot_rows_avx512(x, w) },
+        // SAFETY: `Kernel::best` returns `Avx2` only when the CPU reports AVX2 (and FMA).
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { dot_rows_avx2(x, w) },
+        Kernel::Portable => dot_rows_lanes(x, w),
+    }
+}
+
+/// A one-row product whose right operand has contiguous columns (`mat2ᵀ` stored row-major: a
+/// batch-1 linear layer's weight as the file holds it) as dot products over those columns, read
+/// where they lie: one pass over the weight, nothing packed. `out[j] = keep * out[j] + scale *
+/// a · m[:, j] + col_bias[j]`. `None` when the operands are not laid out so.
+#[allow(clippy::too_many_arguments)]
+fn row_times_columns(
+    ctx: &KernelContext,
+    (n, k, p): (usize, usize, usize),
+    a: Mat<'_>,
+    m: Mat<'_>,
+    out: &mut [f32],
+    oc: usize,
+    keep: Option<f32>,
+    scale: f32,
+    col_bias: Option<&[f32]>,
+    arg: usize,
+) -> Option<Result<(), KernelError>> {
+    if n != 1 || k == 0 || a.col != 1 || m.row != 1 || oc != 1 {
+        return None;
+    }
+    let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+    fn span(data: &[f32], at: Option<usize>, k: usize, bad: KernelError) -> Result<&[f32], KernelError> {
+        let at = at.ok_or(bad)?;
+        data.get(at..at.checked_add(k).ok_or(bad)?).ok_or(bad)
+    }
+    let result = (|| {
+        let x = span(a.data, Some(0), k, bad)?;
+        let dst = out.get_mut(..p).ok_or(bad)?;
+        if col_bias.is_some_and(|b| b.len() < p) {
+            return Err(bad);
+        }
+        // Output columns `j0..j0 + chunk.len()`, [`DOT_ROWS`] at a time (a short last group
+        // repeats its first column in the unused rows).
+        let fill = |j0: usize, chunk: &mut [f32]| -> Result<(), KernelError> {
+            for (g, group) in chunk.chunks_mut(DOT_ROWS).enumerate() {
+                let first = j0 + g * DOT_ROWS;
+                let column = |r: usize| {
+                    let j = first.checked_add(r.min(group.len() - 1));
+                    span(m.data, j.and_then(|j| j.checked_mul(m.col)), k, bad)
+                };
+                let w = [column(0)?, column(1)?, column(2)?, column(3)?];
+                let dots = dot_rows(x, w);
+                for (r, o) in group.iter_mut().enumerate() {
+                    let prev = keep.map_or(0.0, |beta| beta * *o);
+                    *o = prev + scale * dots[r] + col_bias.map_or(0.0, |b| b[first + r]);
+                }
+            }
+            Ok(())
+        };
+        if ctx.threads() > 1 && p.saturating_mul(k) >= PARALLEL_MIN_STREAMED {
+            // Columns split over the pool, a few chunks per thread, whole cache lines of output each.
+            let chunk = p.div_ceil(4 * ctx.threads()).next_multiple_of(16);
+            ctx.install(|| dst.par_chunks_mut(chunk).enumerate().try_for_each(|(c, d)| fill(c * chunk, d)))
+        } else {
+            fill(0, dst)
+        }
+    })();
+    Some(result)
+}
+
 /// Registers the optimized matrix products.
 pub fn register(r: &mut KernelRegistry) {
     let table: &[(&str, &'static [DType], KernelFn)] = &[
@@ -308,4 +458,85 @@ pub fn register(r: &mut KernelRegistry) {
         ),
     ];
     super::replace_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portable::test_support::{Call, assert_close};
+
+    /// `fused::linear` (`addmm` reading the untransposed weight: dot products for one row, the
+    /// GEMM on a strided operand for more) against the portable `addmm` on the transposed weight,
+    /// for odd sizes (lane and row-group tails), bias shapes, `beta`/`alpha`, and a 2-thread pool
+    /// on a product large enough to split.
+    #[test]
+    fn linear_with_untransposed_weight_matches_portable_addmm() {
+        let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
+        // (n, k, p, bias is a full [n, p] matrix, beta, alpha)
+        let cases: &[(usize, usize, usize, bool, f64, f64)] = &[
+            (1, 1280, 1000, false, 1.0, 1.0),
+            (1, 37, 11, false, 1.0, 1.0),
+            (1, 16, 4, false, 1.0, 1.0),
+            (1, 5, 3, false, 1.0, 1.0),
+            (1, 1, 1, false, 1.0, 1.0),
+            (1, 67, 9, true, 0.5, 2.0),
+            (1, 70, 6, false, 0.0, 1.0),
+            (1, 300, 1025, false, 1.0, 0.25),
+            (3, 37, 11, false, 1.0, 1.0),
+            (5, 64, 33, true, 2.0, 1.0),
+        ];
+        for &(n, k, p, full_bias, beta, alpha) in cases {
+            let x: Vec<f32> = (0..n * k).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let w: Vec<f32> = (0..p * k).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+            let wt: Vec<f32> = (0..k * p).map(|i| w[(i % p) * k + i / p]).collect();
+            let bias_sizes = if full_bias { vec![n, p] } else { vec![p] };
+            let bias: Vec<f32> = (0..bias_sizes.iter().product()).map(|i| (i % 13) as f32 - 6.0).collect();
+            let with_scalars = |c: Call| c.double(beta).double(alpha);
+            let call = |mat2: (&[usize], &[f32])| {
+                let c = Call::new().tensor(&bias_sizes, &bias).tensor(&[n, k], &x).tensor(mat2.0, mat2.1);
+                with_scalars(c).out(DType::Float, &[n, p], n * p)
+            };
+            let (r, mut want) = call((&[k, p], &wt)).run(portable::linalg::addmm_out);
+            r.expect("portable addmm");
+            let (_, want) = want.tensor::<f32>(5);
+            for threads in [1, 2] {
+                let mut ctx = KernelContext::with_pool((threads > 1).then(|| pool.clone()));
+                let mut got = call((&[p, k], &w)).prepare();
+                got.run(super::super::fused::linear, &mut ctx)
+                    .unwrap_or_else(|e| panic!("n {n} k {k} p {p} threads {threads}: {e}"));
+                let (sizes, got) = got.tensor::<f32>(5);
+                assert_eq!(sizes, [n, p]);
+                // Sums ordered differently: rounding grows with the reduction's length (a wrong
+                // column or a lost lane is off by O(1)).
+                assert_close(&got, &want, 2e-6 * k as f32);
+            }
+        }
+    }
+
+    /// The fused kernel has no portable fallback: operands it cannot read are a typed error.
+    #[test]
+    fn linear_refuses_operands_it_cannot_read() {
+        let (bias, x) = ([0f32; 3], [1f32; 4]);
+        // Weight [3, 5] against x [1, 4]: the reduction sizes differ.
+        let w = [1f32; 15];
+        let (r, _) = Call::new()
+            .tensor(&[3], &bias)
+            .tensor(&[1, 4], &x)
+            .tensor(&[3, 5], &w)
+            .double(1.0)
+            .double(1.0)
+            .out(DType::Float, &[1, 3], 3)
+            .run(super::super::fused::linear);
+        assert!(matches!(r, Err(KernelError::ShapeMismatch { arg: 2, .. })), "{r:?}");
+        // int64 operands.
+        let (r, _) = Call::new()
+            .tensor(&[3], &[0i64; 3])
+            .tensor(&[1, 5], &[1i64; 5])
+            .tensor(&[3, 5], &[1i64; 15])
+            .int(1)
+            .int(1)
+            .out(DType::Long, &[1, 3], 3)
+            .run(super::super::fused::linear);
+        assert!(matches!(r, Err(KernelError::ShapeMismatch { arg: 2, .. })), "{r:?}");
+    }
 }
