@@ -55,9 +55,48 @@ struct Parallel {
     costs: Mutex<Vec<f64>>,
     /// Where the warm-up executions stand (see [`Warmup`]).
     warmup: Mutex<Warmup>,
-    /// Per block: run as a graph (true) or inline in program order (false). Set after warm-up.
+    /// Per block: a graph candidate (true) or inline in program order (false). Set after
+    /// warm-up; the candidates run as graphs while `graphs_on` says so.
     as_graph: OnceLock<Vec<bool>>,
+    /// Whether the candidate blocks run as graphs now (see [`Recheck`]).
+    graphs_on: AtomicBool,
+    /// After warm-up, with candidates: recent execution times of both choices.
+    recheck: Mutex<Recheck>,
     always_graph: bool,
+}
+
+/// Executions between two that run the other way (inline instead of graphs or back) once the
+/// warm-up decided.
+const RECHECK_EVERY: u64 = 16;
+
+/// How parallel mode keeps checking its inline-or-graph choice after warm-up. Conditions drift:
+/// on this 2-core VM, phases of seconds to minutes in which the second core is slow made the
+/// warm-up keep mlp_towers inline (both ways ~0.4 ms) in runs where graphs later took 0.18 ms
+/// against 0.27 inline. So every [`RECHECK_EVERY`]th execution runs the other way, every
+/// execution's time joins its choice's window of the last [`TRIAL_PAIRS`] (seeded with the warm-up
+/// trials), and after each such execution the choice becomes the one [`choose_graphs`] prefers.
+#[derive(Debug, Default)]
+struct Recheck {
+    executions: u64,
+    /// `[inline, graph]` windows of recent times (ns), overwritten round-robin.
+    recent_ns: [[f64; TRIAL_PAIRS as usize]; 2],
+    next: [usize; 2],
+}
+
+impl Recheck {
+    fn record(&mut self, graph: bool, ns: f64) {
+        let kind = usize::from(graph);
+        let at = self.next[kind] % TRIAL_PAIRS as usize;
+        self.recent_ns[kind][at] = ns;
+        self.next[kind] = at + 1;
+    }
+}
+
+/// Whether candidate blocks should run as graphs, from the median times of both choices: graphs
+/// must beat inline by [`GRAPH_MIN_GAIN`] to be chosen, and inline must beat graphs by as much to
+/// replace them (a margin against noise either way, so the choice does not flap).
+fn choose_graphs(graphs_now: bool, inline_ns: f64, graph_ns: f64) -> bool {
+    if graphs_now { inline_ns > GRAPH_MIN_GAIN * graph_ns } else { graph_ns <= GRAPH_MIN_GAIN * inline_ns }
 }
 
 /// How parallel mode decides which blocks run as graphs, by measuring rather than predicting
@@ -68,7 +107,7 @@ struct Parallel {
 /// inline and with the candidates as graphs. The graphs stay only if their median execution beat
 /// the median inline one by [`GRAPH_MIN_GAIN`] (medians, because graph times are bimodal on a
 /// VM: a graph that sometimes finds the other core awake has a fast minimum and a slow typical
-/// run).
+/// run). That first choice is then kept under review ([`Recheck`]).
 #[derive(Debug, Default)]
 struct Warmup {
     cost_runs: u32,
@@ -386,6 +425,8 @@ impl<'mem> Method<'mem> {
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
                     warmup: Mutex::new(Warmup::default()),
                     as_graph,
+                    graphs_on: AtomicBool::new(config.always_graph),
+                    recheck: Mutex::new(Recheck::default()),
                     always_graph: config.always_graph,
                 })
             }
@@ -660,7 +701,9 @@ impl<'mem> Method<'mem> {
                     work_ns: b.instructions.iter().map(|&i| work_costs.get(i).copied().unwrap_or(0.0)).sum(),
                     critical_path_ns: b.graph.critical_path(c),
                     edges: b.graph.edge_count(),
-                    runs_as_graph: decided.and_then(|d| d.get(i).copied()),
+                    runs_as_graph: decided
+                        .and_then(|d| d.get(i).copied())
+                        .map(|g| g && p.graphs_on.load(Ordering::Relaxed)),
                 }
             })
             .collect()
@@ -947,9 +990,12 @@ impl Inner<'_> {
             w.trials += 1;
             if w.trials >= 2 * TRIAL_PAIRS {
                 let [inline, graph] = w.trial_ns.map(median);
-                let keep = p.always_graph || graph <= GRAPH_MIN_GAIN * inline;
-                let decision = if keep { candidate } else { vec![false; p.blocks.len()] };
-                let _ = p.as_graph.set(decision);
+                let keep = p.always_graph || choose_graphs(false, inline, graph);
+                if let Ok(mut r) = p.recheck.lock() {
+                    r.recent_ns = w.trial_ns;
+                }
+                p.graphs_on.store(keep, Ordering::Relaxed);
+                let _ = p.as_graph.set(candidate);
             }
         }
         Ok(())
@@ -981,8 +1027,33 @@ impl Inner<'_> {
         if p.as_graph.get().is_none() {
             return self.warm_up(p);
         }
-        let as_graph = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
-        self.run_exclusive(|| self.run_blocks(p, as_graph, None, true))
+        let candidate = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
+        if p.always_graph || !candidate.iter().any(|&g| g) {
+            return self.run_exclusive(|| self.run_blocks(p, candidate, None, true));
+        }
+        // Candidates: run them as the current choice says, every RECHECK_EVERY-th execution the
+        // other way, and let the times keep the choice up to date (see `Recheck`).
+        let graphs_now = p.graphs_on.load(Ordering::Relaxed);
+        let probe = p
+            .recheck
+            .lock()
+            .map(|mut r| {
+                r.executions += 1;
+                r.executions % RECHECK_EVERY == 0
+            })
+            .unwrap_or(false);
+        let graph = graphs_now != probe;
+        let started = Instant::now();
+        self.run_exclusive(|| self.run_blocks(p, if graph { candidate } else { &[] }, None, true))?;
+        let ns = started.elapsed().as_nanos() as f64;
+        if let Ok(mut r) = p.recheck.lock() {
+            r.record(graph, ns);
+            if probe {
+                let [inline, graph] = r.recent_ns.map(median);
+                p.graphs_on.store(choose_graphs(graphs_now, inline, graph), Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Runs the blocks, following jumps: as graphs where `as_graph` says so, otherwise inline in
@@ -1108,4 +1179,40 @@ fn prepare_calls(
         prepared.push(state);
     }
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The choice needs a margin to change either way, so equal times keep whichever is in use.
+    #[test]
+    fn the_choice_changes_only_for_a_clear_gain() {
+        assert!(!choose_graphs(false, 100.0, 100.0));
+        assert!(choose_graphs(true, 100.0, 100.0));
+        assert!(choose_graphs(false, 100.0, 90.0));
+        assert!(!choose_graphs(false, 100.0, 98.0));
+        assert!(!choose_graphs(true, 90.0, 100.0));
+        assert!(choose_graphs(true, 98.0, 100.0));
+    }
+
+    /// Each window keeps the latest samples of its choice: after a drift, the medians follow
+    /// within half a window of new samples, and the choice flips.
+    #[test]
+    fn recent_times_replace_the_warm_up_ones() {
+        let mut r =
+            Recheck { recent_ns: [[400.0; TRIAL_PAIRS as usize], [410.0; TRIAL_PAIRS as usize]], ..Recheck::default() };
+        assert!(!choose_graphs(false, median(r.recent_ns[0]), median(r.recent_ns[1])));
+        for _ in 0..TRIAL_PAIRS {
+            r.record(false, 270.0);
+        }
+        for _ in 0..TRIAL_PAIRS / 2 {
+            r.record(true, 180.0);
+        }
+        assert_eq!(median(r.recent_ns[1]), 410.0, "half a window is not yet a majority");
+        r.record(true, 180.0);
+        let [inline, graph] = r.recent_ns.map(median);
+        assert_eq!((inline, graph), (270.0, 180.0));
+        assert!(choose_graphs(false, inline, graph));
+    }
 }
