@@ -13,6 +13,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod sgemm;
+pub mod softmax;
 
 use crate::registry::{KernelFn, KernelRegistry};
 
@@ -25,6 +26,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     reduce::register(r);
     norm::register(r);
     pool::register(r);
+    softmax::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
