@@ -140,13 +140,13 @@ fn channel_vector(b: &Builder<'_>, values: &[EValue], v: u32, channels: usize, d
     }
 }
 
-/// Each value read as the first argument of a call to one of `operators`, with that call's index.
-fn first_argument_readers(ins: &Instructions, operators: &[&str]) -> std::collections::BTreeMap<u32, usize> {
+/// Each value read at argument `position` of a call to one of `operators`, with that call's index.
+fn argument_readers(ins: &Instructions, operators: &[&str], position: usize) -> std::collections::BTreeMap<u32, usize> {
     let mut readers = std::collections::BTreeMap::new();
     for (j, step) in ins.steps.iter().enumerate() {
         if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
             && operators.contains(&&**name)
-            && let Some(&input) = pool_slice(&ins.arg_pool, *args).first()
+            && let Some(&input) = pool_slice(&ins.arg_pool, *args).get(position)
         {
             readers.insert(input, j);
         }
@@ -191,7 +191,7 @@ pub(crate) fn conv_batch_norm(
     let mut folds = Vec::new();
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
-    let batch_norm_of_input = first_argument_readers(ins, &[BATCH_NORM]);
+    let batch_norm_of_input = argument_readers(ins, &[BATCH_NORM], 0);
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: conv_span, writable, prepared, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
@@ -372,7 +372,7 @@ pub(crate) fn conv_activation(
     use etch_kernels::optimized::fused;
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
-    let activation_of_input = first_argument_readers(ins, &[RELU, HARDTANH]);
+    let activation_of_input = argument_readers(ins, &[RELU, HARDTANH], 0);
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: conv_span, writable, prepared, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
@@ -427,15 +427,7 @@ pub(crate) fn conv_activation(
 pub(crate) fn linear_weight(b: &Builder<'_>, ins: &mut Instructions, values: &[EValue], pool: &ListPool) {
     let uses = value_uses(b, ins, values, pool);
     // The `addmm` reading each value as its `mat2`, with its index.
-    let mut mat2_readers = std::collections::BTreeMap::new();
-    for (j, step) in ins.steps.iter().enumerate() {
-        if let (Step::Kernel { args, .. }, Some((name, _))) = (step, ins.sites.get(j))
-            && &**name == ADDMM
-            && let Some(&mat2) = pool_slice(&ins.arg_pool, *args).get(2)
-        {
-            mat2_readers.insert(mat2, j);
-        }
-    }
+    let mat2_readers = argument_readers(ins, &[ADDMM], 2);
     let int = |v: u32| match values.get(v as usize) {
         Some(EValue::Int(i)) => Some(*i),
         _ => None,

@@ -57,17 +57,17 @@ pub fn bench(
     // fresh heap pages, cold code and file pages); a service loads in a warm process. With several
     // loads, `load_ms` is the median of the reloads and the first is reported beside it.
     let mut load_samples = Vec::with_capacity(repeats.loads.max(1));
-    for _ in 1..repeats.loads.max(1) {
+    let mut load = || -> Result<_, String> {
         let t0 = Instant::now();
         let program = map_program(path)?;
         let method = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
         load_samples.push(ms(t0.elapsed()));
-        drop((method, program));
+        Ok((program, method))
+    };
+    for _ in 1..repeats.loads.max(1) {
+        drop(load()?);
     }
-    let t0 = Instant::now();
-    let program = map_program(path)?;
-    let mut method = program.load_method_configured(method_name, config, None).map_err(|e| e.to_string())?;
-    load_samples.push(ms(t0.elapsed()));
+    let (_program, mut method) = load()?;
     let first_load = load_samples[0];
     let mut reloads = load_samples[1..].to_vec();
     reloads.sort_by(f64::total_cmp);

@@ -287,15 +287,18 @@ fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Re
         arg: 2,
         reason: "a linear layer with its weight transposed needs float32 2-D operands with matching sizes and a bias that broadcasts to the output",
     };
+    // Calls the fast path does not cover: the portable kernel, or for the fused form an error.
+    let fallback =
+        |ctx: &mut KernelContext| if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
     if !all_f32(args, &[0, 1, 2], 5)? || !shapes_ok {
-        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
+        return fallback(ctx);
     }
     let (n, k, p) = (a.sizes()[0], a.sizes()[1], m.sizes()[mp]);
     if crate::shape::broadcast_shapes(bias.sizes(), &[n, p]).as_deref() != Some(&[n, p][..]) {
-        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
+        return fallback(ctx);
     }
     let (Some(av), Some(mut mv)) = (view(&a)?, view(&m)?) else {
-        return if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
+        return fallback(ctx);
     };
     if transposed {
         std::mem::swap(&mut mv.row, &mut mv.col);

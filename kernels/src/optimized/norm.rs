@@ -9,7 +9,8 @@ use crate::error::KernelError;
 use crate::portable;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
-fn contiguous_f32(args: &KernelArgs<'_>, arg: usize) -> bool {
+/// Whether the tensor at `arg` is float32 in the contiguous dim order.
+pub(super) fn contiguous_f32(args: &KernelArgs<'_>, arg: usize) -> bool {
     args.tensor_dtype(arg).is_ok_and(|d| d == DType::Float)
         && args.tensor_dim_order(arg).is_ok_and(|o| o.is_contiguous())
 }
