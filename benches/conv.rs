@@ -31,6 +31,8 @@ const LAYERS: &[Layer] = &[
     Layer { name: "depthwise3x3_32_112_s1", c_in: 32, c_out: 32, size: 112, kernel: 3, stride: 1, groups: 32 },
     Layer { name: "depthwise3x3_144_56_s1", c_in: 144, c_out: 144, size: 56, kernel: 3, stride: 1, groups: 144 },
     Layer { name: "depthwise3x3_144_56_s2", c_in: 144, c_out: 144, size: 56, kernel: 3, stride: 2, groups: 144 },
+    Layer { name: "depthwise3x3_192_28_s1", c_in: 192, c_out: 192, size: 28, kernel: 3, stride: 1, groups: 192 },
+    Layer { name: "depthwise3x3_384_14_s1", c_in: 384, c_out: 384, size: 14, kernel: 3, stride: 1, groups: 384 },
     Layer { name: "depthwise3x3_960_7_s1", c_in: 960, c_out: 960, size: 7, kernel: 3, stride: 1, groups: 960 },
     Layer { name: "stem3x3_3to32_224_s2", c_in: 3, c_out: 32, size: 224, kernel: 3, stride: 2, groups: 1 },
 ];

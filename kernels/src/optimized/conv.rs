@@ -800,15 +800,16 @@ fn gather_shifted(
     let q0 = (row_lo * width).clamp(p0i, p1i);
     let q1 = (row_hi * width).clamp(q0, p1i);
     // ... of which these read inside the plane (the rest are invalid columns, zeroed below).
+    // Positions `a..b` of those (possibly none: a tap whose every row is padding).
     let shift = dy * width + dx;
-    let s0 = (q0 + shift).max(0);
-    let s1 = (q1 + shift).min(src.len() as i64).max(s0);
-    let (c0, c1) = (to_usize(s0 - shift - p0i)?, to_usize(s1 - shift - p0i)?);
+    let a = q0.max(-shift).min(q1);
+    let b = q1.min(src.len() as i64 - shift).max(a);
+    let (c0, c1) = (to_usize(a - p0i)?, to_usize(b - p0i)?);
     let (z0, z1) = (to_usize(q0 - p0i)?, to_usize(q1 - p0i)?);
     dst.get_mut(..c0).ok_or(short(INPUT))?.fill(0.0);
     dst.get_mut(c1..).ok_or(short(INPUT))?.fill(0.0);
     if c1 > c0 {
-        let from = src.get(to_usize(s0)?..to_usize(s1)?).ok_or(short(INPUT))?;
+        let from = src.get(to_usize(a + shift)?..to_usize(b + shift)?).ok_or(short(INPUT))?;
         dst.get_mut(c0..c1).ok_or(short(INPUT))?.copy_from_slice(from);
     }
     // Columns outside `[col_lo, col_hi)` of the copied rows read padding (the copy took them from
@@ -955,60 +956,117 @@ fn depthwise_contiguous(
         min: c.min,
         max: c.max,
     };
-    let direct = direct.direct().filter(|_| !force_band_kernel());
+    let choice = forced_depthwise_kernel();
+    let flat = depthwise_avx512::FlatPlane::new(&direct).filter(|_| choice == DepthwiseKernel::Any);
+    let direct = direct.direct().filter(|_| choice != DepthwiseKernel::Band);
     let tiling = plane_tiling(c).ok_or(KernelError::NotImplemented("depthwise tiling"))?;
     let plane_out = c.out_pixels();
     let plane_in = c.height * c.width;
     let [xn, xc, _, _] = c.x_strides;
     let [w0, _, w2, w3] = c.w_strides;
     let [kh, kw] = c.kernel;
-    let one_plane =
-        |band: &mut Option<Box<[f32; BAND]>>, (index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
-            let (n, oc) = (index / c.out_channels, index % c.out_channels);
-            let ic = oc / c.out_per_group;
-            let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
-            let mut taps = [0f32; MAX_TAPS];
+    let taps = kh * kw;
+    // The weights of a depthwise convolution are usually contiguous: each plane's taps are then a
+    // slice of them, else a copy.
+    let taps_contiguous = w2 == kw && w3 == 1;
+    // Plane `index` (`n * out_channels + oc`): its input plane, taps (in `copy` unless
+    // contiguous) and bias.
+    let plane = |index: usize, copy: &mut [f32; MAX_TAPS]| -> Result<(&[f32], Option<usize>, f32), KernelError> {
+        let (n, oc) = (index / c.out_channels, index % c.out_channels);
+        let ic = oc / c.out_per_group;
+        let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
+        let at = if taps_contiguous {
+            w.get(oc * w0..oc * w0 + taps).ok_or(short(WEIGHT))?;
+            Some(oc * w0)
+        } else {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    taps[ky * kw + kx] = *w.get(oc * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+                    copy[ky * kw + kx] = *w.get(oc * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
                 }
             }
-            let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
-            let taps = &taps[..kh * kw];
-            if let Some(g) = &direct {
-                return g.run(src, taps, b, dst).ok_or(short(INPUT));
-            }
-            let band = band.get_or_insert_with(|| Box::new([0f32; BAND]));
-            depthwise_plane(c, tiling, src, taps, b, dst, band).ok_or(short(INPUT))
+            None
         };
+        let b = bias.map_or(Some(0.0), |b| b.get(oc).copied()).ok_or(short(BIAS))?;
+        Ok((src, at, b))
+    };
+    // The taps `plane` found; an empty slice (a typed error in the kernels) cannot happen, since
+    // `plane` checked the weight range and `depthwise_fits` bounds the taps by MAX_TAPS.
+    fn taps_of<'a>(w: &'a [f32], at: Option<usize>, copy: &'a [f32; MAX_TAPS], taps: usize) -> &'a [f32] {
+        match at {
+            Some(at) => w.get(at..at + taps),
+            None => copy.get(..taps),
+        }
+        .unwrap_or_default()
+    }
+    // The flat kernel takes planes in groups (one mask serves all); the others one at a time.
+    const GROUP: usize = depthwise_avx512::FLAT_PLANES;
+    let group = if flat.is_some() { GROUP } else { 1 };
+    let one_group = |band: &mut Option<Box<[f32; BAND]>>, (gi, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+        let first = gi * group;
+        let mut copies = [[0f32; MAX_TAPS]; GROUP];
+        if let Some(f) = &flat {
+            let mut outs = dst.chunks_exact_mut(plane_out);
+            if outs.len() == GROUP {
+                let [c0, c1, c2, c3] = &mut copies;
+                let p = [plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?];
+                let t = std::array::from_fn(|k| taps_of(w, p[k].1, &copies[k], taps));
+                let o = std::array::from_fn(|_| outs.next().unwrap_or_default());
+                return f.run(p.map(|p| p.0), t, p.map(|p| p.2), o).ok_or(short(INPUT));
+            }
+            for (k, dst) in outs.enumerate() {
+                let (src, at, b) = plane(first + k, &mut copies[0])?;
+                f.run([src], [taps_of(w, at, &copies[0], taps)], [b], [dst]).ok_or(short(INPUT))?;
+            }
+            return Ok(());
+        }
+        let (src, at, b) = plane(first, &mut copies[0])?;
+        let t = taps_of(w, at, &copies[0], taps);
+        if let Some(g) = &direct {
+            return g.run(src, t, b, dst).ok_or(short(INPUT));
+        }
+        let band = band.get_or_insert_with(|| Box::new([0f32; BAND]));
+        depthwise_plane(c, tiling, src, t, b, dst, band).ok_or(short(INPUT))
+    };
     let macs = c.macs();
+    let group_len = plane_out * group;
     if ctx.threads() > 1 && macs >= PARALLEL_MIN_MACS {
         // Enough planes per task that each is worth a steal; one band buffer per task.
-        let per_plane = (macs / (c.batch * c.out_channels)).max(1);
-        let min_len = (PARALLEL_MIN_MACS / 4 / per_plane).max(1);
+        let per_group = (macs / (c.batch * c.out_channels)).max(1) * group;
+        let min_len = (PARALLEL_MIN_MACS / 4 / per_group).max(1);
         ctx.install(|| {
-            out.data.par_chunks_mut(plane_out).with_min_len(min_len).enumerate().try_for_each_init(|| None, one_plane)
+            out.data.par_chunks_mut(group_len).with_min_len(min_len).enumerate().try_for_each_init(|| None, one_group)
         })
     } else {
         let mut band = None;
-        out.data.chunks_mut(plane_out).enumerate().try_for_each(|item| one_plane(&mut band, item))
+        out.data.chunks_mut(group_len).enumerate().try_for_each(|item| one_group(&mut band, item))
     }
+}
+
+/// The depthwise plane kernels, fastest first; tests force the slower ones on shapes the faster
+/// ones would take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DepthwiseKernel {
+    /// The first that covers the plane: flat, then rows, then band.
+    Any,
+    /// Rows (where covered), else band.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Rows,
+    Band,
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Tests set this to run the band kernel on CPUs that have the direct one.
-    static FORCE_BAND_KERNEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FORCED_DEPTHWISE_KERNEL: std::cell::Cell<DepthwiseKernel> = const { std::cell::Cell::new(DepthwiseKernel::Any) };
 }
 
-fn force_band_kernel() -> bool {
+fn forced_depthwise_kernel() -> DepthwiseKernel {
     #[cfg(test)]
     {
-        FORCE_BAND_KERNEL.with(|f| f.get())
+        FORCED_DEPTHWISE_KERNEL.with(|f| f.get())
     }
     #[cfg(not(test))]
     {
-        false
+        DepthwiseKernel::Any
     }
 }
 
@@ -1491,7 +1549,14 @@ mod tests {
         /// Output sizes and elements (storage order) from `kernel`.
         fn run(&self, kernel: KernelFn) -> (Vec<usize>, Vec<f32>) {
             let (r, mut done) = self.call().run(kernel);
-            r.unwrap_or_else(|e| panic!("{e}"));
+            r.unwrap_or_else(|e| {
+                panic!(
+                    "{e}: x {:?}, w {:?}, layouts {:?}",
+                    self.x,
+                    self.w,
+                    (self.x_channels_last, self.out_channels_last)
+                )
+            });
             done.tensor::<f32>(OUT)
         }
 
@@ -1520,17 +1585,19 @@ mod tests {
             self.check_scaled();
         }
 
-        /// [`check`](Self::check), then again with the band kernel where the direct one would run.
-        fn check_both_depthwise_kernels(&self) {
-            self.check();
-            FORCE_BAND_KERNEL.with(|f| f.set(true));
-            self.check();
-            FORCE_BAND_KERNEL.with(|f| f.set(false));
+        /// [`check`](Self::check), then again with the row and the band kernels where a faster
+        /// depthwise kernel would run.
+        fn check_all_depthwise_kernels(&self) {
+            for kernel in [DepthwiseKernel::Rows, DepthwiseKernel::Band, DepthwiseKernel::Any] {
+                FORCED_DEPTHWISE_KERNEL.with(|f| f.set(kernel));
+                self.check();
+            }
+            FORCED_DEPTHWISE_KERNEL.with(|f| f.set(DepthwiseKernel::Any));
         }
 
         fn all_layouts(self) {
             for (x_channels_last, out_channels_last) in [(false, false), (true, true), (true, false), (false, true)] {
-                Case { x_channels_last, out_channels_last, ..self }.check_both_depthwise_kernels();
+                Case { x_channels_last, out_channels_last, ..self }.check_all_depthwise_kernels();
             }
         }
     }
@@ -1562,6 +1629,20 @@ mod tests {
         case([1, 2, 150, 150], [2, 1, 3, 3], 2, 1, 2).all_layouts();
         case([1, 144, 56, 56], [144, 1, 3, 3], 2, 1, 144).all_layouts();
         case([1, 33, 28, 28], [33, 1, 3, 3], 1, 1, 33).all_layouts();
+        // Small planes at stride 1 with output rows as wide as the input's, at most 8 (the flat
+        // kernel): dilation, rows without padding, a kernel larger than the plane, 1x1, a
+        // multiplier, blocks of vectors and a rest (four planes at a time and one), 7x7 in bulk.
+        Case { dilation: [2, 2], ..case([1, 4, 10, 8], [4, 1, 3, 3], 1, 2, 4) }.all_layouts();
+        Case { padding: [0, 1], ..case([1, 3, 6, 5], [3, 1, 3, 3], 1, 0, 3) }.all_layouts();
+        case([1, 2, 3, 3], [2, 1, 5, 5], 1, 2, 2).all_layouts();
+        case([1, 5, 4, 4], [5, 1, 1, 1], 1, 0, 5).all_layouts();
+        case([1, 3, 7, 7], [6, 1, 3, 3], 1, 1, 3).all_layouts();
+        case([1, 8, 12, 8], [8, 1, 3, 3], 1, 1, 8).all_layouts();
+        case([1, 3, 20, 8], [3, 1, 3, 3], 1, 1, 3).all_layouts();
+        case([1, 160, 7, 7], [160, 1, 3, 3], 1, 1, 160).all_layouts();
+        // A 3x3 kernel over a single row, then 14x14 planes (the row kernel).
+        case([1, 3, 1, 17], [3, 1, 3, 3], 1, 1, 3).all_layouts();
+        case([1, 20, 14, 14], [20, 1, 3, 3], 1, 1, 20).all_layouts();
         // A wide kernel: more taps than the stack buffer holds goes through im2col.
         case([1, 2, 12, 12], [2, 1, 9, 9], 1, 4, 2).all_layouts();
     }
