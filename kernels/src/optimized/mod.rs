@@ -8,6 +8,7 @@ pub mod depthwise_avx512;
 pub mod elementwise;
 pub mod fused;
 pub mod linalg;
+pub mod mask;
 pub mod masked_rows;
 pub mod norm;
 pub mod pool;
@@ -27,6 +28,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     norm::register(r);
     pool::register(r);
     softmax::register(r);
+    mask::register(r);
 }
 
 pub(crate) fn replace_table(r: &mut KernelRegistry, table: &[(&str, &'static [crate::DType], KernelFn)]) {
