@@ -17,11 +17,15 @@
 //! clamps its results as it stores them ([`etch_kernels::optimized::fused`]): the activation's
 //! pass over memory disappears. This one rounds exactly as the program does.
 //!
-//! Last, a batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
+//! A batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
 //! reads `W` where the file holds it ([`etch_kernels::optimized::fused::linear`]): the transpose,
 //! otherwise evaluated once at load into a copy of the weight (mobilenet_v2's classifier: 5 MB), is
 //! not run, and the product is one dot product per output over `W`'s contiguous rows. Sums are
 //! ordered differently from the GEMM's, so this one rounds differently too.
+//!
+//! Last, a `max_pool2d_with_indices` whose indices nobody reads (`nn.MaxPool2d` exports as one)
+//! runs a kernel that does not compute them ([`etch_kernels::optimized::pool::max_pool2d_values_out`]):
+//! the values are the same, bit for bit; the indices were half its work.
 
 use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
 use etch_schema::{TensorData, TensorDef, ValueDef};
@@ -37,6 +41,7 @@ const RELU: &str = "aten::relu.out";
 const HARDTANH: &str = "aten::hardtanh.out";
 const PERMUTE: &str = "aten::permute_copy.out";
 const ADDMM: &str = "aten::addmm.out";
+const MAX_POOL: &str = "aten::max_pool2d_with_indices.out";
 
 /// A constant the fusion computed: a tensor of its own, appended after the program's values; its
 /// bytes are `range` of the [`FusedConstants`] arena.
@@ -465,5 +470,37 @@ pub(crate) fn linear_weight(b: &Builder<'_>, ins: &mut Instructions, values: &[E
         if let Some(p) = ins.pure.get_mut(i) {
             *p = false;
         }
+    }
+}
+
+/// Switches each `max_pool2d_with_indices` whose `indices` output no instruction, list or method
+/// output names, and no view shares, to the kernel that leaves `indices` unwritten.
+pub(crate) fn max_pool_unread_indices(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+) {
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args, writable, prepared, .. } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != MAX_POOL) {
+            continue;
+        }
+        let &[.., out, indices] = pool_slice(&ins.arg_pool, args) else { continue };
+        let Some(EValue::Tensor(id)) = values.get(indices as usize) else { continue };
+        // Named once (by this call), sharing its storage with no other tensor.
+        if args.len != 8
+            || out == indices
+            || uses.get(indices as usize) != Some(&1)
+            || class_size.get(id.0 as usize) != Some(&1)
+        {
+            continue;
+        }
+        let run = etch_kernels::optimized::pool::max_pool2d_values_out as etch_kernels::KernelFn;
+        ins.steps[i] = Step::Kernel { run, args, writable, prepared };
     }
 }

@@ -76,6 +76,27 @@ pub unsafe fn load_window(x: &[f32], row: isize, load: ColumnLoad, stride_two: b
     _mm512_permutex2var_ps(lo, even, hi)
 }
 
+/// [`load_window`] with `fill` instead of zero where the mask leaves an element out.
+///
+/// # Safety
+/// As for [`load_window`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn load_window_or(x: &[f32], row: isize, load: ColumnLoad, stride_two: bool, fill: __m512) -> __m512 {
+    let at = x.as_ptr().wrapping_offset(row + load.first);
+    if !stride_two {
+        // SAFETY: the caller guarantees the enabled elements t < 16 are inside `x`.
+        return unsafe { _mm512_mask_loadu_ps(fill, load.mask as u16, at) };
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // SAFETY: as above, for window elements 0..16 (low mask half).
+    let lo = unsafe { _mm512_mask_loadu_ps(fill, load.mask as u16, at) };
+    // SAFETY: as above, for window elements 16..32 (high mask half).
+    let hi = unsafe { _mm512_mask_loadu_ps(fill, (load.mask >> 16) as u16, at.wrapping_add(16)) };
+    _mm512_permutex2var_ps(lo, even, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,16 +34,29 @@ struct PoolPlane {
 /// int[2] padding=0, int[2] dilation=1, bool ceil_mode=False, *, Tensor(a!) out,
 /// Tensor(b!) indices) -> (Tensor(a!), Tensor(b!))`
 pub fn max_pool2d_with_indices_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    match fast_max_pool(args) {
+    match fast_max_pool(ctx, args, true) {
         Some(Ok(())) => Ok(()),
         // Not covered (or a window with no tap in the input): the reference computes everything.
         _ => portable::pool::max_pool2d_with_indices_out(ctx, args),
     }
 }
 
+/// `aten::max_pool2d_with_indices.out` whose `indices` output nobody reads (the engine's fusion
+/// puts it in place of the call when so; `max_pool2d` exports that way): the fast path leaves
+/// `indices` unwritten, which is half the work. Calls it does not cover run the full kernel.
+pub fn max_pool2d_values_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    match fast_max_pool(ctx, args, false) {
+        Some(Ok(())) => Ok(()),
+        _ => portable::pool::max_pool2d_with_indices_out(ctx, args),
+    }
+}
+
+/// Output elements from which the planes of one call spread over the pool.
+const PARALLEL_MIN_OUTPUTS: usize = 1 << 14;
+
 /// `None` when the call is not one the fast path covers (nothing is written then, or all of it
-/// is rewritten by the portable kernel).
-fn fast_max_pool(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
+/// is rewritten by the portable kernel). `with_indices: false` leaves `indices` unwritten.
+fn fast_max_pool(ctx: &KernelContext, args: &KernelArgs<'_>, with_indices: bool) -> Option<Result<(), KernelError>> {
     if !available() {
         return None;
     }
@@ -95,20 +108,37 @@ fn fast_max_pool(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
     let xdata = x.data::<f32>().ok()?.get(..planes * plane_in)?;
     let odata = out.data_mut::<f32>().ok()?.get_mut(..planes * plane_out)?;
     let idata = indices.data_mut::<i64>().ok()?.get_mut(..planes * plane_out)?;
-    let planes_iter =
-        xdata.chunks_exact(plane_in).zip(odata.chunks_exact_mut(plane_out)).zip(idata.chunks_exact_mut(plane_out));
-    for ((x, o), i) in planes_iter {
-        if !max_pool_plane(&plane, x, o, i) {
-            return None;
-        }
-    }
-    Some(Ok(()))
+    // Every plane is independent: on a pool, contiguous runs of planes per task.
+    let one = |((x, o), i): ((&[f32], &mut [f32]), &mut [i64])| max_pool_plane(&plane, x, o, i, with_indices);
+    let all_covered = if ctx.threads() > 1 && planes > 1 && odata.len() >= PARALLEL_MIN_OUTPUTS {
+        use rayon::prelude::*;
+        let chunk = planes.div_ceil(ctx.threads() * 2);
+        ctx.install(|| {
+            xdata
+                .par_chunks(plane_in * chunk)
+                .zip(odata.par_chunks_mut(plane_out * chunk))
+                .zip(idata.par_chunks_mut(plane_out * chunk))
+                .all(|((x, o), i)| {
+                    x.chunks_exact(plane_in)
+                        .zip(o.chunks_exact_mut(plane_out))
+                        .zip(i.chunks_exact_mut(plane_out))
+                        .all(one)
+                })
+        })
+    } else {
+        xdata
+            .chunks_exact(plane_in)
+            .zip(odata.chunks_exact_mut(plane_out))
+            .zip(idata.chunks_exact_mut(plane_out))
+            .all(one)
+    };
+    all_covered.then_some(Ok(()))
 }
 
 /// One plane; `false` if some window has no tap inside the input (the portable kernel's rule
 /// for those is kept by letting it redo the call). The caller checked AVX-512 ([`available`]),
 /// the slice lengths and that every index fits an `i32`.
-fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64], with_indices: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if !available()
@@ -118,20 +148,106 @@ fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]
         {
             return false;
         }
-        // SAFETY: AVX-512F is available (checked just above), all `plane_avx512` requires of
-        // the CPU; the slice lengths it relies on were checked just above too.
-        unsafe { plane_avx512(g, x, out, indices) }
+        // SAFETY (each block below): AVX-512F is available (checked just above), all these
+        // functions require of the CPU; the slice lengths they rely on were checked just above.
+        if with_indices {
+            // SAFETY: as above.
+            return unsafe { plane_avx512::<true>(g, x, out, indices) };
+        }
+        // SAFETY: as above.
+        if unsafe { has_nan(&x[..g.height * g.width]) } {
+            // SAFETY: as above.
+            return unsafe { plane_avx512::<false>(g, x, out, indices) };
+        }
+        // SAFETY: as above.
+        unsafe { plane_values_avx512(g, x, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (g, x, out, indices);
+        let _ = (g, x, out, indices, with_indices);
         false
     }
 }
 
+/// Whether any element is a NaN.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+fn has_nan(x: &[f32]) -> bool {
+    use std::arch::x86_64::*;
+    let (chunks, tail) = x.as_chunks::<16>();
+    let mut any = 0u16;
+    for chunk in chunks {
+        // SAFETY: `chunk` is 16 readable f32s (an unaligned load).
+        let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+        any |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    }
+    any != 0 || tail.iter().any(|v| v.is_nan())
+}
+
+/// The values of one plane without NaNs (the caller checked): each window's maximum as PyTorch
+/// picks it (a later tap replaces the maximum only when greater, so of equal values, +0.0 and
+/// -0.0, the first stays), as one `max` per tap: `max(v, best)` is `v > best ? v : best`. Inputs
+/// outside the row load as -inf, which never replaces anything. `false` (nothing meaningful
+/// written) if a window has no tap inside the input.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn plane_values_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32]) -> bool {
+    use masked_rows::{ColumnLoad, LANES, bit_range};
+    use std::arch::x86_64::*;
+    let sw = g.stride[1] as isize;
+    let column = [sw, 1, g.padding[1] as isize];
+    let (height, width) = (g.height as isize, g.width as isize);
+    let fill = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut ox0 = 0;
+    while ox0 < g.out_width {
+        let n = (g.out_width - ox0).min(LANES);
+        let out_mask = bit_range(0, n as isize) as u16;
+        let mut columns = [ColumnLoad::default(); MAX_KERNEL_WIDTH];
+        // Output lanes with some kernel column inside the row.
+        let mut covered = 0u16;
+        for (kx, column_load) in columns.iter_mut().enumerate().take(g.kernel[1]) {
+            let load = ColumnLoad::new(ox0, n, kx, column, width);
+            let first = load.first;
+            let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
+            let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
+            covered |= bit_range(lo, hi) as u16;
+            *column_load = load;
+        }
+        if covered & out_mask != out_mask {
+            return false;
+        }
+        let columns = &columns[..g.kernel[1]];
+        for oy in 0..g.out_height {
+            let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+            let (ky0, ky1) = ((-y0).max(0) as usize, ((height - y0).max(0) as usize).min(g.kernel[0]));
+            if ky0 >= ky1 {
+                return false;
+            }
+            let mut best = fill;
+            for ky in ky0..ky1 {
+                let row = y0 + ky as isize;
+                for &load in columns {
+                    // SAFETY: 0 <= row < height, and the enabled elements of `load` lie inside
+                    // the row (`ColumnLoad::new`), so every element read is inside the plane
+                    // (x.len() >= height * width, checked by the caller).
+                    let v = unsafe { masked_rows::load_window_or(x, row * width, load, sw == 2, fill) };
+                    best = _mm512_max_ps(v, best);
+                }
+            }
+            let at = oy * g.out_width + ox0;
+            debug_assert!(at + n <= out.len());
+            // SAFETY: oy < out_height and ox0 + n <= out_width, so the n enabled lanes write
+            // out[at..at + n], inside the out_height * out_width elements the caller checked.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, best) };
+        }
+        ox0 += LANES;
+    }
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn plane_avx512<const INDICES: bool>(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
     use masked_rows::{ColumnLoad, LANES, bit_range};
     use std::arch::x86_64::*;
     let sw = g.stride[1] as isize;
@@ -159,6 +275,8 @@ fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) 
             let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
             let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
             let mut best_index = unset;
+            // Lanes that have seen a tap inside the input.
+            let mut seen = 0u16;
             for ky in 0..g.kernel[0] {
                 let iy = y0 + ky as isize;
                 if iy < 0 || iy >= height {
@@ -171,14 +289,20 @@ fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) 
                     let v = unsafe { masked_rows::load_window(x, iy * width, load, sw == 2) };
                     let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
                     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    let first_tap = _mm512_cmpeq_epi32_mask(best_index, unset);
+                    // A lane's first tap is its index even when not greater (-inf, say); for the
+                    // values alone, keeping -inf is the same.
+                    let first_tap = !seen;
                     let update = lane_mask & (greater | nan | first_tap);
+                    seen |= lane_mask;
                     best = _mm512_mask_mov_ps(best, update, v);
-                    let position = _mm512_add_epi32(lane_columns, _mm512_set1_epi32((iy * width + load.first) as i32));
-                    best_index = _mm512_mask_mov_epi32(best_index, update, position);
+                    if INDICES {
+                        let position =
+                            _mm512_add_epi32(lane_columns, _mm512_set1_epi32((iy * width + load.first) as i32));
+                        best_index = _mm512_mask_mov_epi32(best_index, update, position);
+                    }
                 }
             }
-            if _mm512_cmpeq_epi32_mask(best_index, unset) & out_mask != 0 {
+            if !seen & out_mask != 0 {
                 return false;
             }
             let at = oy * g.out_width + ox0;
@@ -186,6 +310,9 @@ fn plane_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) 
             // SAFETY: oy < out_height and ox0 + n <= out_width, so the n enabled lanes write
             // out[at..at + n], inside the out_height * out_width elements the caller checked.
             unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), out_mask, best) };
+            if !INDICES {
+                continue;
+            }
             let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(best_index));
             let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(best_index));
             // SAFETY: lanes 0..8 of the n enabled ones: indices[at..at + min(n, 8)], inside the
@@ -213,16 +340,23 @@ mod tests {
     use super::*;
     use crate::portable::test_support::Call;
 
-    /// Deterministic values in [-1, 1), with NaN and -inf sprinkled in when asked.
+    /// Deterministic values in [-1, 1), with NaN and -inf sprinkled in when asked, else runs of
+    /// negative values around signed zeros.
     fn values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..n)
             .map(|i| {
                 s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
                 match i % 37 {
                     5 if specials => f32::NAN,
                     11 if specials => f32::NEG_INFINITY,
-                    _ => ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0,
+                    // Without NaNs: windows whose maximum is a zero of either sign, where the
+                    // first of equal values must stay.
+                    17 | 19 if !specials => -0.0,
+                    18 if !specials => 0.0,
+                    12..=24 if !specials => -v.abs(),
+                    _ => v,
                 }
             })
             .collect()
@@ -272,7 +406,8 @@ mod tests {
             r
         };
         // The fast path alone (no portable fallback) completes the call.
-        let fast: KernelFn = |_, args| fast_max_pool(args).unwrap_or(Err(KernelError::NotImplemented("not covered")));
+        let fast: KernelFn =
+            |ctx, args| fast_max_pool(ctx, args, true).unwrap_or(Err(KernelError::NotImplemented("not covered")));
         assert!(covered(fast).is_ok());
     }
 
@@ -285,20 +420,32 @@ mod tests {
                 for ceil in [false, true] {
                     for specials in [false, true] {
                         let want = run(portable::pool::max_pool2d_with_indices_out, x, k, s, p, ceil, specials);
-                        let got = run(max_pool2d_with_indices_out, x, k, s, p, ceil, specials);
-                        // Invalid calls (a window larger than the input) fail on both.
-                        let (Some(want), Some(got)) = (&want, &got) else {
-                            assert_eq!(want.is_some(), got.is_some(), "{x:?} k{k} s{s} p{p} ceil {ceil}");
-                            continue;
-                        };
-                        checked += 1;
-                        assert_eq!(got.1, want.1, "indices {x:?} k{k} s{s} p{p} ceil {ceil}");
-                        let same = got.0.iter().zip(&want.0).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
-                        assert!(same && got.0.len() == want.0.len(), "values {x:?} k{k} s{s} p{p} ceil {ceil}");
+                        // On one thread and with the planes spread over a pool.
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+                        let kernels: [KernelFn; 2] = [max_pool2d_with_indices_out, max_pool2d_values_out];
+                        for (kernel, threads) in kernels.into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
+                            let got = match threads {
+                                1 => run(kernel, x, k, s, p, ceil, specials),
+                                _ => pool.install(|| run(kernel, x, k, s, p, ceil, specials)),
+                            };
+                            let what = format!("{x:?} k{k} s{s} p{p} ceil {ceil} threads {threads}");
+                            // Invalid calls (a window larger than the input) fail on both.
+                            let (Some(want), Some(got)) = (&want, &got) else {
+                                assert_eq!(want.is_some(), got.is_some(), "{what}");
+                                continue;
+                            };
+                            checked += 1;
+                            if std::ptr::fn_addr_eq(kernel, max_pool2d_with_indices_out as KernelFn) {
+                                assert_eq!(got.1, want.1, "indices {what}");
+                            }
+                            // Bit for bit, NaN payloads included (the same tap's NaN wins).
+                            let same = got.0.iter().zip(&want.0).all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same && got.0.len() == want.0.len(), "values {what}");
+                        }
                     }
                 }
             }
         }
-        assert!(checked > 100, "only {checked} valid cases");
+        assert!(checked > 400, "only {checked} valid cases");
     }
 }
