@@ -712,7 +712,9 @@ fn im2col_tiles(
 }
 
 /// im2col for a contiguous input: row `(ci, ky, kx)` of `cols` holds, for output positions
-/// `p0..p1`, the input each reads through that tap (zero in the padding).
+/// `p0..p1`, the input each reads through that tap (zero in the padding). What depends on the
+/// tap only (its column range, its shifted copy) is worked out once per tap ([`TapPlan`]), not
+/// once per row: those divisions cost more than copying a small plane's row (res_block's 12x12).
 fn gather_contiguous(
     ctx: &KernelContext,
     c: &Conv,
@@ -724,26 +726,32 @@ fn gather_contiguous(
 ) -> Result<(), KernelError> {
     let width = p1 - p0;
     let [kh, kw] = c.kernel;
+    let taps = kh * kw;
     let [xn, xc, _, _] = c.x_strides;
     let plane = c.height * c.width;
+    let shifted = c.stride == [1, 1] && c.out_width == c.width;
+    let plan_of = |t: usize| TapPlan::new(c, t / kw, t % kw, (p0, p1), shifted);
+    let mut table = [TapPlan::default(); MAX_TAPS];
+    let tabled = taps <= MAX_TAPS;
+    if tabled {
+        for (t, slot) in table.iter_mut().enumerate().take(taps) {
+            *slot = plan_of(t)?;
+        }
+    }
     let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
-        let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+        let (ci, t) = (row / taps, row % taps);
+        let tap = if tabled { table[t] } else { plan_of(t)? };
         let base = n * xn + (g * c.in_per_group + ci) * xc;
         let src = x.get(base..base + plane).ok_or(short(INPUT))?;
-        // Which output columns read inside an input row depends on the tap only: computed once
-        // per row here (its divisions cost more than copying a short segment), clamped to each
-        // segment below.
-        let offset = (kx * c.dilation[1]) as i64 - c.padding[1] as i64;
-        let (row_lo, row_hi) = valid_range(0, c.out_width as i64, c.stride[1] as i64, offset, c.width as i64);
-        if c.stride == [1, 1] && c.out_width == c.width {
-            let dy = (ky * c.dilation[0]) as i64 - c.padding[0] as i64;
-            return gather_shifted(c, src, (p0, p1), dst, dy, offset, (row_lo, row_hi));
+        if let Some(shift) = &tap.shift {
+            return shift.gather(src, dst);
         }
+        let (row_lo, row_hi, offset) = (tap.row_lo, tap.row_hi, tap.offset);
         let (mut p, mut oy, mut ox0) = (p0, p0 / c.out_width, p0 % c.out_width);
         while p < p1 {
             let ox1 = (ox0 + p1 - p).min(c.out_width);
             let seg = dst.get_mut(p - p0..p - p0 + (ox1 - ox0)).ok_or(short(INPUT))?;
-            let iy = c.input_pos(0, oy, ky);
+            let iy = c.input_pos(0, oy, tap.ky);
             if iy < 0 || iy >= c.height as i64 {
                 seg.fill(0.0);
             } else {
@@ -778,57 +786,111 @@ fn gather_contiguous(
     }
 }
 
+/// What one tap `(ky, kx)` of an im2col tile reads, whatever the input channel.
+#[derive(Clone, Copy, Default)]
+struct TapPlan {
+    ky: usize,
+    /// Input column of output column 0 through this tap (may be negative).
+    offset: i64,
+    /// Output columns `[row_lo, row_hi)` read inside an input row.
+    row_lo: i64,
+    row_hi: i64,
+    /// The tile as one shifted copy (stride 1, output as wide as the input).
+    shift: Option<ShiftedTap>,
+}
+
+impl TapPlan {
+    fn new(c: &Conv, ky: usize, kx: usize, (p0, p1): (usize, usize), shifted: bool) -> Result<TapPlan, KernelError> {
+        // Which output columns read inside an input row depends on the tap only.
+        let offset = (kx * c.dilation[1]) as i64 - c.padding[1] as i64;
+        let (row_lo, row_hi) = valid_range(0, c.out_width as i64, c.stride[1] as i64, offset, c.width as i64);
+        let shift = if shifted {
+            let dy = (ky * c.dilation[0]) as i64 - c.padding[0] as i64;
+            Some(ShiftedTap::new(c, (p0, p1), dy, offset, (row_lo, row_hi))?)
+        } else {
+            None
+        };
+        Ok(TapPlan { ky, offset, row_lo, row_hi, shift })
+    }
+}
+
 /// One im2col row of a stride-1 convolution whose output is as wide as its input (e.g. "same"
 /// padding): output position `p` reads plane element `p + dy * width + dx` for the tap's shifts
 /// `dy`, `dx`, so the tile `p0..p1` is one copy, after which the positions whose row or column
 /// falls outside the input are zeroed. Row by row (segments of a few elements: the copy and fill
 /// calls cost more than the bytes) this was most of a small 3x3 convolution's time.
-fn gather_shifted(
-    c: &Conv,
-    src: &[f32],
-    (p0, p1): (usize, usize),
-    dst: &mut [f32],
-    dy: i64,
-    dx: i64,
-    (col_lo, col_hi): (i64, i64),
-) -> Result<(), KernelError> {
-    let to_usize = |v: i64| usize::try_from(v).map_err(|_| short(INPUT));
-    let width = c.width as i64;
-    let (p0i, p1i) = (p0 as i64, p1 as i64);
-    // Positions whose input row exists: output rows `oy` with `0 <= oy + dy < height`.
-    let (row_lo, row_hi) = (0.max(-dy), (c.out_height as i64).min(c.height as i64 - dy));
-    let q0 = (row_lo * width).clamp(p0i, p1i);
-    let q1 = (row_hi * width).clamp(q0, p1i);
-    // ... of which these read inside the plane (the rest are invalid columns, zeroed below).
-    // Positions `a..b` of those (possibly none: a tap whose every row is padding).
-    let shift = dy * width + dx;
-    let a = q0.max(-shift).min(q1);
-    let b = q1.min(src.len() as i64 - shift).max(a);
-    let (c0, c1) = (to_usize(a - p0i)?, to_usize(b - p0i)?);
-    let (z0, z1) = (to_usize(q0 - p0i)?, to_usize(q1 - p0i)?);
-    dst.get_mut(..c0).ok_or(short(INPUT))?.fill(0.0);
-    dst.get_mut(c1..).ok_or(short(INPUT))?.fill(0.0);
-    if c1 > c0 {
-        let from = src.get(to_usize(a + shift)?..to_usize(b + shift)?).ok_or(short(INPUT))?;
-        dst.get_mut(c0..c1).ok_or(short(INPUT))?.copy_from_slice(from);
+#[derive(Clone, Copy, Default)]
+struct ShiftedTap {
+    /// Tile positions `[c0, c1)` are copied from plane elements `from..from + (c1 - c0)`; the
+    /// rest is zero.
+    c0: usize,
+    c1: usize,
+    from: usize,
+    /// Positions `q0..q1` (plane positions of the copied rows, `z0..z1` in the tile) whose
+    /// columns outside `[col_lo, col_hi)` read padding.
+    q0: i64,
+    q1: i64,
+    z0: usize,
+    z1: usize,
+    col_lo: i64,
+    col_hi: i64,
+    width: i64,
+}
+
+impl ShiftedTap {
+    fn new(
+        c: &Conv,
+        (p0, p1): (usize, usize),
+        dy: i64,
+        dx: i64,
+        (col_lo, col_hi): (i64, i64),
+    ) -> Result<ShiftedTap, KernelError> {
+        let to_usize = |v: i64| usize::try_from(v).map_err(|_| short(INPUT));
+        let width = c.width as i64;
+        let (p0i, p1i) = (p0 as i64, p1 as i64);
+        // Positions whose input row exists: output rows `oy` with `0 <= oy + dy < height`.
+        let (row_lo, row_hi) = (0.max(-dy), (c.out_height as i64).min(c.height as i64 - dy));
+        let q0 = (row_lo * width).clamp(p0i, p1i);
+        let q1 = (row_hi * width).clamp(q0, p1i);
+        // ... of which these read inside the plane (the rest are invalid columns, zeroed below).
+        // Positions `a..b` of those (possibly none: a tap whose every row is padding).
+        let shift = dy * width + dx;
+        let plane = (c.height * c.width) as i64;
+        let a = q0.max(-shift).min(q1);
+        let b = q1.min(plane - shift).max(a);
+        let (c0, c1) = (to_usize(a - p0i)?, to_usize(b - p0i)?);
+        let from = if c1 > c0 { to_usize(a + shift)? } else { 0 };
+        let (z0, z1) = (to_usize(q0 - p0i)?, to_usize(q1 - p0i)?);
+        let (col_lo, col_hi) = (col_lo.clamp(0, width), col_hi.clamp(0, width));
+        Ok(ShiftedTap { c0, c1, from, q0, q1, z0, z1, col_lo, col_hi, width })
     }
-    // Columns outside `[col_lo, col_hi)` of the copied rows read padding (the copy took them from
-    // a neighbouring row): a few elements per row, plain stores.
-    let (col_lo, col_hi) = (col_lo.clamp(0, width), col_hi.clamp(0, width));
-    if (col_lo > 0 || col_hi < width) && z1 > z0 {
-        let tile = dst.get_mut(z0..z1).ok_or(short(INPUT))?;
-        let first_row = q0 / width;
-        for oy in first_row..=(q1 - 1) / width {
-            let start = oy * width;
-            for ox in (0..col_lo).chain(col_hi.max(col_lo)..width) {
-                let q = start + ox;
-                if (q0..q1).contains(&q) {
-                    tile[(q - q0) as usize] = 0.0;
+
+    /// The tap's row of the tile from input plane `src` into `dst`.
+    fn gather(&self, src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+        let ShiftedTap { c0, c1, from, q0, q1, z0, z1, col_lo, col_hi, width } = *self;
+        dst.get_mut(..c0).ok_or(short(INPUT))?.fill(0.0);
+        dst.get_mut(c1..).ok_or(short(INPUT))?.fill(0.0);
+        if c1 > c0 {
+            let from = src.get(from..from + (c1 - c0)).ok_or(short(INPUT))?;
+            dst.get_mut(c0..c1).ok_or(short(INPUT))?.copy_from_slice(from);
+        }
+        // Columns outside `[col_lo, col_hi)` of the copied rows read padding (the copy took them
+        // from a neighbouring row): a few elements per row, plain stores.
+        if (col_lo > 0 || col_hi < width) && z1 > z0 {
+            let tile = dst.get_mut(z0..z1).ok_or(short(INPUT))?;
+            let first_row = q0 / width;
+            for oy in first_row..=(q1 - 1) / width {
+                let start = oy * width;
+                for ox in (0..col_lo).chain(col_hi.max(col_lo)..width) {
+                    let q = start + ox;
+                    if (q0..q1).contains(&q) {
+                        tile[(q - q0) as usize] = 0.0;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `dst[i] = src[i * stride]`; `None` if `src` is too short. Stride 2 (stride-2 convolutions) has
