@@ -64,6 +64,8 @@ const MAX_COLUMNS: usize = 1 << 21;
 const L2_TILE: usize = 1 << 16;
 /// im2col elements from which a tile's gather splits over the pool.
 const PARALLEL_GATHER: usize = 1 << 16;
+/// im2col tile elements on a pool (2 MiB: the threads' L2 caches together).
+const PARALLEL_TILE_ELEMENTS: usize = 1 << 19;
 /// Below this many multiply-adds a direct kernel runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 17;
 
@@ -661,6 +663,10 @@ fn im2col_gemm(
         let gemm = sgemm::PARALLEL_MIN_MACS.div_ceil((c.out_per_group * k_len).max(1));
         let gather = PARALLEL_GATHER.div_ceil(k_len);
         tile = tile.max(gemm.max(gather).min(pixels).min(most));
+        // Each tile forks and joins twice (gather, GEMM): on a pool, tiles up to what the cores'
+        // L2 caches hold together, so that a small-reduction convolution (the 3-channel stem)
+        // is one or two tiles instead of six.
+        tile = tile.max((PARALLEL_TILE_ELEMENTS / k_len).min(pixels).min(most));
     }
     let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
     let len = tile.checked_mul(k_len).and_then(|l| l.checked_add(packed_len)).ok_or(short(WEIGHT))?;
