@@ -1670,6 +1670,25 @@ mod tests {
         }
     }
 
+    /// Strided copies (im2col of stride-2 and stride-3 convolutions) against a plain loop, for
+    /// every length around the vector widths, with a source just long enough.
+    #[test]
+    fn strided_copies_match_a_plain_loop() {
+        for stride in 1..=3 {
+            for n in 0..70 {
+                let src: Vec<f32> = (0..(n.max(1) - 1) * stride + 1).map(|i| i as f32 * 0.5 - 3.0).collect();
+                let mut dst = vec![f32::NAN; n];
+                copy_strided(&mut dst, &src, stride).expect("source long enough");
+                let want: Vec<f32> = (0..n).map(|i| src[i * stride]).collect();
+                assert_eq!(dst, want, "stride {stride} n {n}");
+                // One element short: refused.
+                if n > 0 {
+                    assert!(copy_strided(&mut dst, &src[..src.len() - 1], stride).is_none());
+                }
+            }
+        }
+    }
+
     #[test]
     fn pointwise_matches_portable() {
         case([1, 32, 17, 13], [16, 32, 1, 1], 1, 0, 1).all_layouts();
