@@ -827,8 +827,12 @@ impl Analysis {
             // state kept in planned memory between executions).
             let read_first = first_is_read.get(k).copied().flatten().unwrap_or(false);
             let state = initial.is_some() || (read_first && written.get(k).copied().unwrap_or(false));
-            let live_in = inputs.contains(&(vi as u32)) || read_first || state;
-            let live_out = outputs_live.contains(&c) || state;
+            let is_input = inputs.contains(&(vi as u32));
+            let live_in = is_input || read_first || state;
+            // A method input keeps its bytes to the end: a caller sets it once and may execute
+            // again, as with ONNX Runtime or tract. Given to another tensor after its last read,
+            // resnet18_narrow's second execution computed on overwritten pixels.
+            let live_out = outputs_live.contains(&c) || state || is_input;
             let end = offset.saturating_add(t.nbytes as u64);
             let Some(slot) = classes.get_mut(k) else { continue };
             match slot {
