@@ -610,6 +610,10 @@ impl<'mem> Method<'mem> {
     }
 
     /// Runs the method once, in the mode it was loaded with.
+    ///
+    /// Inputs stay as set for the next execution when the method runs on etch's re-plan
+    /// ([`Method::planned_memory`] says which): it never gives an input's bytes to another tensor.
+    /// The exporter's plan may (as in ExecuTorch): with it, set the inputs before each execution.
     pub fn execute(&mut self) -> Result<()> {
         let inner = self.inner_mut();
         inner.check_inputs()?;
@@ -662,7 +666,9 @@ impl<'mem> Method<'mem> {
 
     /// Times each instruction over `runs` sequential executions (shared-mode code path, program
     /// order) and returns the per-instruction minimum in nanoseconds. Kernels may spread over the
-    /// pool as in a normal execution.
+    /// pool as in a normal execution. The executions after the first read the inputs as the one
+    /// before left them: etch's re-plan keeps them, the exporter's plan may reuse their bytes (as
+    /// in ExecuTorch), so with it set the inputs and profile one run at a time.
     pub fn profile_instructions(&mut self, runs: usize) -> Result<Vec<f64>> {
         self.profile(runs, true)
     }
