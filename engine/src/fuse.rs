@@ -25,7 +25,8 @@
 //!
 //! Last, a `max_pool2d_with_indices` whose indices nobody reads (`nn.MaxPool2d` exports as one)
 //! runs a kernel that does not compute them ([`etch_kernels::optimized::pool::max_pool2d_values_out`]):
-//! the values are the same, bit for bit; the indices were half its work.
+//! the values are the same, bit for bit; the indices were half its work. A kernel choice rather
+//! than a fusion: no tensor changes writer, so it applies under the exporter's plan too.
 
 use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
 use etch_schema::{TensorData, TensorDef, ValueDef};

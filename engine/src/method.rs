@@ -287,7 +287,6 @@ impl<'mem> Method<'mem> {
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
-            crate::fuse::max_pool_unread_indices(&b, &mut ins, &values, &ids, &pool, &pt);
             constants
         } else {
             crate::fuse::FusedConstants::default()
@@ -296,6 +295,10 @@ impl<'mem> Method<'mem> {
         // `pt` sees views as their base (analysis, scheduling, placement); `raw_pt` sees every
         // tensor as itself (the alias check needs exact regions).
         let pt = b.points_to(&ins, &values, &pool, &ids);
+        // A kernel choice, not a fusion: it changes no tensor's writer, so any plan takes it.
+        if config.runtime.fusion() {
+            crate::fuse::max_pool_unread_indices(&b, &mut ins, &values, &ids, &pool, &pt);
+        }
         let raw_pt = PointsTo::new(&values, &ins.moves);
         // Calls on constants only run once, here; at run time they are no-ops.
         let fold = b.foldable(&ins, &values, &pool, &pt, &ids);

@@ -11,10 +11,7 @@ use crate::error::KernelError;
 use crate::portable;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
-/// Whether argument `arg` is a contiguous tensor of `dtype`.
-fn contiguous(args: &KernelArgs<'_>, arg: usize, dtype: DType) -> bool {
-    args.tensor_dtype(arg).is_ok_and(|d| d == dtype) && args.tensor_dim_order(arg).is_ok_and(|o| o.is_contiguous())
-}
+use super::contiguous;
 
 fn short(arg: usize) -> KernelError {
     KernelError::ShapeMismatch { arg, reason: "tensor data shorter than its shape" }

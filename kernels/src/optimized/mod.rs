@@ -16,7 +16,14 @@ pub mod reduce;
 pub mod sgemm;
 pub mod softmax;
 
+use crate::args::KernelArgs;
 use crate::registry::{KernelFn, KernelRegistry};
+
+/// Whether argument `arg` is a tensor of `dtype` in the contiguous dim order (what the fast paths
+/// cover; the portable kernels take the rest).
+pub(super) fn contiguous(args: &KernelArgs<'_>, arg: usize, dtype: crate::DType) -> bool {
+    args.tensor_dtype(arg).is_ok_and(|d| d == dtype) && args.tensor_dim_order(arg).is_ok_and(|o| o.is_contiguous())
+}
 
 /// Registers every optimized kernel, replacing the portable ones of the same name.
 pub fn register_all(r: &mut KernelRegistry) {

@@ -9,11 +9,7 @@ use crate::error::KernelError;
 use crate::portable;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 
-/// Whether the tensor at `arg` is float32 in the contiguous dim order.
-pub(super) fn contiguous_f32(args: &KernelArgs<'_>, arg: usize) -> bool {
-    args.tensor_dtype(arg).is_ok_and(|d| d == DType::Float)
-        && args.tensor_dim_order(arg).is_ok_and(|o| o.is_contiguous())
-}
+use super::contiguous;
 
 /// `aten::native_layer_norm.out(Tensor input, SymInt[] normalized_shape, Tensor? weight,
 /// Tensor? bias, float eps, *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2)
@@ -27,7 +23,7 @@ pub fn native_layer_norm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> 
 
 /// The fast case, or `None` (nothing borrowed mutably yet) for the portable kernel.
 fn fast_layer_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
-    if ![0, 5, 6, 7].iter().all(|&a| contiguous_f32(args, a)) {
+    if ![0, 5, 6, 7].iter().all(|&a| contiguous(args, a, DType::Float)) {
         return None;
     }
     let x = args.tensor(0).ok()?;

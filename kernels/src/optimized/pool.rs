@@ -169,6 +169,24 @@ fn max_pool_plane(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]
     }
 }
 
+/// Per kernel column, for the chunk of `n <= 16` output columns from `ox0`: its load, and the
+/// output lanes whose input column is inside the row. Entries past the kernel width are unused.
+#[cfg(target_arch = "x86_64")]
+fn column_table(g: &PoolPlane, ox0: usize, n: usize) -> [(masked_rows::ColumnLoad, u16); MAX_KERNEL_WIDTH] {
+    use masked_rows::{ColumnLoad, bit_range};
+    let sw = g.stride[1] as isize;
+    let width = g.width as isize;
+    let mut columns = [(ColumnLoad::default(), 0u16); MAX_KERNEL_WIDTH];
+    for (kx, column) in columns.iter_mut().enumerate().take(g.kernel[1]) {
+        let load = ColumnLoad::new(ox0, n, kx, [sw, 1, g.padding[1] as isize], width);
+        let first = load.first;
+        let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
+        let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
+        *column = (load, bit_range(lo, hi) as u16);
+    }
+    columns
+}
+
 /// Whether any element is a NaN.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -192,31 +210,22 @@ fn has_nan(x: &[f32]) -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn plane_values_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32]) -> bool {
-    use masked_rows::{ColumnLoad, LANES, bit_range};
+    use masked_rows::{LANES, bit_range};
     use std::arch::x86_64::*;
     let sw = g.stride[1] as isize;
-    let column = [sw, 1, g.padding[1] as isize];
     let (height, width) = (g.height as isize, g.width as isize);
     let fill = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut ox0 = 0;
     while ox0 < g.out_width {
         let n = (g.out_width - ox0).min(LANES);
         let out_mask = bit_range(0, n as isize) as u16;
-        let mut columns = [ColumnLoad::default(); MAX_KERNEL_WIDTH];
+        let table = column_table(g, ox0, n);
+        let columns = &table[..g.kernel[1]];
         // Output lanes with some kernel column inside the row.
-        let mut covered = 0u16;
-        for (kx, column_load) in columns.iter_mut().enumerate().take(g.kernel[1]) {
-            let load = ColumnLoad::new(ox0, n, kx, column, width);
-            let first = load.first;
-            let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
-            let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
-            covered |= bit_range(lo, hi) as u16;
-            *column_load = load;
-        }
+        let covered = columns.iter().fold(0u16, |m, &(_, lanes)| m | lanes);
         if covered & out_mask != out_mask {
             return false;
         }
-        let columns = &columns[..g.kernel[1]];
         for oy in 0..g.out_height {
             let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
             let (ky0, ky1) = ((-y0).max(0) as usize, ((height - y0).max(0) as usize).min(g.kernel[0]));
@@ -226,7 +235,7 @@ fn plane_values_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32]) -> bool {
             let mut best = fill;
             for ky in ky0..ky1 {
                 let row = y0 + ky as isize;
-                for &load in columns {
+                for &(load, _) in columns {
                     // SAFETY: 0 <= row < height, and the enabled elements of `load` lie inside
                     // the row (`ColumnLoad::new`), so every element read is inside the plane
                     // (x.len() >= height * width, checked by the caller).
@@ -248,10 +257,9 @@ fn plane_values_avx512(g: &PoolPlane, x: &[f32], out: &mut [f32]) -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn plane_avx512<const INDICES: bool>(g: &PoolPlane, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
-    use masked_rows::{ColumnLoad, LANES, bit_range};
+    use masked_rows::{LANES, bit_range};
     use std::arch::x86_64::*;
     let sw = g.stride[1] as isize;
-    let column = [sw, 1, g.padding[1] as isize];
     let (height, width) = (g.height as isize, g.width as isize);
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let lane_columns = _mm512_mullo_epi32(lane, _mm512_set1_epi32(sw as i32));
@@ -262,15 +270,8 @@ fn plane_avx512<const INDICES: bool>(g: &PoolPlane, x: &[f32], out: &mut [f32], 
     while ox0 < g.out_width {
         let n = (g.out_width - ox0).min(LANES);
         let out_mask = bit_range(0, n as isize) as u16;
-        let mut columns = [(ColumnLoad::default(), 0u16); MAX_KERNEL_WIDTH];
-        for (kx, column_load) in columns.iter_mut().enumerate().take(g.kernel[1]) {
-            let load = ColumnLoad::new(ox0, n, kx, column, width);
-            let first = load.first;
-            let lo = ((-first).max(0) as usize).div_ceil(sw as usize) as isize;
-            let hi = (((width - first).max(0) as usize).div_ceil(sw as usize) as isize).min(n as isize);
-            *column_load = (load, bit_range(lo, hi) as u16);
-        }
-        let columns = &columns[..g.kernel[1]];
+        let table = column_table(g, ox0, n);
+        let columns = &table[..g.kernel[1]];
         for oy in 0..g.out_height {
             let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
             let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
