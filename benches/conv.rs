@@ -3,8 +3,8 @@
 //! 7x7 (expansions and projections), depthwise 3x3 layers at stride 1 and 2, and the 3x3 stride-2
 //! stem. Throughput is in multiply-adds, so criterion's "elem/s" is MAC/s (GFLOP/s = 2 x GMAC/s).
 //! The optimized kernel runs on a pool of two threads (the machine's cores) as in the engine, and
-//! on one thread. The weights are not constants here, so the GEMM layers pack them in every call
-//! (28% of the 320-to-1280 layer's time at 2 threads); in a program they are packed at load.
+//! on one thread, on weights packed ahead by `prepare_convolution` (the engine packs a program's
+//! constant weights at method init).
 //!
 //! `cargo bench --bench conv` (add `-- optimized` for the optimized kernel only).
 
@@ -39,6 +39,10 @@ const LAYERS: &[Layer] = &[
     Layer { name: "depthwise3x3_384_14_s1", c_in: 384, c_out: 384, size: 14, kernel: 3, stride: 1, groups: 384 },
     Layer { name: "depthwise3x3_960_7_s1", c_in: 960, c_out: 960, size: 7, kernel: 3, stride: 1, groups: 960 },
     Layer { name: "stem3x3_3to32_224_s2", c_in: 3, c_out: 32, size: 224, kernel: 3, stride: 2, groups: 1 },
+    // resnet18_narrow (the zoo): its 7x7 stem and 3x3 convolutions on the smallest maps.
+    Layer { name: "stem7x7_3to16_64_s2", c_in: 3, c_out: 16, size: 64, kernel: 7, stride: 2, groups: 1 },
+    Layer { name: "conv3x3_64_4", c_in: 64, c_out: 64, size: 4, kernel: 3, stride: 1, groups: 1 },
+    Layer { name: "conv3x3_128_2", c_in: 128, c_out: 128, size: 2, kernel: 3, stride: 1, groups: 1 },
 ];
 
 impl Layer {
@@ -60,7 +64,7 @@ impl Layer {
         let o = self.out_size();
         Call::new()
             .tensor(&x, &values(x.iter().product()))
-            .tensor(&w, &values(w.iter().product()))
+            .constant(&w, &values(w.iter().product()))
             .tensor(&[self.c_out], &values(self.c_out))
             .ints(&[self.stride, self.stride])
             .ints(&[pad, pad])
@@ -86,10 +90,13 @@ fn bench_conv(c: &mut Criterion) {
             ("optimized_1t", optimized, None),
             ("optimized_2t", optimized, Some(pool.clone())),
         ];
+        // The optimized kernel runs on weights packed ahead, as the engine does at method init.
+        let packed = call.prepare_state(etch_kernels::optimized::conv::prepare_convolution).expect("prepare");
         for (kind, kernel, pool) in runs {
             let mut ctx = KernelContext::with_pool(pool);
+            let state = if kind == "portable" { None } else { packed.as_ref() };
             group.bench_function(format!("{kind}/{}", layer.name), |b| {
-                b.iter(|| call.run(black_box(kernel), &mut ctx).expect("convolution"))
+                b.iter(|| call.run_with(state, black_box(kernel), &mut ctx).expect("convolution"))
             });
         }
     }

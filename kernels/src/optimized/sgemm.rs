@@ -51,6 +51,11 @@ pub const NC: usize = 1024;
 pub const PARALLEL_MIN_MACS: usize = 1 << 21;
 /// Elements of B (1 MiB of f32) from which a product of at most [`MR`] rows splits over the pool.
 pub const PARALLEL_MIN_STREAMED: usize = 1 << 18;
+/// Up to this many columns of `C` (the pixels of a convolution on a 2x2 or 1x1 map, a
+/// matrix-vector product) the AVX-512 kernel turns the tile around: a panel's rows in the lanes
+/// and each column of `B` broadcast, instead of 16-column registers mostly masked off (4 of 32
+/// lanes at 2x2). Each element is still summed in the same order, so results are bit-identical.
+pub const NARROW_COLS: usize = 8;
 
 /// A read-only strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
 #[derive(Clone, Copy, Debug)]
@@ -278,6 +283,7 @@ pub fn sgemm_with(
     }
     let job = Job {
         kernel,
+        narrow: narrow_kernel(kernel, n),
         m,
         k,
         a: a.data.as_ptr(),
@@ -333,6 +339,8 @@ unsafe impl Sync for SendPtr {}
 /// exclusively borrowed for the duration and distinct `(i, j)` address distinct elements.
 struct Job<'a> {
     kernel: Kernel,
+    /// Run the narrow kernel (`n <= NARROW_COLS`, AVX-512).
+    narrow: bool,
     m: usize,
     k: usize,
     a: *const f32,
@@ -374,9 +382,32 @@ struct Tile {
     max: f32,
 }
 
+/// Whether products with `n` columns run the narrow kernel.
+fn narrow_kernel(kernel: Kernel, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        kernel == Kernel::Avx512 && n <= NARROW_COLS && NARROW_ENABLED.with(|e| e.get())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernel, n);
+        false
+    }
+}
+
+thread_local! {
+    /// Tests turn the narrow kernel off to compare it with the tile kernel.
+    static NARROW_ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 impl Job<'_> {
     /// Computes panels `panels` (of `MR` rows) × columns `cols` of `C`.
     fn run(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        #[cfg(target_arch = "x86_64")]
+        if self.narrow {
+            self.run_narrow(panels, cols);
+            return;
+        }
         let direct_b = self.b_col == 1;
         let direct_c = self.c_col == 1;
         let mut b_strip = [0f32; KC * NR];
@@ -468,6 +499,49 @@ impl Job<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Job<'_> {
+    /// The narrow kernel over panels `panels` × columns `cols` (at most [`NARROW_COLS`]), two
+    /// panels per call, the whole reduction at once (`B` is `k × cols`, small).
+    fn run_narrow(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let width = cols.len();
+        if width == 0 {
+            return;
+        }
+        let (row_bias, col_bias) = match self.epilogue.bias {
+            Bias::None => (std::ptr::null(), std::ptr::null()),
+            Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
+            Bias::Col(b) => (std::ptr::null(), b.as_ptr().wrapping_add(cols.start)),
+        };
+        let mut p = panels.start;
+        while p < panels.end {
+            let pair = panels.end - p >= 2;
+            let i0 = p * MR;
+            let rows = (self.m - i0).min(if pair { 2 * MR } else { MR });
+            let t = x86::Narrow {
+                a: self.a.wrapping_add(p * MR * self.k),
+                panel: MR * self.k,
+                b: self.b.wrapping_add(cols.start * self.b_col),
+                b_row: self.b_row,
+                b_col: self.b_col,
+                c: self.c.0.wrapping_add(i0 * self.c_row + cols.start * self.c_col),
+                c_row: self.c_row,
+                c_col: self.c_col,
+                k: self.k,
+                rows,
+                cols: width,
+                accumulate: self.epilogue.accumulate,
+                row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
+                col_bias,
+                min: self.epilogue.min,
+                max: self.epilogue.max,
+            };
+            x86::dispatch_narrow(&t, pair);
+            p += if pair { 2 } else { 1 };
         }
     }
 }
@@ -668,6 +742,126 @@ mod x86 {
             b = b.wrapping_add(t.ldb);
         }
         acc
+    }
+
+    /// One call of the narrow kernel: `rows` rows (one or two panels of `A`, `rows <= 2 * MR`)
+    /// × `cols` columns (`1 <= cols <= NARROW_COLS`) of `C` over the whole reduction. Contract
+    /// (upheld by `Job::run_narrow`): `a[q * panel + kk * MR + r]` readable for `kk < k`,
+    /// `r < MR` and each panel `q` the rows reach; `b[kk * b_row + j * b_col]` readable for
+    /// `kk < k`, `j < cols`; `c[i * c_row + j * c_col]` readable and writable for `i < rows`,
+    /// `j < cols`, not aliased; `row_bias[i]` readable for `i < rows` and `col_bias[j]` for
+    /// `j < cols` when not null.
+    pub(super) struct Narrow {
+        pub a: *const f32,
+        pub panel: usize,
+        pub b: *const f32,
+        pub b_row: usize,
+        pub b_col: usize,
+        pub c: *mut f32,
+        pub c_row: usize,
+        pub c_col: usize,
+        pub k: usize,
+        pub rows: usize,
+        pub cols: usize,
+        pub accumulate: bool,
+        pub row_bias: *const f32,
+        pub col_bias: *const f32,
+        pub min: f32,
+        pub max: f32,
+    }
+
+    /// The narrow kernel instantiated for the call's columns and panels.
+    pub(super) fn dispatch_narrow(t: &Narrow, pair: bool) {
+        macro_rules! by_cols {
+            ($($c:literal)*) => {
+                match (t.cols, pair) {
+                    $(
+                        // SAFETY: the narrow kernel runs only when `Kernel::Avx512` was chosen,
+                        // i.e. the CPU has AVX-512F; `t` satisfies the `Narrow` contract (upheld
+                        // by `Job::run_narrow`) with `cols == C` and two panels when `pair`.
+                        ($c, true) => unsafe { narrow_avx512::<$c, 2>(t) },
+                        // SAFETY: as above, one panel.
+                        ($c, false) => unsafe { narrow_avx512::<$c, 1>(t) },
+                    )*
+                    _ => {}
+                }
+            };
+        }
+        by_cols!(1 2 3 4 5 6 7 8);
+    }
+
+    /// `C` columns in registers, a panel's `MR` rows in the lanes: per reduction step, one load of
+    /// each panel and one broadcast per column. Each element is the same chain of multiply-adds
+    /// in K order as in [`tile_avx512`], then the same epilogue, so results are bit-identical.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `t` satisfies the `Narrow` contract with `t.cols == C` and
+    /// `t.rows > (P - 1) * MR`.
+    // Index loops over the constant-size arrays: the form measured to keep them in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn narrow_avx512<const C: usize, const P: usize>(t: &Narrow) {
+        let panel_mask: __mmask16 = (1 << MR) - 1;
+        let rows_in = |q: usize| t.rows.saturating_sub(q * MR).min(MR);
+        let mut acc = [[_mm512_setzero_ps(); C]; P];
+        let mut lanes = [0f32; 16];
+        if t.accumulate {
+            for q in 0..P {
+                for j in 0..C {
+                    for r in 0..rows_in(q) {
+                        // SAFETY: row q * MR + r < rows, column j < cols (Narrow contract).
+                        lanes[r] = unsafe { t.c.wrapping_add((q * MR + r) * t.c_row + j * t.c_col).read() };
+                    }
+                    // SAFETY: `lanes` holds 16 floats.
+                    acc[q][j] = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.k {
+            let mut av = [_mm512_setzero_ps(); P];
+            for q in 0..P {
+                // SAFETY: the MR elements of the current k of panel q (Narrow contract).
+                av[q] = unsafe { _mm512_maskz_loadu_ps(panel_mask, a.wrapping_add(q * t.panel)) };
+            }
+            for j in 0..C {
+                // SAFETY: column j < cols of the current row of B (Narrow contract).
+                let bv = _mm512_set1_ps(unsafe { b.wrapping_add(j * t.b_col).read() });
+                for q in 0..P {
+                    acc[q][j] = _mm512_fmadd_ps(av[q], bv, acc[q][j]);
+                }
+            }
+            a = a.wrapping_add(MR);
+            b = b.wrapping_add(t.b_row);
+        }
+        for q in 0..P {
+            let rows = rows_in(q);
+            let mask = ((1u32 << rows) - 1) as __mmask16;
+            if !t.row_bias.is_null() {
+                // SAFETY: rows < rows of the call (Narrow contract), masked.
+                let bias = unsafe { _mm512_maskz_loadu_ps(mask, t.row_bias.wrapping_add(q * MR)) };
+                for j in 0..C {
+                    acc[q][j] = _mm512_add_ps(acc[q][j], bias);
+                }
+            }
+            for j in 0..C {
+                let mut v = acc[q][j];
+                if !t.col_bias.is_null() {
+                    // SAFETY: j < cols (Narrow contract).
+                    v = _mm512_add_ps(v, _mm512_set1_ps(unsafe { t.col_bias.wrapping_add(j).read() }));
+                }
+                if t.min > f32::NEG_INFINITY || t.max < f32::INFINITY {
+                    // max/min return their second operand when either is NaN: NaN propagates.
+                    v = _mm512_min_ps(_mm512_set1_ps(t.max), _mm512_max_ps(_mm512_set1_ps(t.min), v));
+                }
+                // SAFETY: `lanes` holds 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                for (r, &v) in lanes.iter().enumerate().take(rows) {
+                    // SAFETY: row q * MR + r < rows, column j < cols (Narrow contract).
+                    unsafe { t.c.wrapping_add((q * MR + r) * t.c_row + j * t.c_col).write(v) };
+                }
+            }
+        }
     }
 
     /// Rows of the AVX2 microkernel (12 accumulators of the 16 registers).
@@ -987,6 +1181,36 @@ mod tests {
             Case { m: 13, n: NC + 40, k: 2 * KC + 7, a_t: false, b_t: false, c_t: false }.check(kernel, 1, 7);
             Case { m: 25, n: 70, k: KC + 1, a_t: false, b_t: true, c_t: true }.check(kernel, 1, 11);
         }
+    }
+
+    #[test]
+    fn narrow_kernel_is_bit_identical_to_the_tile_kernel() {
+        if !Kernel::supported().contains(&Kernel::best()) || !narrow_kernel(Kernel::best(), 1) {
+            return; // No AVX-512 here: the narrow kernel never runs.
+        }
+        let mut compared = 0;
+        for n in 1..=NARROW_COLS {
+            for &m in &[1, 11, 12, 13, 24, 25, 37, 100] {
+                for &k in &[0, 1, 40, 300] {
+                    for (epi, (b_t, c_t)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
+                        let epi = (epi * 5 + m + n + k) % 12;
+                        let case = Case { m, n, k, a_t: false, b_t, c_t };
+                        let narrow = case.check(Kernel::best(), 1, epi);
+                        NARROW_ENABLED.with(|e| e.set(false));
+                        let tile = case.check(Kernel::best(), 1, epi);
+                        NARROW_ENABLED.with(|e| e.set(true));
+                        let split = case.check(Kernel::best(), 3, epi);
+                        assert!(
+                            narrow.iter().zip(&tile).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "m={m} n={n} k={k} epi={epi}"
+                        );
+                        assert_eq!(narrow, split);
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 0);
     }
 
     #[test]

@@ -206,6 +206,30 @@ impl Finished {
         Ok(state.is_some())
     }
 
+    /// Runs `prepare` on the arguments (as the engine does at method init) and returns its state,
+    /// for [`Finished::run_with`] to reuse across runs (benchmarks of prepared kernels).
+    pub fn prepare_state(
+        &mut self,
+        prepare: crate::registry::PrepareFn,
+    ) -> Result<Option<crate::registry::PreparedState>, KernelError> {
+        // SAFETY: as in `run`.
+        let args = unsafe { KernelArgs::new(&self.table, &self.args, self.writable) };
+        prepare(&args)
+    }
+
+    /// Runs `kernel` with a state `prepare_state` returned.
+    pub fn run_with(
+        &mut self,
+        state: Option<&crate::registry::PreparedState>,
+        kernel: KernelFn,
+        ctx: &mut KernelContext,
+    ) -> Result<(), KernelError> {
+        // SAFETY: as in `run`.
+        let args = unsafe { KernelArgs::new(&self.table, &self.args, self.writable) };
+        let args = args.with_prepared(state.map(|s| &**s));
+        kernel(ctx, &args)
+    }
+
     /// Sizes and elements (storage order) of the tensor at position `arg`.
     pub fn tensor<T: Element>(&mut self, arg: usize) -> (Vec<usize>, Vec<T>) {
         let imp = self.table.value_tensor_mut(self.args[arg]).expect("tensor");
