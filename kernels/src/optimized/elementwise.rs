@@ -12,6 +12,7 @@ use crate::portable::elementwise::broadcast_strides_ordered;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
 use crate::shape::{Shape, StridedIter, broadcast_shapes};
 use crate::tensor::{Tensor, TensorMut};
+use etch_schema::MAX_RANK;
 
 /// Below this many elements the portable kernel runs (its setup is cheaper).
 const SMALL: usize = 64;
@@ -110,19 +111,45 @@ fn broadcast(
         return Ok(());
     }
     let rank = dims.len();
-    if rank == 0 {
-        *o.first_mut().ok_or(bad)? = op(*x.first().ok_or(bad)?, *y.first().ok_or(bad)?);
-        return Ok(());
-    }
-    let out_strides = crate::shape::strides_for(dims, &crate::shape::DimOrder::contiguous(rank));
     let sa = broadcast_strides_ordered(a.sizes(), &a.strides(), dims);
     let sb = broadcast_strides_ordered(b.sizes(), &b.strides(), dims);
-    let inner = dims[rank - 1];
-    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
-    let outer = Shape::new(&dims[..rank - 1]).ok_or(bad)?;
-    let so = Shape::new(&out_strides[..rank - 1]).ok_or(bad)?;
-    let soa = Shape::new(&sa[..rank - 1]).ok_or(bad)?;
-    let sob = Shape::new(&sb[..rank - 1]).ok_or(bad)?;
+    // Coalesce: dimensions of size 1 go, and a dimension merges into the next inner one where
+    // both operands step through them as one (contiguously, or not at all). A tensor times a
+    // scalar becomes one run; `[C, 1, 1] * [C, H, W]` becomes C runs of H * W (it was C * H runs
+    // of W: on mobilenet_v3's 2x2 maps, two elements per run).
+    // (size, stride of a, stride of b), innermost first; no allocation (kernels run heapless).
+    let mut merged = [[0usize; 3]; MAX_RANK];
+    let mut len = 0usize;
+    for i in (0..rank).rev() {
+        let (d, x, y) = (dims[i], sa[i], sb[i]);
+        if d == 1 {
+            continue;
+        }
+        match len.checked_sub(1).map(|last| &mut merged[last]) {
+            Some(inner) if inner[1].checked_mul(inner[0]) == Some(x) && inner[2].checked_mul(inner[0]) == Some(y) => {
+                inner[0] *= d
+            }
+            _ => {
+                *merged.get_mut(len).ok_or(bad)? = [d, x, y];
+                len += 1;
+            }
+        }
+    }
+    let Some(&[inner, ia, ib]) = merged[..len].first() else {
+        // Every dimension is 1: one element.
+        *o.first_mut().ok_or(bad)? = op(*x.first().ok_or(bad)?, *y.first().ok_or(bad)?);
+        return Ok(());
+    };
+    // The outer dimensions, outermost first, with the output's contiguous strides.
+    let (mut outer, mut so, mut soa, mut sob) = ([0; MAX_RANK], [0; MAX_RANK], [0; MAX_RANK], [0; MAX_RANK]);
+    let mut step = inner;
+    for (k, m) in merged[1..len].iter().enumerate() {
+        let at = len - 2 - k;
+        (outer[at], so[at], soa[at], sob[at]) = (m[0], step, m[1], m[2]);
+        step *= m[0];
+    }
+    let shape = |v: &[usize]| Shape::new(&v[..len - 1]).ok_or(bad);
+    let (outer, so, soa, sob) = (shape(&outer)?, shape(&so)?, shape(&soa)?, shape(&sob)?);
     fn run(s: &[f32], start: usize, step: usize, inner: usize) -> Option<&[f32]> {
         s.get(start..start + (inner - 1) * step + 1)
     }
@@ -139,10 +166,12 @@ fn broadcast(
                 let x = xs[0];
                 dst.iter_mut().zip(ys).for_each(|(o, &y)| *o = op(x, y));
             }
-            _ => {
+            (0, 0) => {
                 let v = op(xs[0], ys[0]);
                 dst.fill(v);
             }
+            // Contiguous operands step by 1 or 0 along their innermost dimension larger than 1.
+            _ => return Err(bad),
         }
     }
     Ok(())
@@ -247,6 +276,22 @@ pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     fast.unwrap_or_else(|| portable::activation::hardtanh_out(ctx, args))
 }
 
+/// `aten::clamp.out(Tensor self, Scalar? min=None, Scalar? max=None, *, Tensor(a!) out)` for a
+/// float32 tensor (whose result stays float32 whatever the bounds): the portable kernel's
+/// semantics (NaN input gives NaN; max wins over min), as one select per bound.
+pub fn clamp_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let bound = |arg: usize, absent: f32| args.opt_scalar(arg).map(|s| s.map_or(absent, |s| s.to_f64() as f32));
+    let fast = match (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY), args.tensor_dtype(0)) {
+        (Ok(lo), Ok(hi), Ok(DType::Float)) if !lo.is_nan() && !hi.is_nan() => unary(ctx, args, 3, move |x| {
+            let v = if x < lo { lo } else { x };
+            let v = if v > hi { hi } else { v };
+            if x.is_nan() { f32::NAN } else { v }
+        }),
+        _ => None,
+    };
+    fast.unwrap_or_else(|| portable::activation::clamp_out(ctx, args))
+}
+
 /// Registers the fast elementwise kernels over the portable ones.
 pub fn register(r: &mut KernelRegistry) {
     // The dtypes the portable kernels accept (the fast path covers float32, the rest falls back).
@@ -262,6 +307,120 @@ pub fn register(r: &mut KernelRegistry) {
             real,
             hardtanh_out,
         ),
+        (
+            "aten::clamp.out(Tensor self, Scalar? min=None, Scalar? max=None, *, Tensor(a!) out) -> Tensor(a!)",
+            all,
+            clamp_out,
+        ),
     ];
     super::replace_table(r, table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portable::test_support::Call;
+
+    /// Deterministic values in [-4, 4) with NaN (two payloads), signed zeros and infinities.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                match (s >> 58) % 16 {
+                    0 if i % 3 == 0 => f32::from_bits(0x7fc0_0001),
+                    0 => f32::NAN,
+                    1 => -0.0,
+                    2 => f32::INFINITY,
+                    _ => ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0,
+                }
+            })
+            .collect()
+    }
+
+    /// The first index where `got` and `want` differ in bits (any NaN matches any NaN: which
+    /// payload an operation on two NaNs keeps is the hardware's choice, as in PyTorch).
+    fn first_difference(got: &[f32], want: &[f32]) -> Option<(usize, f32, f32)> {
+        if got.len() != want.len() {
+            return Some((got.len().min(want.len()), f32::NAN, f32::NAN));
+        }
+        let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        got.iter().zip(want).enumerate().find(|&(_, (&x, &y))| !same(x, y)).map(|(i, (&x, &y))| (i, x, y))
+    }
+
+    /// Runs `kernel` on `call` and returns the output at `out`.
+    fn output(call: Call, kernel: KernelFn, out: usize) -> Vec<f32> {
+        let (r, mut done) = call.run(kernel);
+        r.expect("kernel");
+        done.tensor::<f32>(out).1
+    }
+
+    #[test]
+    fn broadcasts_match_portable_bit_for_bit() {
+        // Scalar operands (0-d and one-element), per-channel, rows, columns, size-1 dimensions
+        // in the middle, both operands broadcasting, and operands of different ranks.
+        let shapes: &[(&[usize], &[usize])] = &[
+            (&[1, 288, 2, 2], &[]),
+            (&[], &[1, 40, 8, 8]),
+            (&[1, 288, 1, 1], &[1, 288, 2, 2]),
+            (&[2, 24, 5, 7], &[1, 24, 1, 1]),
+            (&[3, 1, 70], &[3, 5, 70]),
+            (&[3, 5, 1], &[3, 5, 70]),
+            (&[4, 1, 33], &[1, 6, 1]),
+            (&[6, 1, 1, 20], &[20]),
+            (&[1, 1, 1], &[1, 1, 90]),
+            (&[2, 3, 1, 4, 1], &[1, 3, 5, 4, 6]),
+            (&[100], &[1]),
+        ];
+        type Fast = fn(&mut KernelContext, &KernelArgs<'_>) -> Result<(), KernelError>;
+        let kernels: [(Fast, KernelFn, bool); 4] = [
+            (add_out, portable::binary::add_out, true),
+            (sub_out, portable::binary::sub_out, true),
+            (mul_out, portable::binary::mul_out, false),
+            (div_out, portable::binary::div_out, false),
+        ];
+        for &(a, b) in shapes {
+            let out = broadcast_shapes(a, b).expect("broadcastable");
+            let numel = |s: &[usize]| s.iter().product::<usize>();
+            for (fast, reference, alpha) in kernels {
+                for alpha_value in if alpha { &[1.0, -2.5][..] } else { &[1.0][..] } {
+                    let call = || {
+                        let c = Call::new().tensor(a, &values(numel(a), 1)).tensor(b, &values(numel(b), 2));
+                        let c = if alpha { c.double(*alpha_value) } else { c };
+                        c.out(DType::Float, &out, numel(&out))
+                    };
+                    let at = if alpha { 3 } else { 2 };
+                    let want = output(call(), reference, at);
+                    let got = output(call(), fast, at);
+                    let diff = first_difference(&got, &want);
+                    assert!(diff.is_none(), "{a:?} op {b:?} (alpha {alpha_value}): {diff:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clamp_matches_portable_bit_for_bit() {
+        let x = values(300, 3);
+        let bounds: &[(Option<f64>, Option<f64>)] =
+            &[(Some(0.0), None), (None, Some(6.0)), (Some(-1.5), Some(2.0)), (Some(3.0), Some(-3.0))];
+        for &(lo, hi) in bounds {
+            let call = || {
+                let c = Call::new().tensor(&[3, 100], &x);
+                let c = match lo {
+                    Some(v) => c.double(v),
+                    None => c.none(),
+                };
+                let c = match hi {
+                    Some(v) => c.double(v),
+                    None => c.none(),
+                };
+                c.out(DType::Float, &[3, 100], 300)
+            };
+            let want = output(call(), portable::activation::clamp_out, 3);
+            let got = output(call(), clamp_out, 3);
+            let diff = first_difference(&got, &want);
+            assert!(diff.is_none(), "clamp({lo:?}, {hi:?}): {diff:?}");
+        }
+    }
 }
