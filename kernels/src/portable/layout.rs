@@ -78,10 +78,27 @@ fn copy_elements(
     arg: usize,
 ) -> Result<(), KernelError> {
     let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
+    // Where both sides step by one element along the innermost dimension, that dimension is
+    // copied as runs (a split or slice along an outer dimension: rows of a few hundred bytes,
+    // which the element loop took several nanoseconds per element to walk).
+    let rank = shape.len();
+    let inner = shape.last().copied().unwrap_or(1);
+    let runs = rank > 0 && inner > 1 && src_strides[rank - 1] == 1 && out_strides[rank - 1] == 1;
     macro_rules! typed {
         ($t:ty) => {{
             let f: &[$t] = bytemuck::try_cast_slice(from).map_err(|_| bad)?;
             let t: &mut [$t] = bytemuck::try_cast_slice_mut(to).map_err(|_| bad)?;
+            if runs {
+                let outer = Shape::new(&shape[..rank - 1]).ok_or(bad)?;
+                let os = Shape::new(&out_strides[..rank - 1]).ok_or(bad)?;
+                let ss = Shape::new(&src_strides[..rank - 1]).ok_or(bad)?;
+                for [io, is] in StridedIter::new(&outer, [os, ss]) {
+                    let (o, s) = (out_offset.wrapping_add(io), src_offset.wrapping_add(is));
+                    let src = f.get(s..s.checked_add(inner).ok_or(bad)?).ok_or(bad)?;
+                    t.get_mut(o..o.checked_add(inner).ok_or(bad)?).ok_or(bad)?.copy_from_slice(src);
+                }
+                return Ok(());
+            }
             for [io, is] in StridedIter::new(shape, [out_strides, src_strides]) {
                 *t.get_mut(out_offset.wrapping_add(io)).ok_or(bad)? = *f.get(src_offset.wrapping_add(is)).ok_or(bad)?;
             }

@@ -19,6 +19,7 @@ pub struct Call {
     buffers: Vec<Vec<u64>>,
     list_items: Vec<u32>,
     doubles: Vec<f64>,
+    strings: String,
     args: Vec<u32>,
     writable: u64,
 }
@@ -157,6 +158,12 @@ impl Call {
         self.arg(EValue::DoubleList(Span { start, len: items.len() as u32 }))
     }
 
+    pub fn string(mut self, text: &str) -> Call {
+        let start = self.strings.len() as u32;
+        self.strings.push_str(text);
+        self.arg(EValue::String(Span { start, len: text.len() as u32 }))
+    }
+
     /// Runs `kernel` on the arguments; returns the result and the call (to read outputs).
     pub fn run(self, kernel: KernelFn) -> (Result<(), KernelError>, Finished) {
         let mut done = self.prepare();
@@ -166,7 +173,12 @@ impl Call {
 
     /// The call, ready to run (any number of times, e.g. in a benchmark).
     pub fn prepare(self) -> Finished {
-        let lists = ListPool { indices: self.list_items.into(), doubles: self.doubles.into(), ..ListPool::default() };
+        let lists = ListPool {
+            indices: self.list_items.into(),
+            doubles: self.doubles.into(),
+            strings: self.strings.into(),
+            ..ListPool::default()
+        };
         let table = ValueTable::new(self.values, self.tensors, lists);
         Finished { table, args: self.args, writable: self.writable, _buffers: self.buffers }
     }
