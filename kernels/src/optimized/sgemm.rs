@@ -45,10 +45,11 @@ pub const KC_ONE_PANEL: usize = 32;
 /// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
 pub const NC: usize = 1024;
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
-/// costs a few microseconds. Measured on 2 cores with `etch bench --threads 2`: at 2^19, mlp_towers'
-/// 8x256x256 products split and ran slower (0.38 ms sequential, 0.28 parallel mode) than at 2^21
-/// (0.26 / 0.18 ms); mobilenet_v2 was unchanged (12.2 / 12.1 ms).
-pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// costs a few microseconds. Measured with `etch bench --threads 2` (sequential mode), 2^21
+/// against 2^18: mlp_towers 0.130 against 0.085-0.089 ms, inception_block 0.186 against 0.149,
+/// transformer_layer 0.056 against 0.053; mobilenet_v2 within its noise (3.3-4.9 ms either way).
+/// (With workers asleep between kernels, before they were kept spinning, 2^19 had been slower.)
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// Elements of B (1 MiB of f32) from which a product of at most [`MR`] rows splits over the pool.
 pub const PARALLEL_MIN_STREAMED: usize = 1 << 18;
 /// Up to this many columns of `C` (the pixels of a convolution on a 2x2 or 1x1 map, a
