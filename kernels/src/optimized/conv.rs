@@ -1952,7 +1952,8 @@ mod tests {
         // maps; a multiplier, batches, dilation and no bias; an output plane of one.
         case([1, 144, 4, 4], [144, 1, 5, 5], 2, 2, 144).all_layouts();
         case([1, 288, 2, 2], [288, 1, 5, 5], 1, 2, 288).all_layouts();
-        Case { dilation: [2, 1], bias: false, ..case([2, 6, 2, 2], [12, 1, 3, 3], 1, 1, 6) }.all_layouts();
+        Case { dilation: [2, 1], padding: [2, 1], bias: false, ..case([2, 6, 2, 2], [12, 1, 3, 3], 1, 1, 6) }
+            .all_layouts();
         case([1, 7, 3, 3], [7, 1, 3, 3], 1, 0, 7).all_layouts();
         // A wide kernel: more taps than the stack buffer holds goes through im2col.
         case([1, 2, 12, 12], [2, 1, 9, 9], 1, 4, 2).all_layouts();
