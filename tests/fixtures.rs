@@ -213,3 +213,21 @@ fn batch_norm_folds_into_convolution_within_tolerance() {
         run_case(&case, &portable).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// `nn.Hardswish` and `nn.Hardsigmoid` chains (`add`, two `clamp`s, [`mul`,] `div`) become one
+/// call each: mobilenet_v3_small_w050 has 19 hardswish (4 calls fused away each) and 9
+/// hardsigmoid (3 each) chains, besides its 34 batch norms folded into convolutions, 14 ReLUs
+/// fused into them and the transposes of its 2 linear layers' weights. Results stay within
+/// tolerance of PyTorch in both modes.
+#[test]
+fn hard_activations_fuse_into_one_call() {
+    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
+    let case = zoo.into_iter().find(|c| c.name == "mobilenet_v3_small_w050").expect("zoo case");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
+    assert_eq!(fused.fused_instructions(), 34 + 14 + 2 + 19 * 4 + 9 * 3);
+    run_case(&case, &optimized).unwrap();
+    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
+    run_case(&case, &parallel).unwrap();
+}

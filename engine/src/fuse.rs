@@ -43,6 +43,10 @@ const HARDTANH: &str = "aten::hardtanh.out";
 const PERMUTE: &str = "aten::permute_copy.out";
 const ADDMM: &str = "aten::addmm.out";
 const MAX_POOL: &str = "aten::max_pool2d_with_indices.out";
+const ADD: &str = "aten::add.out";
+const CLAMP: &str = "aten::clamp.out";
+const MUL: &str = "aten::mul.out";
+const DIV: &str = "aten::div.out";
 
 /// A constant the fusion computed: a tensor of its own, appended after the program's values; its
 /// bytes are `range` of the [`FusedConstants`] arena.
@@ -503,5 +507,115 @@ pub(crate) fn max_pool_unread_indices(
         }
         let run = etch_kernels::optimized::pool::max_pool2d_values_out as etch_kernels::KernelFn;
         ins.steps[i] = Step::Kernel { run, args, writable, prepared };
+    }
+}
+
+/// Fuses the chains `nn.Hardswish` and `nn.Hardsigmoid` export as:
+/// `t1 = add(x, a)`, `t2 = clamp(t1, lo1, hi1)`, optionally `t3 = clamp(t2, lo2, hi2)`, for
+/// hardswish `t4 = mul(x, t3)` (either operand order), then `out = div(t, d)`, with `a` and `d`
+/// one-element float32 tensors, every intermediate read once and shared with no view, and `x`
+/// and `out` float32 tensors of one shape and layout. The fused call takes the `div`'s place
+/// (where `d` exists: the exporter computes it between the `mul` and the `div`); the rest become
+/// no-ops. The re-plan (which fused methods run on) keeps `x` alive to the fused call.
+pub(crate) fn hard_activations(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+) {
+    use etch_kernels::optimized::fused;
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let clamp_of = argument_readers(ins, &[CLAMP], 0);
+    let (mul_of_left, mul_of_right) = (argument_readers(ins, &[MUL], 0), argument_readers(ins, &[MUL], 1));
+    let div_of = argument_readers(ins, &[DIV], 0);
+    let float_def = |v: u32| tensor_def(b, v).filter(|t| t.scalar_type == DType::Float);
+    // A tensor no view shares and no other call writes through.
+    let unshared = |v: u32| match values.get(v as usize) {
+        Some(EValue::Tensor(id)) => class_size.get(id.0 as usize) == Some(&1),
+        _ => false,
+    };
+    let read_once = |v: u32| uses.get(v as usize) == Some(&2) && unshared(v);
+    let one_element = |v: u32| float_def(v).is_some_and(|t| t.sizes.iter().product::<usize>() == 1) && unshared(v);
+    let bound = |v: u32| match values.get(v as usize) {
+        Some(EValue::Double(d)) => !d.is_nan(),
+        Some(EValue::Int(_) | EValue::None) => true,
+        _ => false,
+    };
+    let is_one = |v: u32| {
+        matches!(values.get(v as usize), Some(EValue::Int(1)))
+            || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
+    };
+    let call = |ins: &Instructions, j: usize, op: &str| -> Option<Vec<u32>> {
+        let Step::Kernel { args, .. } = ins.steps.get(j)? else { return None };
+        (ins.sites.get(j).is_some_and(|(name, _)| &**name == op)).then(|| pool_slice(&ins.arg_pool, *args).to_vec())
+    };
+    for i in 0..ins.steps.len() {
+        let Some(&[x, a, alpha, t1]) = call(ins, i, ADD).as_deref() else { continue };
+        let Some(x_def) = float_def(x) else { continue };
+        if !unshared(x) || !one_element(a) || !is_one(alpha) || !read_once(t1) {
+            continue;
+        }
+        // The clamps: one or two (a single clamp is passed twice: clamping again is exact).
+        let Some(&c1) = clamp_of.get(&t1) else { continue };
+        let Some(&[_, lo1, hi1, t2]) = call(ins, c1, CLAMP).as_deref() else { continue };
+        let mut chain = vec![i, c1];
+        let (mut lo2, mut hi2, mut t) = (lo1, hi1, t2);
+        if read_once(t2)
+            && let Some(&c2) = clamp_of.get(&t2)
+            && let Some(&[_, l, h, t3]) = call(ins, c2, CLAMP).as_deref()
+        {
+            (lo2, hi2, t) = (l, h, t3);
+            chain.push(c2);
+        }
+        if ![lo1, hi1, lo2, hi2].into_iter().all(bound) {
+            continue;
+        }
+        // Hardswish multiplies by x; hardsigmoid divides the clamp directly.
+        let mul = [mul_of_left.get(&t), mul_of_right.get(&t)].into_iter().flatten().copied().find(|&m| {
+            call(ins, m, MUL)
+                .is_some_and(|args| args.len() == 3 && (args[0] == x || args[1] == x) && args[0] != args[1])
+        });
+        let swish = match mul {
+            Some(m) if read_once(t) => {
+                chain.push(m);
+                t = *call(ins, m, MUL).and_then(|a| a.last().copied()).as_ref().unwrap_or(&t);
+                true
+            }
+            _ => false,
+        };
+        let Some(&dv) = div_of.get(&t) else { continue };
+        let Some(&[_, d, out]) = call(ins, dv, DIV).as_deref() else { continue };
+        let out_def = float_def(out);
+        let same_layout = out_def
+            .is_some_and(|o| o.sizes == x_def.sizes && o.dim_order == x_def.dim_order && o.dynamism == x_def.dynamism);
+        // Steps in program order, each intermediate read once, `out` a fresh tensor.
+        if !read_once(t)
+            || !one_element(d)
+            || !same_layout
+            || !unshared(out)
+            || chain.windows(2).any(|w| w[0] >= w[1])
+            || chain.last().is_some_and(|&l| l >= dv)
+            || [x, a, d].contains(&out)
+        {
+            continue;
+        }
+        let fused_args = [x, a, lo1, hi1, lo2, hi2, d, out];
+        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
+        ins.arg_pool.extend(&fused_args);
+        let run: etch_kernels::KernelFn = if swish { fused::hardswish } else { fused::hardsigmoid };
+        let args = etch_kernels::Span { start, len: fused_args.len() as u32 };
+        ins.steps[dv] = Step::Kernel { run, args, writable: 1 << 7, prepared: crate::exec::NOT_PREPARED };
+        for &j in &chain {
+            ins.steps[j] = Step::Nop;
+            if let Some(p) = ins.pure.get_mut(j) {
+                *p = false;
+            }
+        }
+        if let Some(p) = ins.pure.get_mut(dv) {
+            *p = false;
+        }
     }
 }

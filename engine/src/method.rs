@@ -287,6 +287,8 @@ impl<'mem> Method<'mem> {
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);
             constants
         } else {
             crate::fuse::FusedConstants::default()

@@ -223,17 +223,29 @@ binary_kernel!(
     div_out, div_tensors, 2, |args| Ok::<_, KernelError>(|x: f32, y: f32| x / y)
 );
 
-/// `out = f(x)` over a float32 tensor's storage (any dim order, out laid out alike).
+/// `out = f(x)` over a float32 tensor's storage (any dim order, out laid out alike); small
+/// tensors are left to the portable kernel (`None`).
 fn unary(
     ctx: &KernelContext,
     args: &KernelArgs<'_>,
     out_arg: usize,
     f: impl Fn(f32) -> f32 + Sync + Copy,
 ) -> Option<Result<(), KernelError>> {
-    let x = args.tensor(0).ok()?;
-    if x.numel() < SMALL {
+    if args.tensor(0).ok()?.numel() < SMALL {
         return None;
     }
+    map_f32(ctx, args, out_arg, f)
+}
+
+/// `out = f(x)` (argument 0) over a float32 tensor's storage of any size (any dim order, out laid
+/// out alike); `None` for other dtypes or layouts.
+pub(super) fn map_f32(
+    ctx: &KernelContext,
+    args: &KernelArgs<'_>,
+    out_arg: usize,
+    f: impl Fn(f32) -> f32 + Sync + Copy,
+) -> Option<Result<(), KernelError>> {
+    let x = args.tensor(0).ok()?;
     let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
     if x.dtype() != DType::Float || out_dtype != DType::Float || *x.dim_order() != out_order {
         return None;
@@ -399,17 +411,24 @@ fn slice_unary(
     })())
 }
 
+/// `clamp(x, lo, hi)` as the portable kernel computes it for float32 (bounds not NaN): NaN input
+/// gives the canonical NaN; `hi` wins over `lo`.
+#[inline(always)]
+pub(super) fn clamp_like_portable(x: f32, lo: f32, hi: f32) -> f32 {
+    let v = if x < lo { lo } else { x };
+    let v = if v > hi { hi } else { v };
+    if x.is_nan() { f32::NAN } else { v }
+}
+
 /// `aten::clamp.out(Tensor self, Scalar? min=None, Scalar? max=None, *, Tensor(a!) out)` for a
 /// float32 tensor (whose result stays float32 whatever the bounds): the portable kernel's
 /// semantics (NaN input gives NaN; max wins over min), as one select per bound.
 pub fn clamp_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let bound = |arg: usize, absent: f32| args.opt_scalar(arg).map(|s| s.map_or(absent, |s| s.to_f64() as f32));
     let fast = match (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY), args.tensor_dtype(0)) {
-        (Ok(lo), Ok(hi), Ok(DType::Float)) if !lo.is_nan() && !hi.is_nan() => unary(ctx, args, 3, move |x| {
-            let v = if x < lo { lo } else { x };
-            let v = if v > hi { hi } else { v };
-            if x.is_nan() { f32::NAN } else { v }
-        }),
+        (Ok(lo), Ok(hi), Ok(DType::Float)) if !lo.is_nan() && !hi.is_nan() => {
+            unary(ctx, args, 3, move |x| clamp_like_portable(x, lo, hi))
+        }
         _ => None,
     };
     fast.unwrap_or_else(|| portable::activation::clamp_out(ctx, args))
