@@ -293,7 +293,7 @@ pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 /// `e^r` by its degree-6 Taylor polynomial (relative error below 2e-7 there), `2^n` built in the
 /// exponent bits. Below -87 the result is flushed to `e^-87` (1.6e-38), which callers treat as 0.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

@@ -6,6 +6,7 @@
 //! else goes to the portable kernel, which also reports the errors.
 
 use super::contiguous;
+use super::elementwise::exp_nonpositive;
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
@@ -41,20 +42,55 @@ fn fast_softmax(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
         let dst = out.data_mut::<f32>()?;
         let short = KernelError::ShapeMismatch { arg: 3, reason: "output too small" };
         let dst = dst.get_mut(..src.len()).ok_or(short)?;
-        let mut exps = [0f64; ROW_ON_STACK];
-        for (xs, os) in src.chunks_exact(row).zip(dst.chunks_exact_mut(row)) {
-            let max = xs.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
-            let exps = &mut exps[..row];
-            for (e, &v) in exps.iter_mut().zip(xs) {
-                *e = (f64::from(v) - max).exp();
-            }
-            let sum: f64 = exps.iter().sum();
-            for (o, &e) in os.iter_mut().zip(exps.iter()) {
-                *o = (e / sum) as f32;
-            }
-        }
+        softmax_dispatch(src, dst, row);
         Ok(())
     })())
+}
+
+/// Softmax of each `row`-long run of `src` into `dst`: the maximum subtracted, `e^(x - max)` in
+/// f32 ([`exp_nonpositive`], exactly 0 below -87 where f32 underflows anyway, NaN kept), the sum
+/// in f64, each output `e / sum` rounded once. The portable kernel evaluates every exponential in
+/// f64 through the C library: 5 ns per element, bert_encoder's largest kernels.
+#[inline(always)]
+fn softmax_rows(src: &[f32], dst: &mut [f32], row: usize) {
+    let mut exps = [0f32; ROW_ON_STACK];
+    for (xs, os) in src.chunks_exact(row).zip(dst.chunks_exact_mut(row)) {
+        let max = xs.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let exps = &mut exps[..row];
+        for (e, &v) in exps.iter_mut().zip(xs) {
+            let d = v - max;
+            let x = if d < -87.0 { 0.0 } else { exp_nonpositive(d) };
+            *e = if d.is_nan() { f32::NAN } else { x };
+        }
+        let sum: f64 = exps.iter().map(|&e| f64::from(e)).sum();
+        for (o, &e) in os.iter_mut().zip(exps.iter()) {
+            *o = (f64::from(e) / sum) as f32;
+        }
+    }
+}
+
+/// [`softmax_rows`] compiled for AVX2 and FMA (the same operations, so the same results).
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(src: &[f32], dst: &mut [f32], row: usize) {
+    softmax_rows(src, dst, row);
+}
+
+fn softmax_dispatch(src: &[f32], dst: &mut [f32], row: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *AVX2
+            .get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            return unsafe { softmax_rows_avx2(src, dst, row) };
+        }
+    }
+    softmax_rows(src, dst, row);
 }
 
 /// Registers the optimized softmax.
@@ -72,11 +108,11 @@ mod tests {
     use super::*;
     use crate::portable::test_support::Call;
 
-    /// Bit-identical to the portable kernel on rows of 1 to 256 (with -inf entries, as masked
-    /// attention has), any leading shape, negative dims; other dims and longer rows go to the
-    /// portable kernel.
+    /// Within 2e-6 (relative; subnormal results may be 0) of the portable kernel (f64 throughout)
+    /// on rows of 1 to 256 (with -inf entries, as masked attention has), any leading shape, negative dims;
+    /// NaN rows stay NaN; other dims and longer rows go to the portable kernel (bit for bit).
     #[test]
-    fn softmax_matches_portable_bit_for_bit() {
+    fn softmax_matches_portable() {
         // (sizes, dim, scale of the values: 300 makes exp overflow without the max subtracted)
         let cases: &[(&[usize], i64, f32)] = &[
             (&[1, 4, 16, 16], -1, 1.0),
@@ -86,6 +122,7 @@ mod tests {
             (&[2, 300], 1, 1.0),
             (&[4, 6, 5], 1, 1.0),
             (&[3, 16], -1, 300.0),
+            (&[4, 33], -1, 30.0),
         ];
         for &(sizes, dim, scale) in cases {
             let n: usize = sizes.iter().product();
@@ -93,14 +130,23 @@ mod tests {
             for i in (0..n).step_by(5) {
                 data[i] = f32::NEG_INFINITY;
             }
+            if n > 40 {
+                data[40] = f32::NAN;
+            }
             let run = |kernel: KernelFn| {
                 let (r, mut done) =
                     Call::new().tensor(sizes, &data).int(dim).bool(false).out(DType::Float, sizes, n).run(kernel);
                 r.unwrap_or_else(|e| panic!("{sizes:?} dim {dim}: {e}"));
-                let (s, d) = done.tensor::<f32>(3);
-                (s, d.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                done.tensor::<f32>(3)
             };
-            assert_eq!(run(softmax_out), run(portable::softmax::softmax_out), "{sizes:?} dim {dim}");
+            let (got_sizes, got) = run(softmax_out);
+            let (want_sizes, want) = run(portable::softmax::softmax_out);
+            assert_eq!(got_sizes, want_sizes);
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                // Below f32's normal range the fast path gives 0 where f64 rounds to a subnormal.
+                let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 2e-6 * w.abs() + f32::MIN_POSITIVE;
+                assert!(ok, "{sizes:?} dim {dim} at {i}: {g} vs portable {w}");
+            }
         }
     }
 }
