@@ -153,7 +153,7 @@ fn broadcast(
     fn run(s: &[f32], start: usize, step: usize, inner: usize) -> Option<&[f32]> {
         s.get(start..start + (inner - 1) * step + 1)
     }
-    for [d0, a0, b0] in StridedIter::new(&outer, [so, soa, sob]) {
+    let one_run = |[d0, a0, b0]: [usize; 3]| -> Result<(), KernelError> {
         let dst = o.get_mut(d0..d0 + inner).ok_or(bad)?;
         let (xs, ys) = (run(x, a0, ia, inner).ok_or(bad)?, run(y, b0, ib, inner).ok_or(bad)?);
         match (ia, ib) {
@@ -173,8 +173,15 @@ fn broadcast(
             // Contiguous operands step by 1 or 0 along their innermost dimension larger than 1.
             _ => return Err(bad),
         }
+        Ok(())
+    };
+    let mut one_run = one_run;
+    if let [rows] = *outer {
+        // One outer dimension (a per-channel scale `[C, 1, 1] * [C, H, W]`, short runs): plain
+        // index arithmetic, cheaper per run than the general walk.
+        return (0..rows).try_for_each(|r| one_run([r * so[0], r * soa[0], r * sob[0]]));
     }
-    Ok(())
+    StridedIter::new(&outer, [so, soa, sob]).try_for_each(one_run)
 }
 
 /// The binary entry points: operands are read once; small ones (dispatch-bound chains of
