@@ -574,14 +574,17 @@ pub(crate) fn hard_activations(
             continue;
         }
         // Hardswish multiplies by x; hardsigmoid divides the clamp directly.
-        let mul = [mul_of_left.get(&t), mul_of_right.get(&t)].into_iter().flatten().copied().find(|&m| {
-            call(ins, m, MUL)
-                .is_some_and(|args| args.len() == 3 && (args[0] == x || args[1] == x) && args[0] != args[1])
+        // The `mul` reading `t` with `x` as its other operand, and its output.
+        let mul = [mul_of_left.get(&t), mul_of_right.get(&t)].into_iter().flatten().find_map(|&m| {
+            match call(ins, m, MUL).as_deref() {
+                Some(&[l, r, product]) if (l == x) != (r == x) => Some((m, product)),
+                _ => None,
+            }
         });
         let swish = match mul {
-            Some(m) if read_once(t) => {
+            Some((m, product)) if read_once(t) => {
                 chain.push(m);
-                t = *call(ins, m, MUL).and_then(|a| a.last().copied()).as_ref().unwrap_or(&t);
+                t = product;
                 true
             }
             _ => false,

@@ -131,6 +131,21 @@ impl Conv {
     fn input_pos(&self, axis: usize, o: usize, k: usize) -> i64 {
         (o * self.stride[axis] + k * self.dilation[axis]) as i64 - self.padding[axis] as i64
     }
+
+    /// Offset within an input plane that output position `(oy, ox)` reads through tap
+    /// `(ky, kx)`, or `None` where it reads padding.
+    fn input_offset(&self, [oy, ox]: [usize; 2], [ky, kx]: [usize; 2]) -> Option<usize> {
+        let (iy, ix) = (self.input_pos(0, oy, ky), self.input_pos(1, ox, kx));
+        let inside = (0..self.height as i64).contains(&iy) && (0..self.width as i64).contains(&ix);
+        inside.then(|| iy as usize * self.width + ix as usize)
+    }
+
+    /// Input plane `channel` (absolute, not within a group) of image `n` of a contiguous input.
+    fn input_plane<'x>(&self, x: &'x [f32], n: usize, channel: usize) -> Result<&'x [f32], KernelError> {
+        let [xn, xc, _, _] = self.x_strides;
+        let base = n * xn + channel * xc;
+        x.get(base..base + self.height * self.width).ok_or(short(INPUT))
+    }
 }
 
 /// `[N, C, H, W]` strides of a contiguous or channels-last 4-D tensor of `sizes`.
@@ -756,7 +771,6 @@ fn gather_contiguous(
     let width = p1 - p0;
     let [kh, kw] = c.kernel;
     let taps = kh * kw;
-    let [xn, xc, _, _] = c.x_strides;
     let plane = c.height * c.width;
     let shifted = c.stride == [1, 1] && c.out_width == c.width;
     if (!shifted || width <= INDEXED_SHIFTED_PIXELS) && taps * width <= INDEXED_ENTRIES && plane < u32::MAX as usize {
@@ -773,8 +787,7 @@ fn gather_contiguous(
     let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let (ci, t) = (row / taps, row % taps);
         let tap = if tabled { table[t] } else { plan_of(t)? };
-        let base = n * xn + (g * c.in_per_group + ci) * xc;
-        let src = x.get(base..base + plane).ok_or(short(INPUT))?;
+        let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         if let Some(shift) = &tap.shift {
             return shift.gather(src, dst);
         }
@@ -811,6 +824,17 @@ fn gather_contiguous(
         }
         Ok(())
     };
+    gather_rows(ctx, cols, width, fill_row)
+}
+
+/// Runs `fill_row` on each `width`-long row of an im2col tile (with its index), over the pool
+/// when the tile is large enough.
+fn gather_rows(
+    ctx: &KernelContext,
+    cols: &mut [f32],
+    width: usize,
+    fill_row: impl Fn((usize, &mut [f32])) -> Result<(), KernelError> + Sync + Send,
+) -> Result<(), KernelError> {
     if ctx.threads() > 1 && cols.len() >= PARALLEL_GATHER {
         ctx.install(|| cols.par_chunks_mut(width).enumerate().try_for_each(fill_row))
     } else {
@@ -830,27 +854,22 @@ fn gather_indexed(
     cols: &mut [f32],
 ) -> Result<(), KernelError> {
     let width = p1 - p0;
-    let [kh, kw] = c.kernel;
-    let taps = kh * kw;
-    let [xn, xc, _, _] = c.x_strides;
-    let plane = c.height * c.width;
+    let taps = c.kernel[0] * c.kernel[1];
     // Offsets into the plane; `u32::MAX` (never inside a plane, checked by the caller) marks
     // padding.
     let mut table = [u32::MAX; INDEXED_ENTRIES];
     let table = table.get_mut(..taps * width).ok_or(short(INPUT))?;
     for (t, offsets) in table.chunks_mut(width).enumerate() {
-        let (ky, kx) = (t / kw, t % kw);
+        let tap = [t / c.kernel[1], t % c.kernel[1]];
         for (p, slot) in (p0..p1).zip(offsets.iter_mut()) {
-            let (iy, ix) = (c.input_pos(0, p / c.out_width, ky), c.input_pos(1, p % c.out_width, kx));
-            if (0..c.height as i64).contains(&iy) && (0..c.width as i64).contains(&ix) {
-                *slot = (iy as usize * c.width + ix as usize) as u32;
+            if let Some(at) = c.input_offset([p / c.out_width, p % c.out_width], tap) {
+                *slot = at as u32;
             }
         }
     }
     let block = taps * width;
     for (ci, dst) in cols.chunks_mut(block).enumerate() {
-        let base = n * xn + (g * c.in_per_group + ci) * xc;
-        let src = x.get(base..base + plane).ok_or(short(INPUT))?;
+        let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         for (d, &at) in dst.iter_mut().zip(table.iter()) {
             *d = src.get(at as usize).copied().unwrap_or(0.0);
         }
@@ -877,12 +896,10 @@ fn phase_split(c: &Conv) -> bool {
 /// `(ci * 4 + py * 2 + px) * h * w`, with `h`, `w` half the input's) holds input rows `2r + py`,
 /// columns `2q + px`. A stride-2 tap then reads one phase plane at stride 1.
 fn split_phases(c: &Conv, x: &[f32], n: usize, g: usize, phases: &mut [f32]) -> Result<(), KernelError> {
-    let [xn, xc, _, _] = c.x_strides;
     let (h, w) = (c.height / 2, c.width / 2);
     let plane = c.height * c.width;
     for (ci, dst) in phases.chunks_mut(plane).enumerate().take(c.in_per_group) {
-        let base = n * xn + (g * c.in_per_group + ci) * xc;
-        let src = x.get(base..base + plane).ok_or(short(INPUT))?;
+        let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         let (even_rows, odd_rows) = dst.split_at_mut(2 * h * w);
         for (py, rows) in [even_rows, odd_rows].into_iter().enumerate() {
             let (even_cols, odd_cols) = rows.split_at_mut(h * w);
@@ -930,11 +947,7 @@ fn gather_phases(
         let at = (ci * 4 + phase) * plane;
         tap.gather(phases.get(at..at + plane).ok_or(short(INPUT))?, dst)
     };
-    if ctx.threads() > 1 && cols.len() >= PARALLEL_GATHER {
-        ctx.install(|| cols.par_chunks_mut(width).enumerate().try_for_each(fill_row))
-    } else {
-        cols.chunks_mut(width).enumerate().try_for_each(fill_row)
-    }
+    gather_rows(ctx, cols, width, fill_row)
 }
 
 /// What one tap `(ky, kx)` of an im2col tile reads, whatever the input channel.
@@ -1278,8 +1291,6 @@ fn depthwise_tiny(
     let [kh, kw] = c.kernel;
     let taps = kh * kw;
     let plane_out = c.out_pixels();
-    let plane_in = c.height * c.width;
-    let [xn, xc, _, _] = c.x_strides;
     let [w0, _, w2, w3] = c.w_strides;
     // Pairs (tap, input offset) of output p: pairs[start[p]..start[p + 1]], taps ascending.
     let mut pairs = [(0usize, 0usize); MAX_TAPS * TINY_PLANE];
@@ -1287,13 +1298,10 @@ fn depthwise_tiny(
     let mut start = [0usize; TINY_PLANE + 1];
     let mut len = 0;
     for p in 0..plane_out {
-        let (oy, ox) = (p / c.out_width, p % c.out_width);
-        for t in 0..taps {
-            let (iy, ix) = (c.input_pos(0, oy, t / kw), c.input_pos(1, ox, t % kw));
-            if (0..c.height as i64).contains(&iy) && (0..c.width as i64).contains(&ix) {
-                *pairs.get_mut(len).ok_or(short(WEIGHT))? = (t, iy as usize * c.width + ix as usize);
-                len += 1;
-            }
+        let out = [p / c.out_width, p % c.out_width];
+        for (t, at) in (0..taps).filter_map(|t| Some((t, c.input_offset(out, [t / kw, t % kw])?))) {
+            *pairs.get_mut(len).ok_or(short(WEIGHT))? = (t, at);
+            len += 1;
         }
         start[p + 1] = len;
     }
@@ -1304,8 +1312,7 @@ fn depthwise_tiny(
     }
     let plane = |(index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let (n, oc) = (index / c.out_channels, index % c.out_channels);
-        let ic = oc / c.out_per_group;
-        let src = x.get(n * xn + ic * xc..n * xn + ic * xc + plane_in).ok_or(short(INPUT))?;
+        let src = c.input_plane(x, n, oc / c.out_per_group)?;
         let mut wt = [0f32; MAX_TAPS];
         for (v, &at) in wt.iter_mut().zip(&w_at[..taps]) {
             *v = *w.get(oc * w0 + at).ok_or(short(WEIGHT))?;

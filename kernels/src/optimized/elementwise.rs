@@ -252,27 +252,11 @@ pub(super) fn map_f32(
     out_arg: usize,
     f: impl Fn(f32) -> f32 + Sync + Copy,
 ) -> Option<Result<(), KernelError>> {
-    let x = args.tensor(0).ok()?;
-    let (out_dtype, out_order) = (args.tensor_dtype(out_arg).ok()?, args.tensor_dim_order(out_arg).ok()?);
-    if x.dtype() != DType::Float || out_dtype != DType::Float || *x.dim_order() != out_order {
-        return None;
-    }
-    Some((|| {
-        let mut out = args.tensor_mut(out_arg)?;
-        out.resize(x.sizes())?;
-        let src = x.data::<f32>()?;
-        let o = out.data_mut::<f32>()?;
-        if src.len() != o.len() {
-            return Err(KernelError::ShapeMismatch { arg: 0, reason: "storage does not match the shape" });
+    slice_unary(ctx, args, out_arg, move |src, dst| {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = f(v);
         }
-        for_chunks(ctx, o, |start, piece| {
-            let len = piece.len();
-            for (o, &v) in piece.iter_mut().zip(&src[start..start + len]) {
-                *o = f(v);
-            }
-        });
-        Ok(())
-    })())
+    })
 }
 
 /// `aten::relu.out(Tensor self, *, Tensor(a!) out)`; NaN stays NaN.
@@ -370,10 +354,8 @@ unsafe fn gelu_slice_avx2<const TANH: bool>(src: &[f32], dst: &mut [f32]) {
 fn gelu_dispatch<const TANH: bool>(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX2
-            .get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-        {
+        // The standard library caches the detection.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
             return unsafe { gelu_slice_avx2::<TANH>(src, dst) };
         }
@@ -393,7 +375,8 @@ pub fn gelu_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ke
     fast.unwrap_or_else(|| portable::activation::gelu_out(ctx, args))
 }
 
-/// [`unary`] with a function of whole slices (a vectorized body chosen once per call).
+/// `f(src, dst)` over chunks of a float32 tensor's storage (argument 0) and `out` (laid out
+/// alike), on the pool when large; `None` for other dtypes or layouts.
 fn slice_unary(
     ctx: &KernelContext,
     args: &KernelArgs<'_>,
@@ -422,8 +405,9 @@ fn slice_unary(
 /// gives the canonical NaN; `hi` wins over `lo`.
 #[inline(always)]
 pub(super) fn clamp_like_portable(x: f32, lo: f32, hi: f32) -> f32 {
-    let v = if x < lo { lo } else { x };
-    let v = if v > hi { hi } else { v };
+    // Clamp first, then select: with the NaN test first the loop stopped vectorizing (the fused
+    // hardswish calls took 24 µs in all on mobilenet_v3 instead of 17).
+    let v = super::sgemm::clamp(x, lo, hi);
     if x.is_nan() { f32::NAN } else { v }
 }
 
@@ -502,13 +486,6 @@ mod tests {
         got.iter().zip(want).enumerate().find(|&(_, (&x, &y))| !same(x, y)).map(|(i, (&x, &y))| (i, x, y))
     }
 
-    /// Runs `kernel` on `call` and returns the output at `out`.
-    fn output(call: Call, kernel: KernelFn, out: usize) -> Vec<f32> {
-        let (r, mut done) = call.run(kernel);
-        r.expect("kernel");
-        done.tensor::<f32>(out).1
-    }
-
     #[test]
     fn broadcasts_match_portable_bit_for_bit() {
         // Scalar operands (0-d and one-element), per-channel, rows, columns, size-1 dimensions
@@ -544,8 +521,8 @@ mod tests {
                         c.out(DType::Float, &out, numel(&out))
                     };
                     let at = if alpha { 3 } else { 2 };
-                    let want = output(call(), reference, at);
-                    let got = output(call(), fast, at);
+                    let want = call().run_f32(reference, at);
+                    let got = call().run_f32(fast, at);
                     let diff = first_difference(&got, &want);
                     assert!(diff.is_none(), "{a:?} op {b:?} (alpha {alpha_value}): {diff:?}");
                 }
@@ -563,8 +540,8 @@ mod tests {
         x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
         for form in ["none", "tanh"] {
             let call = || Call::new().tensor(&[x.len()], &x).string(form).out(DType::Float, &[x.len()], x.len());
-            let want = output(call(), portable::activation::gelu_out, 2);
-            let got = output(call(), gelu_out, 2);
+            let want = call().run_f32(portable::activation::gelu_out, 2);
+            let got = call().run_f32(gelu_out, 2);
             for ((&g, &w), &v) in got.iter().zip(&want).zip(&x) {
                 let tol = 1.5e-7 * v.abs().max(1.0) + 2.0 * f32::EPSILON * w.abs();
                 let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol;
@@ -597,8 +574,8 @@ mod tests {
                 };
                 c.out(DType::Float, &[3, 100], 300)
             };
-            let want = output(call(), portable::activation::clamp_out, 3);
-            let got = output(call(), clamp_out, 3);
+            let want = call().run_f32(portable::activation::clamp_out, 3);
+            let got = call().run_f32(clamp_out, 3);
             let diff = first_difference(&got, &want);
             assert!(diff.is_none(), "clamp({lo:?}, {hi:?}): {diff:?}");
         }

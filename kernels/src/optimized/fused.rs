@@ -113,12 +113,6 @@ mod tests {
     use crate::portable;
     use crate::portable::test_support::Call;
 
-    fn run(call: Call, kernel: KernelFn, out: usize) -> Vec<f32> {
-        let (r, mut done) = call.run(kernel);
-        r.expect("kernel");
-        done.tensor::<f32>(out).1
-    }
-
     /// The fused chains against the portable kernels run one after another, bit for bit, on
     /// values around the clamp bounds, signed zeros, infinities and a tensor below the fast
     /// elementwise size.
@@ -144,12 +138,12 @@ mod tests {
                     Some(v) => c.double(v),
                     None => c.none(),
                 };
-                run(c.out(DType::Float, &shape, n), portable::activation::clamp_out, 3)
+                c.out(DType::Float, &shape, n).run_f32(portable::activation::clamp_out, 3)
             };
             let binary = |a: &[f32], b: &[f32], b_shape: &[usize], kernel: KernelFn, alpha: bool| {
                 let c = Call::new().tensor(&shape, a).tensor(b_shape, b);
                 let c = if alpha { c.int(1) } else { c };
-                run(c.out(DType::Float, &shape, n), kernel, if alpha { 3 } else { 2 })
+                c.out(DType::Float, &shape, n).run_f32(kernel, if alpha { 3 } else { 2 })
             };
             let t1 = binary(&x, &[3.0], &[], portable::binary::add_out, true);
             let t3 = unary(&unary(&t1, Some(0.0), None), None, Some(6.0));
@@ -166,7 +160,7 @@ mod tests {
                     .int(6)
                     .tensor(&[], &[6.0f32])
                     .out(DType::Float, &shape, n);
-                let got = run(call, kernel, 7);
+                let got = call.run_f32(kernel, 7);
                 let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
                 assert!(same && got.len() == want.len(), "n={n}: {got:?} vs {want:?}");
             }

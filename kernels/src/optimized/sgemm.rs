@@ -387,7 +387,11 @@ struct Tile {
 fn narrow_kernel(kernel: Kernel, n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        kernel == Kernel::Avx512 && n <= NARROW_COLS && NARROW_ENABLED.with(|e| e.get())
+        #[cfg(test)]
+        let enabled = NARROW_ENABLED.with(|e| e.get());
+        #[cfg(not(test))]
+        let enabled = true;
+        kernel == Kernel::Avx512 && n <= NARROW_COLS && enabled
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -396,6 +400,7 @@ fn narrow_kernel(kernel: Kernel, n: usize) -> bool {
     }
 }
 
+#[cfg(test)]
 thread_local! {
     /// Tests turn the narrow kernel off to compare it with the tile kernel.
     static NARROW_ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };

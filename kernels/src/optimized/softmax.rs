@@ -82,10 +82,8 @@ unsafe fn softmax_rows_avx2(src: &[f32], dst: &mut [f32], row: usize) {
 fn softmax_dispatch(src: &[f32], dst: &mut [f32], row: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX2
-            .get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-        {
+        // The standard library caches the detection.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
             return unsafe { softmax_rows_avx2(src, dst, row) };
         }

@@ -171,6 +171,14 @@ impl Call {
         (result, done)
     }
 
+    /// Runs `kernel` on the arguments and returns the float32 elements (storage order) of the
+    /// tensor at position `out`; panics if the kernel fails.
+    pub fn run_f32(self, kernel: KernelFn, out: usize) -> Vec<f32> {
+        let (r, mut done) = self.run(kernel);
+        r.unwrap_or_else(|e| panic!("kernel failed: {e}"));
+        done.tensor::<f32>(out).1
+    }
+
     /// The call, ready to run (any number of times, e.g. in a benchmark).
     pub fn prepare(self) -> Finished {
         let lists = ListPool {
