@@ -57,6 +57,20 @@ fn bench_sgemm(c: &mut Criterion) {
                     sgemm(&ctx, n, lhs, rhs, dst, &Epilogue::store(), 0).expect("sgemm")
                 })
             });
+            // The same product with the weights out of cache, as in a model where every layer
+            // has its own: cycles through copies of the packed matrix spanning more than L2.
+            let copies = (24 << 20) / (packed.len() * 4) + 1;
+            let cold: Vec<Vec<f32>> = (0..copies).map(|_| packed.clone()).collect();
+            let mut next = 0;
+            group.bench_function(format!("sgemm_{threads}t_cold/{name}"), |bench| {
+                bench.iter(|| {
+                    next = (next + 1) % cold.len();
+                    let lhs = PackedLhs { data: &cold[next], m, k };
+                    let rhs = MatRef { data: black_box(&b), row: n, col: 1 };
+                    let dst = MatMut { data: &mut out, row: n, col: 1 };
+                    sgemm(&ctx, n, lhs, rhs, dst, &Epilogue::store(), 0).expect("sgemm")
+                })
+            });
             group.bench_function(format!("gemm_crate_{threads}t/{name}"), |bench| {
                 bench.iter(|| {
                     let mut run = || bench_support::gemm_crate(m, n, k, &a, black_box(&b), &mut out, threads);

@@ -44,6 +44,9 @@ pub const KC: usize = 256;
 pub const KC_ONE_PANEL: usize = 32;
 /// Columns per block of `B`: a `KC × NC` block (1 MiB) stays in L2 while every panel of `A` passes.
 pub const NC: usize = 1024;
+/// Up to this many bytes of B's rows (for one range of columns), a product goes through A panel
+/// by panel over the whole reduction (see `Job::run`): a quarter of a 1 MiB L2.
+pub const PANEL_OUTER_MAX_B_BYTES: usize = 256 << 10;
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the pool
 /// costs a few microseconds. Measured with `etch bench --threads 2` (sequential mode), 2^21
 /// against 2^18: mlp_towers 0.130 against 0.085-0.089 ms, inception_block 0.186 against 0.149,
@@ -414,81 +417,15 @@ impl Job<'_> {
             self.run_narrow(panels, cols);
             return;
         }
-        let direct_b = self.b_col == 1;
-        let direct_c = self.c_col == 1;
-        let mut b_strip = [0f32; KC * NR];
         let mut c_tile = [0f32; MR * NR];
-        let (row_bias, col_bias) = match self.epilogue.bias {
-            Bias::None => (std::ptr::null(), std::ptr::null()),
-            Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
-            Bias::Col(b) => (std::ptr::null(), b.as_ptr()),
-        };
-        let kc_max = if self.m <= MR { KC_ONE_PANEL } else { KC };
-        let k_blocks = self.k.div_ceil(kc_max).max(1);
+        let blocks = KBlocks::new(self.m, self.k);
         for jc in cols.clone().step_by(NC) {
             let jc_end = (jc + NC).min(cols.end);
-            for kb in 0..k_blocks {
-                let k0 = kb * kc_max;
-                let kc = (self.k - k0).min(kc_max);
-                let load_c = kb > 0 || self.epilogue.accumulate;
-                let finish = kb + 1 == k_blocks;
-                let tile = |p: usize, j0: usize, b: *const f32, ldb: usize, c_tile: &mut [f32; MR * NR]| {
-                    let i0 = p * MR;
-                    let rows = (self.m - i0).min(MR);
-                    let width = (jc_end - j0).min(NR);
-                    let a = self.a.wrapping_add(p * MR * self.k + k0 * MR);
-                    let c_at = self.c.0.wrapping_add(i0 * self.c_row + j0 * self.c_col);
-                    let mut t = Tile {
-                        a,
-                        b,
-                        ldb,
-                        c: c_at,
-                        ldc: self.c_row,
-                        kc,
-                        rows,
-                        cols: width,
-                        load_c,
-                        finish,
-                        row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
-                        col_bias: if col_bias.is_null() { col_bias } else { col_bias.wrapping_add(j0) },
-                        min: self.epilogue.min,
-                        max: self.epilogue.max,
-                    };
-                    if direct_c {
-                        run_tile(self.kernel, &t);
-                    } else {
-                        // Strided C: compute into a dense tile, then scatter.
-                        if load_c {
-                            for r in 0..rows {
-                                for j in 0..width {
-                                    // SAFETY: (i0 + r, j0 + j) is inside C (Job contract).
-                                    c_tile[r * NR + j] =
-                                        unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).read() };
-                                }
-                            }
-                        }
-                        t.c = c_tile.as_mut_ptr();
-                        t.ldc = NR;
-                        run_tile(self.kernel, &t);
-                        for r in 0..rows {
-                            for j in 0..width {
-                                let v = c_tile[r * NR + j];
-                                // SAFETY: as above; this task owns the element.
-                                unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).write(v) };
-                            }
-                        }
-                    }
-                };
-                if direct_b {
-                    // Panel of A in L1 across the strips of B, which stream from L2.
-                    for p in panels.clone() {
-                        for j0 in (jc..jc_end).step_by(NR) {
-                            let b = self.b.wrapping_add(k0 * self.b_row + j0);
-                            tile(p, j0, b, self.b_row, &mut c_tile);
-                        }
-                    }
-                } else {
-                    // Strip of B packed into L1 across the panels of A.
+            if self.b_col != 1 {
+                // Strided B: each strip of B packed into L1 across the panels of A.
+                let mut b_strip = [0f32; KC * NR];
+                for kb in 0..blocks.count {
+                    let (k0, kc) = blocks.range(kb);
                     for j0 in (jc..jc_end).step_by(NR) {
                         let width = (jc_end - j0).min(NR);
                         for kk in 0..kc {
@@ -500,12 +437,129 @@ impl Job<'_> {
                             }
                         }
                         for p in panels.clone() {
-                            tile(p, j0, b_strip.as_ptr(), NR, &mut c_tile);
+                            self.tile(p, j0, jc_end, &blocks, kb, b_strip.as_ptr(), NR, &mut c_tile);
                         }
+                    }
+                }
+            } else if self.k.saturating_mul(jc_end - jc).saturating_mul(4) <= PANEL_OUTER_MAX_B_BYTES {
+                // All of B's rows for these columns stay in L2: go through A panel by panel, each
+                // over the whole reduction, so that A (the weights, often out of cache when each
+                // layer's are read once per inference) streams in memory order, which the
+                // microkernel's prefetches follow.
+                for p in panels.clone() {
+                    for kb in 0..blocks.count {
+                        self.strips(p, jc, jc_end, &blocks, kb, &mut c_tile);
+                    }
+                }
+            } else {
+                // A block of B's rows stays hot in L2 across the panels.
+                for kb in 0..blocks.count {
+                    for p in panels.clone() {
+                        self.strips(p, jc, jc_end, &blocks, kb, &mut c_tile);
                     }
                 }
             }
         }
+    }
+
+    /// Panel `p` of A (in L1) across the strips of a directly read B (streaming from L2), over
+    /// reduction block `kb`.
+    fn strips(&self, p: usize, jc: usize, jc_end: usize, blocks: &KBlocks, kb: usize, c_tile: &mut [f32; MR * NR]) {
+        let (k0, _) = blocks.range(kb);
+        for j0 in (jc..jc_end).step_by(NR) {
+            let b = self.b.wrapping_add(k0 * self.b_row + j0);
+            self.tile(p, j0, jc_end, blocks, kb, b, self.b_row, c_tile);
+        }
+    }
+
+    /// One microkernel call: panel `p` × the strip of columns from `j0` (at most `NR`, ending
+    /// by `jc_end`) over reduction block `kb`, with `b` pointing at that block's first row of the
+    /// strip (`ldb` apart).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        p: usize,
+        j0: usize,
+        jc_end: usize,
+        blocks: &KBlocks,
+        kb: usize,
+        b: *const f32,
+        ldb: usize,
+        c_tile: &mut [f32; MR * NR],
+    ) {
+        let (k0, kc) = blocks.range(kb);
+        let load_c = kb > 0 || self.epilogue.accumulate;
+        let finish = kb + 1 == blocks.count;
+        let (row_bias, col_bias) = match self.epilogue.bias {
+            Bias::None => (std::ptr::null(), std::ptr::null()),
+            Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
+            Bias::Col(b) => (std::ptr::null(), b.as_ptr()),
+        };
+        let i0 = p * MR;
+        let rows = (self.m - i0).min(MR);
+        let width = (jc_end - j0).min(NR);
+        let a = self.a.wrapping_add(p * MR * self.k + k0 * MR);
+        let c_at = self.c.0.wrapping_add(i0 * self.c_row + j0 * self.c_col);
+        let mut t = Tile {
+            a,
+            b,
+            ldb,
+            c: c_at,
+            ldc: self.c_row,
+            kc,
+            rows,
+            cols: width,
+            load_c,
+            finish,
+            row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
+            col_bias: if col_bias.is_null() { col_bias } else { col_bias.wrapping_add(j0) },
+            min: self.epilogue.min,
+            max: self.epilogue.max,
+        };
+        if self.c_col == 1 {
+            run_tile(self.kernel, &t);
+            return;
+        }
+        // Strided C: compute into a dense tile, then scatter.
+        if load_c {
+            for r in 0..rows {
+                for j in 0..width {
+                    // SAFETY: (i0 + r, j0 + j) is inside C (Job contract).
+                    c_tile[r * NR + j] = unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).read() };
+                }
+            }
+        }
+        t.c = c_tile.as_mut_ptr();
+        t.ldc = NR;
+        run_tile(self.kernel, &t);
+        for r in 0..rows {
+            for j in 0..width {
+                let v = c_tile[r * NR + j];
+                // SAFETY: as above; this task owns the element.
+                unsafe { c_at.wrapping_add(r * self.c_row + j * self.c_col).write(v) };
+            }
+        }
+    }
+}
+
+/// The reduction of a product split into blocks of at most `KC` steps (`KC_ONE_PANEL` when A
+/// is a single panel), so that a block of A's panel and of B's strip fit in L1.
+struct KBlocks {
+    k: usize,
+    max: usize,
+    count: usize,
+}
+
+impl KBlocks {
+    fn new(m: usize, k: usize) -> KBlocks {
+        let max = if m <= MR { KC_ONE_PANEL } else { KC };
+        KBlocks { k, max, count: k.div_ceil(max).max(1) }
+    }
+
+    /// Block `kb`'s first step and length.
+    fn range(&self, kb: usize) -> (usize, usize) {
+        let k0 = kb * self.max;
+        (k0, (self.k - k0).min(self.max))
     }
 }
 
@@ -632,6 +686,9 @@ mod x86 {
 
     use super::{MR, Tile};
 
+    /// How many reduction steps ahead the tile kernel prefetches its panel of A.
+    const PREFETCH_STEPS: usize = 64;
+
     /// The AVX-512 microkernel instantiated for the tile's rows (a panel's last rows and
     /// matrix-vector products compute no padding rows) and registers per row.
     pub(super) fn dispatch_avx512(t: &Tile) {
@@ -732,6 +789,10 @@ mod x86 {
     ) -> [[__m512; NV]; R] {
         let (mut a, mut b) = (t.a, t.b);
         for _ in 0..t.kc {
+            // A panel streams from L3 when each layer's weights are read once per inference
+            // (the hardware prefetcher lost 40% on mobilenet_v2's 7x7 pointwise layers): fetch
+            // it PREFETCH_STEPS reduction steps ahead. A prefetch never faults.
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PREFETCH_STEPS).cast());
             let mut bv = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
                 // SAFETY: columns < cols of the current row of B (Tile contract), masked.
@@ -827,6 +888,8 @@ mod x86 {
         for _ in 0..t.k {
             let mut av = [_mm512_setzero_ps(); P];
             for q in 0..P {
+                // Each panel streams from memory as in the tile kernel. A prefetch never faults.
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(q * t.panel + MR * PREFETCH_STEPS).cast());
                 // SAFETY: the MR elements of the current k of panel q (Narrow contract).
                 av[q] = unsafe { _mm512_maskz_loadu_ps(panel_mask, a.wrapping_add(q * t.panel)) };
             }
@@ -913,6 +976,8 @@ mod x86 {
     ) -> [[__m256; 2]; ROWS2] {
         let (mut a, mut b) = (t.a.wrapping_add(r0), t.b.wrapping_add(j0));
         for _ in 0..t.kc {
+            // As in the AVX-512 kernel. A prefetch never faults.
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PREFETCH_STEPS).cast());
             // SAFETY: columns < cols of the current row of B (Tile contract), masked.
             let b0 = unsafe { _mm256_maskload_ps(b, masks[0]) };
             // SAFETY: as above.
