@@ -1230,13 +1230,20 @@ fn depthwise_contiguous(
     // The flat kernel takes planes in groups (one mask serves all); the others one at a time.
     const GROUP: usize = depthwise_avx512::FLAT_PLANES;
     let group = if flat.is_some() { GROUP } else { 1 };
-    let one_group = |band: &mut Option<Box<[f32; BAND]>>, (gi, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
+    // Per task: the band buffer (made on first use) and the taps copied when not contiguous
+    // (zeroed once per task, not per group).
+    struct TaskState {
+        band: Option<Box<[f32; BAND]>>,
+        copies: [[f32; MAX_TAPS]; GROUP],
+    }
+    let new_state = || TaskState { band: None, copies: [[0f32; MAX_TAPS]; GROUP] };
+    let one_group = |state: &mut TaskState, (gi, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let first = gi * group;
-        let mut copies = [[0f32; MAX_TAPS]; GROUP];
+        let TaskState { band, copies } = state;
         if let Some(f) = &flat {
             let mut outs = dst.chunks_exact_mut(plane_out);
             if outs.len() == GROUP {
-                let [c0, c1, c2, c3] = &mut copies;
+                let [c0, c1, c2, c3] = copies;
                 let p = [plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?];
                 let t = std::array::from_fn(|k| taps_of(w, p[k].1, &copies[k], taps));
                 let o = std::array::from_fn(|_| outs.next().unwrap_or_default());
@@ -1263,11 +1270,11 @@ fn depthwise_contiguous(
         let per_group = (macs / (c.batch * c.out_channels)).max(1) * group;
         let min_len = (PARALLEL_MIN_MACS / 4 / per_group).max(1);
         ctx.install(|| {
-            out.data.par_chunks_mut(group_len).with_min_len(min_len).enumerate().try_for_each_init(|| None, one_group)
+            out.data.par_chunks_mut(group_len).with_min_len(min_len).enumerate().try_for_each_init(new_state, one_group)
         })
     } else {
-        let mut band = None;
-        out.data.chunks_mut(group_len).enumerate().try_for_each(|item| one_group(&mut band, item))
+        let mut state = new_state();
+        out.data.chunks_mut(group_len).enumerate().try_for_each(|item| one_group(&mut state, item))
     }
 }
 
