@@ -287,7 +287,7 @@ pub fn sgemm_with(
     }
     let job = Job {
         kernel,
-        narrow: narrow_kernel(kernel, n),
+        narrow: narrow_kernel(kernel),
         m,
         k,
         a: a.data.as_ptr(),
@@ -343,7 +343,8 @@ unsafe impl Sync for SendPtr {}
 /// exclusively borrowed for the duration and distinct `(i, j)` address distinct elements.
 struct Job<'a> {
     kernel: Kernel,
-    /// Run the narrow kernel (`n <= NARROW_COLS`, AVX-512).
+    /// The narrow kernel is available (AVX-512): the last columns of a range run it (see
+    /// [`narrow_tail`]).
     narrow: bool,
     m: usize,
     k: usize,
@@ -386,21 +387,33 @@ struct Tile {
     max: f32,
 }
 
-/// Whether products with `n` columns run the narrow kernel.
-fn narrow_kernel(kernel: Kernel, n: usize) -> bool {
+/// Whether the narrow kernel is available: on AVX-512.
+fn narrow_kernel(kernel: Kernel) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         #[cfg(test)]
         let enabled = NARROW_ENABLED.with(|e| e.get());
         #[cfg(not(test))]
         let enabled = true;
-        kernel == Kernel::Avx512 && n <= NARROW_COLS && enabled
+        kernel == Kernel::Avx512 && enabled
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kernel, n);
+        let _ = kernel;
         false
     }
+}
+
+/// How many of `cols` columns (the last ones) the narrow kernel computes when it is available:
+/// the tile kernel pays for a whole register of 16 columns however few of them are used, the
+/// narrow kernel per column. So whatever is left after the full strips of `NR` and at most one
+/// strip of 16 goes to the narrow kernel when it is at most [`NARROW_COLS`] columns: on a 7x7
+/// map (49 = 32 + 16 + 1) the tile kernel alone used 49 of 64 lanes, on 14x14 (196 = 6 × 32 + 4)
+/// 196 of 224.
+fn narrow_tail(cols: usize) -> usize {
+    let rest = cols % NR;
+    let rest = if rest > NR / 2 { rest - NR / 2 } else { rest };
+    if rest <= NARROW_COLS { rest } else { 0 }
 }
 
 #[cfg(test)]
@@ -414,9 +427,26 @@ impl Job<'_> {
     fn run(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         #[cfg(target_arch = "x86_64")]
         if self.narrow {
-            self.run_narrow(panels, cols);
-            return;
+            let tail = narrow_tail(cols.len());
+            if tail > 0 {
+                // Two panels at a time through both kernels, so that the narrow kernel finds
+                // them in cache (weights read once per inference come from memory).
+                let split = cols.end - tail;
+                for p in panels.clone().step_by(2) {
+                    let pair = p..(p + 2).min(panels.end);
+                    if split > cols.start {
+                        self.run_tiles(pair.clone(), cols.start..split);
+                    }
+                    self.run_narrow(pair, split..cols.end);
+                }
+                return;
+            }
         }
+        self.run_tiles(panels, cols);
+    }
+
+    /// [`Job::run`] with the tile kernel only.
+    fn run_tiles(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let mut c_tile = [0f32; MR * NR];
         let blocks = KBlocks::new(self.m, self.k);
         for jc in cols.clone().step_by(NC) {
@@ -1259,11 +1289,13 @@ mod tests {
 
     #[test]
     fn narrow_kernel_is_bit_identical_to_the_tile_kernel() {
-        if !Kernel::supported().contains(&Kernel::best()) || !narrow_kernel(Kernel::best(), 1) {
+        if !Kernel::supported().contains(&Kernel::best()) || !narrow_kernel(Kernel::best()) {
             return; // No AVX-512 here: the narrow kernel never runs.
         }
         let mut compared = 0;
-        for n in 1..=NARROW_COLS {
+        // Narrow products, and wider ones whose last columns run the narrow kernel (49 = 32 +
+        // 16 + 1, 196 = 6 * 32 + 4, 58 = 32 + 16 + 8; 41 and 70 have none).
+        for n in (1..=NARROW_COLS).chain([41, 49, 58, 70, 196]) {
             for &m in &[1, 11, 12, 13, 24, 25, 37, 100] {
                 for &k in &[0, 1, 40, 300] {
                     for (epi, (b_t, c_t)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
