@@ -43,6 +43,7 @@ const LAYERS: &[Layer] = &[
     Layer { name: "stem3x3_3to32_224_s2", c_in: 3, c_out: 32, size: 224, kernel: 3, stride: 2, groups: 1 },
     // resnet18_narrow (the zoo): its 7x7 stem and 3x3 convolutions on the smallest maps.
     Layer { name: "stem7x7_3to16_64_s2", c_in: 3, c_out: 16, size: 64, kernel: 7, stride: 2, groups: 1 },
+    Layer { name: "conv3x3_16_16", c_in: 16, c_out: 16, size: 16, kernel: 3, stride: 1, groups: 1 },
     Layer { name: "conv3x3_64_4", c_in: 64, c_out: 64, size: 4, kernel: 3, stride: 1, groups: 1 },
     Layer { name: "conv3x3_128_2", c_in: 128, c_out: 128, size: 2, kernel: 3, stride: 1, groups: 1 },
 ];

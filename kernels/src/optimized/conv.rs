@@ -57,6 +57,9 @@ const BAND: usize = 16 * 1024;
 const ROWS: usize = 4;
 /// Most kernel taps (`kh * kw`) the contiguous depthwise kernel keeps on the stack.
 const MAX_TAPS: usize = 64;
+/// Most padding positions [`ShiftedTap::padding_list`] lists for one tap of a tile (a 3x3 kernel
+/// on a 16-wide map: one per row of the tile); more are found row by row.
+const PADDING_LIST: usize = 64;
 /// Up to this many (tap, output position) pairs per tile, im2col reads through a table of
 /// offsets ([`gather_indexed`]).
 /// Measured on resnet18_narrow (`etch bench --threads 1`): 0.345 ms without the table, 0.270
@@ -778,10 +781,17 @@ fn gather_contiguous(
     }
     let plan_of = |t: usize| TapPlan::new(c, t / kw, t % kw, (p0, p1), shifted);
     let mut table = [TapPlan::default(); MAX_TAPS];
+    // Each shifted tap's padding positions, listed once for all input channels: worked out per
+    // row, they were a fifth of a 3x3 convolution on a 16x16 map.
+    let mut lists = [[0u32; PADDING_LIST]; MAX_TAPS];
+    let mut list_lens = [None; MAX_TAPS];
     let tabled = taps <= MAX_TAPS;
     if tabled {
         for (t, slot) in table.iter_mut().enumerate().take(taps) {
             *slot = plan_of(t)?;
+            if let Some(shift) = &slot.shift {
+                list_lens[t] = shift.padding_list(&mut lists[t]).map(<[u32]>::len);
+            }
         }
     }
     let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
@@ -789,7 +799,11 @@ fn gather_contiguous(
         let tap = if tabled { table[t] } else { plan_of(t)? };
         let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         if let Some(shift) = &tap.shift {
-            return shift.gather(src, dst);
+            let padding = match (lists.get(t), list_lens.get(t)) {
+                (Some(list), Some(&Some(len))) => list.get(..len),
+                _ => None,
+            };
+            return shift.gather(src, dst, padding);
         }
         let (row_lo, row_hi, offset) = (tap.row_lo, tap.row_hi, tap.offset);
         let (mut p, mut oy, mut ox0) = (p0, p0 / c.out_width, p0 % c.out_width);
@@ -940,12 +954,22 @@ fn gather_phases(
         let cols = valid_range(0, w as i64, 1, dx, w as i64);
         *slot = (ShiftedTap::new(&half, (p0, p1), dy, dx, cols)?, phase);
     }
+    // As in `gather_contiguous`.
+    let mut lists = [[0u32; PADDING_LIST]; MAX_TAPS];
+    let mut list_lens = [None; MAX_TAPS];
+    for t in 0..taps.min(MAX_TAPS) {
+        list_lens[t] = table[t].0.padding_list(&mut lists[t]).map(<[u32]>::len);
+    }
     let plane = h * w;
     let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let (ci, t) = (row / taps, row % taps);
         let (tap, phase) = &table[t];
         let at = (ci * 4 + phase) * plane;
-        tap.gather(phases.get(at..at + plane).ok_or(short(INPUT))?, dst)
+        let padding = match (lists.get(t), list_lens.get(t)) {
+            (Some(list), Some(&Some(len))) => list.get(..len),
+            _ => None,
+        };
+        tap.gather(phases.get(at..at + plane).ok_or(short(INPUT))?, dst, padding)
     };
     gather_rows(ctx, cols, width, fill_row)
 }
@@ -1029,9 +1053,42 @@ impl ShiftedTap {
         Ok(ShiftedTap { c0, c1, from, q0, q1, z0, z1, col_lo, col_hi, width })
     }
 
-    /// The tap's row of the tile from input plane `src` into `dst`.
-    fn gather(&self, src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
-        let ShiftedTap { c0, c1, from, q0, q1, z0, z1, col_lo, col_hi, width } = *self;
+    /// Calls `zero` with each position of the tile (an index into the tap's row) whose column
+    /// reads padding although its row was copied.
+    fn padding_positions(&self, mut zero: impl FnMut(usize)) {
+        let ShiftedTap { q0, q1, z0, z1, col_lo, col_hi, width, .. } = *self;
+        if (col_lo > 0 || col_hi < width) && z1 > z0 {
+            for oy in q0 / width..=(q1 - 1) / width {
+                let start = oy * width;
+                for ox in (0..col_lo).chain(col_hi.max(col_lo)..width) {
+                    let q = start + ox;
+                    if (q0..q1).contains(&q) {
+                        zero(z0 + (q - q0) as usize);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The padding positions ([`ShiftedTap::padding_positions`]) as a list in `list`, or `None`
+    /// when they are more than it holds.
+    fn padding_list<'l>(&self, list: &'l mut [u32; PADDING_LIST]) -> Option<&'l [u32]> {
+        let mut len = 0;
+        let mut overflow = false;
+        self.padding_positions(|at| match (list.get_mut(len), u32::try_from(at)) {
+            (Some(slot), Ok(at)) => {
+                *slot = at;
+                len += 1;
+            }
+            _ => overflow = true,
+        });
+        if overflow { None } else { list.get(..len) }
+    }
+
+    /// The tap's row of the tile from input plane `src` into `dst`; `padding`, when given, is
+    /// [`ShiftedTap::padding_list`] (the same for every input channel).
+    fn gather(&self, src: &[f32], dst: &mut [f32], padding: Option<&[u32]>) -> Result<(), KernelError> {
+        let ShiftedTap { c0, c1, from, .. } = *self;
         dst.get_mut(..c0).ok_or(short(INPUT))?.fill(0.0);
         dst.get_mut(c1..).ok_or(short(INPUT))?.fill(0.0);
         if c1 > c0 {
@@ -1040,16 +1097,20 @@ impl ShiftedTap {
         }
         // Columns outside `[col_lo, col_hi)` of the copied rows read padding (the copy took them
         // from a neighbouring row): a few elements per row, plain stores.
-        if (col_lo > 0 || col_hi < width) && z1 > z0 {
-            let tile = dst.get_mut(z0..z1).ok_or(short(INPUT))?;
-            let first_row = q0 / width;
-            for oy in first_row..=(q1 - 1) / width {
-                let start = oy * width;
-                for ox in (0..col_lo).chain(col_hi.max(col_lo)..width) {
-                    let q = start + ox;
-                    if (q0..q1).contains(&q) {
-                        tile[(q - q0) as usize] = 0.0;
-                    }
+        match padding {
+            Some(list) => {
+                for &at in list {
+                    *dst.get_mut(at as usize).ok_or(short(INPUT))? = 0.0;
+                }
+            }
+            None => {
+                let mut outside = false;
+                self.padding_positions(|at| match dst.get_mut(at) {
+                    Some(v) => *v = 0.0,
+                    None => outside = true,
+                });
+                if outside {
+                    return Err(short(INPUT));
                 }
             }
         }
