@@ -99,6 +99,64 @@ fn choose_graphs(graphs_now: bool, inline_ns: f64, graph_ns: f64) -> bool {
     if graphs_now { inline_ns > GRAPH_MIN_GAIN * graph_ns } else { graph_ns <= GRAPH_MIN_GAIN * inline_ns }
 }
 
+/// Sequential mode on a pool of two or more threads: whether an execution runs on the pool
+/// (kernels spread over it, the workers kept awake) or on the caller's thread with
+/// single-threaded kernels. Handing an execution to the pool and back costs 4-11 µs on this
+/// 2-core VM, more than a small model gains from splitting its kernels (dispatch_chain: 7.3 µs
+/// inline, 18 µs on the pool). Decided by measuring, like parallel mode's inline-or-graph choice,
+/// but in pairs: an execution that switches ways pays for waking the workers (mobilenet_v2 on the
+/// pool took 5 ms right after an inline execution, 2.5 ms after another on the pool), so only the
+/// second of two executions the same way is recorded. The first [`TRIAL_PAIRS`] × 2 pairs
+/// alternate (two inline, two on the pool); then every [`RECHECK_EVERY`]th execution starts a pair
+/// the other way; after each recorded execution the choice follows the medians of the last
+/// [`TRIAL_PAIRS`] recorded times of each way ([`choose_graphs`]'s margin against flapping).
+/// Kernels give the same results whatever the thread count, so outputs do not depend on it.
+#[derive(Debug, Default)]
+struct PoolChoice {
+    executions: u64,
+    /// The way the previous execution ran.
+    last: Option<bool>,
+    /// `[inline, pool]` windows of recent times (ns), overwritten round-robin.
+    recent_ns: [[f64; TRIAL_PAIRS as usize]; 2],
+    next: [usize; 2],
+    on_pool: bool,
+}
+
+/// Executions of [`PoolChoice`]'s trials: pairs of two inline and two on the pool.
+const POOL_TRIALS: u64 = 4 * TRIAL_PAIRS as u64;
+
+impl PoolChoice {
+    /// Whether the next execution runs on the pool.
+    fn next_on_pool(&mut self) -> bool {
+        let n = self.executions;
+        self.executions += 1;
+        if n < POOL_TRIALS {
+            (n / 2) % 2 == 1
+        } else if n % RECHECK_EVERY < 2 {
+            !self.on_pool
+        } else {
+            self.on_pool
+        }
+    }
+
+    /// Records an execution's time (unless it switched ways) and updates the choice after the
+    /// trials.
+    fn record(&mut self, on_pool: bool, ns: f64) {
+        let switched = self.last != Some(on_pool);
+        self.last = Some(on_pool);
+        if switched {
+            return;
+        }
+        let kind = usize::from(on_pool);
+        let at = self.next[kind] % TRIAL_PAIRS as usize;
+        self.recent_ns[kind][at] = ns;
+        self.next[kind] = at + 1;
+        if self.executions >= POOL_TRIALS {
+            self.on_pool = choose_graphs(self.on_pool, median(self.recent_ns[0]), median(self.recent_ns[1]));
+        }
+    }
+}
+
 /// How parallel mode decides which blocks run as graphs, by measuring rather than predicting
 /// (whether overlapping branches beats spreading each kernel over the pool depends on the
 /// model and the machine: transformer_layer is faster inline, mlp_towers as a graph):
@@ -171,6 +229,8 @@ struct Inner<'mem> {
     fused: usize,
     /// Set while a shared-access execution runs, so two can never overlap.
     busy: AtomicBool,
+    /// Sequential mode: on the pool or inline (see [`PoolChoice`]).
+    pool_choice: PoolChoice,
     /// Keeps planned memory alive (tensors point into it).
     _memory: MemoryManager<'mem>,
     /// Input buffers of unplanned inputs and realigned constants (tensors point into them).
@@ -487,6 +547,7 @@ impl<'mem> Method<'mem> {
                 folded,
                 fused,
                 busy: AtomicBool::new(false),
+                pool_choice: PoolChoice::default(),
                 _memory: memory,
                 _owned: owned,
             }),
@@ -623,9 +684,26 @@ impl<'mem> Method<'mem> {
         let inner = self.inner_mut();
         inner.check_inputs()?;
         let run = |inner: &mut Inner<'mem>| match inner.mode {
-            ExecutionMode::Sequential => inner.execute_sequential(),
+            ExecutionMode::Sequential => inner.execute_sequential(true),
             ExecutionMode::Parallel => inner.execute_shared(),
         };
+        // Parallel mode whose warm-up found no block worth a graph runs its blocks in order like
+        // sequential mode, and makes the same choice.
+        let in_order = inner.mode == ExecutionMode::Sequential || inner.settled_without_graphs();
+        if in_order && inner.stay_awake_wanted() {
+            let on_pool = inner.pool_choice.next_on_pool();
+            let start = Instant::now();
+            let result = if on_pool {
+                let awake = inner.stay_awake();
+                let result = inner.runtime.pool().install(|| run(inner));
+                drop(awake);
+                result
+            } else {
+                inner.execute_sequential(false)
+            };
+            inner.pool_choice.record(on_pool, start.elapsed().as_nanos() as f64);
+            return result;
+        }
         match inner.stay_awake() {
             // On a pool worker (`install` runs in place when already on one), with the other
             // workers kept awake: kernels' parallel regions and graph tasks then start without
@@ -867,16 +945,17 @@ impl Inner<'_> {
     }
 
     /// The heapless path: one instruction after another, exclusive access.
-    fn execute_sequential(&mut self) -> Result<()> {
+    /// `pooled`: kernels may spread over the pool (else they run on this thread).
+    fn execute_sequential(&mut self, pooled: bool) -> Result<()> {
         // SAFETY: `&mut self`: nothing else runs.
         unsafe { self.restore_freed() };
         let this = &*self;
         if let Some(p) = &this.parallel {
             // The re-plan's placement relies on its order: inline blocks, never graphs.
-            return this.catch(|| this.run_blocks(p, &[], None, true));
+            return this.catch(|| this.run_blocks(p, &[], None, pooled));
         }
         let env = this.env();
-        let mut context = this.context();
+        let mut context = if pooled { this.context() } else { KernelContext::new() };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             run_sequential(this.steps.len(), DEFAULT_BUDGET, |pc| {
                 // SAFETY: one step at a time, with exclusive access to the method (`&mut self`).
@@ -904,9 +983,20 @@ impl Inner<'_> {
     /// Keeps the pool's workers spinning until the guard drops, when executions use a pool of two
     /// or more threads (parallel mode, or kernels spread over it) and the runtime spins.
     fn stay_awake(&self) -> Option<crate::awake::Awake> {
+        self.stay_awake_wanted().then(|| self.runtime.keep_awake().enter())
+    }
+
+    /// A parallel-mode method past its warm-up with no block to run as a graph.
+    fn settled_without_graphs(&self) -> bool {
+        self.parallel
+            .as_ref()
+            .is_some_and(|p| !p.always_graph && p.as_graph.get().is_some_and(|c| !c.iter().any(|&g| g)))
+    }
+
+    /// Whether executions use a pool of two or more threads that the runtime keeps spinning.
+    fn stay_awake_wanted(&self) -> bool {
         let uses_pool = self.mode == ExecutionMode::Parallel || self.runtime.intra_op();
-        let spins = self.runtime.spinning() && uses_pool && self.runtime.pool().current_num_threads() > 1;
-        spins.then(|| self.runtime.keep_awake().enter())
+        self.runtime.spinning() && uses_pool && self.runtime.pool().current_num_threads() > 1
     }
 
     /// Program order on the current thread with per-instruction timing (`costs` keeps minima).
@@ -1210,6 +1300,41 @@ mod tests {
 
     /// Each window keeps the latest samples of its choice: after a drift, the medians follow
     /// within half a window of new samples, and the choice flips.
+    /// Runs `executions` through a [`PoolChoice`] whose inline and pool executions take the
+    /// given times (switching to the pool costs `switch_ns` more); returns the ways they ran.
+    fn pool_choices(executions: usize, inline_ns: f64, pool_ns: f64, switch_ns: f64) -> Vec<bool> {
+        let mut choice = PoolChoice::default();
+        let mut ways = Vec::new();
+        let mut last = None;
+        for _ in 0..executions {
+            let on_pool = choice.next_on_pool();
+            let extra = if on_pool && last == Some(false) { switch_ns } else { 0.0 };
+            choice.record(on_pool, if on_pool { pool_ns } else { inline_ns } + extra);
+            ways.push(on_pool);
+            last = Some(on_pool);
+        }
+        ways
+    }
+
+    #[test]
+    fn sequential_mode_runs_where_it_measured_faster() {
+        let trials = POOL_TRIALS as usize;
+        // The trials alternate in pairs.
+        let ways = pool_choices(trials, 10.0, 5.0, 0.0);
+        assert_eq!(&ways[..8], &[false, false, true, true, false, false, true, true]);
+        // Faster on the pool (mobilenet_v2): on the pool after the trials, but for the rechecks.
+        let ways = pool_choices(200, 4.0, 2.5, 0.0);
+        let after: Vec<bool> = ways[trials..].to_vec();
+        assert!(after.iter().filter(|&&w| w).count() > after.len() * 3 / 4, "{after:?}");
+        // A small model, faster inline: inline after the trials.
+        let ways = pool_choices(200, 7.0, 18.0, 0.0);
+        assert!(ways[trials..].iter().filter(|&&w| !w).count() > (200 - trials) * 3 / 4);
+        // Switching ways is slow (waking the workers) but the pool wins in steady state: the
+        // switches are not recorded, so the pool is still chosen.
+        let ways = pool_choices(200, 4.0, 2.5, 3.0);
+        assert!(ways[trials..].iter().filter(|&&w| w).count() > (200 - trials) * 3 / 4);
+    }
+
     #[test]
     fn recent_times_replace_the_warm_up_ones() {
         let mut r =
