@@ -111,9 +111,16 @@ fn choose_graphs(graphs_now: bool, inline_ns: f64, graph_ns: f64) -> bool {
 /// the other way; after each recorded execution the choice follows the medians of the last
 /// [`TRIAL_PAIRS`] recorded times of each way ([`choose_graphs`]'s margin against flapping).
 /// Kernels give the same results whatever the thread count, so outputs do not depend on it.
+///
+/// An execution that takes over [`POOL_ALWAYS_NS`] on the pool settles it for good: the hand-off
+/// is then under 2% of it, and trials and rechecks on one thread would cost more than that
+/// (mobilenet_v2: 4.2 ms on one thread against 2.4 on the pool; within the first trials, half the
+/// executions ran at the slow speed).
 #[derive(Debug, Default)]
 struct PoolChoice {
     executions: u64,
+    /// Settled on the pool for good (see above).
+    large: bool,
     /// The way the previous execution ran.
     last: Option<bool>,
     /// `[inline, pool]` windows of recent times (ns), overwritten round-robin.
@@ -122,21 +129,30 @@ struct PoolChoice {
     on_pool: bool,
 }
 
-/// Executions of [`PoolChoice`]'s trials: pairs of two inline and two on the pool.
+/// Executions of [`PoolChoice`]'s trials: pairs of two on the pool and two inline.
 const POOL_TRIALS: u64 = 4 * TRIAL_PAIRS as u64;
+/// A recorded execution on the pool longer than this settles [`PoolChoice`] on the pool.
+const POOL_ALWAYS_NS: f64 = 500_000.0;
 
 impl PoolChoice {
     /// Whether the next execution runs on the pool.
     fn next_on_pool(&mut self) -> bool {
         let n = self.executions;
         self.executions += 1;
-        if n < POOL_TRIALS {
-            (n / 2) % 2 == 1
+        if self.large {
+            true
+        } else if n < POOL_TRIALS {
+            (n / 2).is_multiple_of(2)
         } else if n % RECHECK_EVERY < 2 {
             !self.on_pool
         } else {
             self.on_pool
         }
+    }
+
+    /// Whether the trials are still running.
+    fn in_trials(&self) -> bool {
+        !self.large && self.executions < POOL_TRIALS
     }
 
     /// Records an execution's time (unless it switched ways) and updates the choice after the
@@ -145,6 +161,11 @@ impl PoolChoice {
         let switched = self.last != Some(on_pool);
         self.last = Some(on_pool);
         if switched {
+            return;
+        }
+        if on_pool && ns > POOL_ALWAYS_NS {
+            self.large = true;
+            self.on_pool = true;
             return;
         }
         let kind = usize::from(on_pool);
@@ -740,11 +761,17 @@ impl<'mem> Method<'mem> {
         rx.await.unwrap_or_else(|_| Err(Error::Internal("the execution task was lost".into())))
     }
 
-    /// True while a parallel-mode method is still in its warm-up executions, measuring which
-    /// blocks to run as graphs (see the crate docs on parallel mode); those executions give
-    /// correct outputs but may be slower than later ones. Always false in sequential mode.
+    /// True while a method is still in its warm-up executions: in parallel mode measuring which
+    /// blocks to run as graphs (see the crate docs on parallel mode); on a pool of two or more
+    /// threads measuring whether executions are faster on the pool or on the caller's thread
+    /// (short executions only). Those executions give correct outputs but may be slower than
+    /// later ones.
     pub fn is_warming_up(&self) -> bool {
-        self.inner.parallel.as_ref().is_some_and(|p| p.as_graph.get().is_none())
+        let graphs = self.inner.parallel.as_ref().is_some_and(|p| p.as_graph.get().is_none());
+        let pool = self.inner.stay_awake_wanted()
+            && (self.inner.mode == ExecutionMode::Sequential || self.inner.settled_without_graphs())
+            && self.inner.pool_choice.in_trials();
+        graphs || pool
     }
 
     /// Times each instruction over `runs` sequential executions (shared-mode code path, program
@@ -1321,7 +1348,7 @@ mod tests {
         let trials = POOL_TRIALS as usize;
         // The trials alternate in pairs.
         let ways = pool_choices(trials, 10.0, 5.0, 0.0);
-        assert_eq!(&ways[..8], &[false, false, true, true, false, false, true, true]);
+        assert_eq!(&ways[..8], &[true, true, false, false, true, true, false, false]);
         // Faster on the pool (mobilenet_v2): on the pool after the trials, but for the rechecks.
         let ways = pool_choices(200, 4.0, 2.5, 0.0);
         let after: Vec<bool> = ways[trials..].to_vec();
@@ -1333,6 +1360,16 @@ mod tests {
         // switches are not recorded, so the pool is still chosen.
         let ways = pool_choices(200, 4.0, 2.5, 3.0);
         assert!(ways[trials..].iter().filter(|&&w| w).count() > (200 - trials) * 3 / 4);
+    }
+
+    #[test]
+    fn long_executions_stay_on_the_pool() {
+        // mobilenet_v2 (ms): on the pool from the first recorded execution, no trials after.
+        let ways = pool_choices(100, 4.2e6, 2.4e6, 0.0);
+        assert!(ways.iter().all(|&w| w), "{ways:?}");
+        // Even when one thread is as fast: the hand-off is negligible there.
+        let ways = pool_choices(100, 0.9e6, 1.0e6, 0.0);
+        assert!(ways.iter().all(|&w| w), "{ways:?}");
     }
 
     #[test]
