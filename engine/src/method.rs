@@ -118,14 +118,13 @@ fn choose_graphs(graphs_now: bool, inline_ns: f64, graph_ns: f64) -> bool {
 /// executions ran at the slow speed).
 #[derive(Debug, Default)]
 struct PoolChoice {
-    executions: u64,
+    /// Executions so far and the `[inline, pool]` windows of recorded times (parallel mode's
+    /// [`Recheck`] windows, with "graph" read as "pool").
+    window: Recheck,
     /// Settled on the pool for good (see above).
     large: bool,
     /// The way the previous execution ran.
     last: Option<bool>,
-    /// `[inline, pool]` windows of recent times (ns), overwritten round-robin.
-    recent_ns: [[f64; TRIAL_PAIRS as usize]; 2],
-    next: [usize; 2],
     on_pool: bool,
 }
 
@@ -137,8 +136,8 @@ const POOL_ALWAYS_NS: f64 = 500_000.0;
 impl PoolChoice {
     /// Whether the next execution runs on the pool.
     fn next_on_pool(&mut self) -> bool {
-        let n = self.executions;
-        self.executions += 1;
+        let n = self.window.executions;
+        self.window.executions += 1;
         if self.large {
             true
         } else if n < POOL_TRIALS {
@@ -152,7 +151,7 @@ impl PoolChoice {
 
     /// Whether the trials are still running.
     fn in_trials(&self) -> bool {
-        !self.large && self.executions < POOL_TRIALS
+        !self.large && self.window.executions < POOL_TRIALS
     }
 
     /// Records an execution's time (unless it switched ways) and updates the choice after the
@@ -168,12 +167,10 @@ impl PoolChoice {
             self.on_pool = true;
             return;
         }
-        let kind = usize::from(on_pool);
-        let at = self.next[kind] % TRIAL_PAIRS as usize;
-        self.recent_ns[kind][at] = ns;
-        self.next[kind] = at + 1;
-        if self.executions >= POOL_TRIALS {
-            self.on_pool = choose_graphs(self.on_pool, median(self.recent_ns[0]), median(self.recent_ns[1]));
+        self.window.record(on_pool, ns);
+        if self.window.executions >= POOL_TRIALS {
+            let [inline, pool] = self.window.recent_ns.map(median);
+            self.on_pool = choose_graphs(self.on_pool, inline, pool);
         }
     }
 }
@@ -708,34 +705,29 @@ impl<'mem> Method<'mem> {
             ExecutionMode::Sequential => inner.execute_sequential(true),
             ExecutionMode::Parallel => inner.execute_shared(),
         };
-        // Parallel mode whose warm-up found no block worth a graph runs its blocks in order like
-        // sequential mode, and makes the same choice.
-        let in_order = inner.mode == ExecutionMode::Sequential || inner.settled_without_graphs();
-        if in_order && inner.stay_awake_wanted() {
-            let on_pool = inner.pool_choice.next_on_pool();
-            let start = Instant::now();
-            let result = if on_pool {
-                let awake = inner.stay_awake();
-                let result = inner.runtime.pool().install(|| run(inner));
-                drop(awake);
-                result
-            } else {
-                inner.execute_sequential(false)
-            };
-            inner.pool_choice.record(on_pool, start.elapsed().as_nanos() as f64);
-            return result;
-        }
-        match inner.stay_awake() {
+        let spinning_pool = inner.stay_awake_wanted();
+        // Runs in program order (sequential mode, or parallel mode whose warm-up found no block
+        // worth a graph): the pool or the caller's thread, as measured (see `PoolChoice`).
+        let choosing = spinning_pool && (inner.mode == ExecutionMode::Sequential || inner.settled_without_graphs());
+        let on_pool = if choosing { inner.pool_choice.next_on_pool() } else { spinning_pool };
+        let start = Instant::now();
+        let result = if on_pool {
             // On a pool worker (`install` runs in place when already on one), with the other
             // workers kept awake: kernels' parallel regions and graph tasks then start without
             // waking sleeping threads (see `awake`).
-            Some(awake) => {
-                let result = inner.runtime.pool().install(|| run(inner));
-                drop(awake);
-                result
-            }
-            None => run(inner),
+            let awake = inner.runtime.keep_awake().enter();
+            let result = inner.runtime.pool().install(|| run(inner));
+            drop(awake);
+            result
+        } else if choosing {
+            inner.execute_sequential(false)
+        } else {
+            run(inner)
+        };
+        if choosing {
+            inner.pool_choice.record(on_pool, start.elapsed().as_nanos() as f64);
         }
+        result
     }
 
     /// Runs the method once on the runtime's thread pool; the future resolves when it finishes,

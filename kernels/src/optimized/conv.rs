@@ -57,7 +57,7 @@ const BAND: usize = 16 * 1024;
 const ROWS: usize = 4;
 /// Most kernel taps (`kh * kw`) the contiguous depthwise kernel keeps on the stack.
 const MAX_TAPS: usize = 64;
-/// Most padding positions [`ShiftedTap::padding_list`] lists for one tap of a tile (a 3x3 kernel
+/// Most padding positions [`PaddingLists`] keeps for one tap of a tile (a 3x3 kernel
 /// on a 16-wide map: one per row of the tile); more are found row by row.
 const PADDING_LIST: usize = 64;
 /// Up to this many (tap, output position) pairs per tile, im2col reads through a table of
@@ -781,16 +781,13 @@ fn gather_contiguous(
     }
     let plan_of = |t: usize| TapPlan::new(c, t / kw, t % kw, (p0, p1), shifted);
     let mut table = [TapPlan::default(); MAX_TAPS];
-    // Each shifted tap's padding positions, listed once for all input channels: worked out per
-    // row, they were a fifth of a 3x3 convolution on a 16x16 map.
-    let mut lists = [[0u32; PADDING_LIST]; MAX_TAPS];
-    let mut list_lens = [None; MAX_TAPS];
+    let mut padding = PaddingLists::new();
     let tabled = taps <= MAX_TAPS;
     if tabled {
         for (t, slot) in table.iter_mut().enumerate().take(taps) {
             *slot = plan_of(t)?;
             if let Some(shift) = &slot.shift {
-                list_lens[t] = shift.padding_list(&mut lists[t]).map(<[u32]>::len);
+                padding.record(t, shift);
             }
         }
     }
@@ -799,11 +796,7 @@ fn gather_contiguous(
         let tap = if tabled { table[t] } else { plan_of(t)? };
         let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         if let Some(shift) = &tap.shift {
-            let padding = match (lists.get(t), list_lens.get(t)) {
-                (Some(list), Some(&Some(len))) => list.get(..len),
-                _ => None,
-            };
-            return shift.gather(src, dst, padding);
+            return shift.gather(src, dst, padding.get(t));
         }
         let (row_lo, row_hi, offset) = (tap.row_lo, tap.row_hi, tap.offset);
         let (mut p, mut oy, mut ox0) = (p0, p0 / c.out_width, p0 % c.out_width);
@@ -954,22 +947,16 @@ fn gather_phases(
         let cols = valid_range(0, w as i64, 1, dx, w as i64);
         *slot = (ShiftedTap::new(&half, (p0, p1), dy, dx, cols)?, phase);
     }
-    // As in `gather_contiguous`.
-    let mut lists = [[0u32; PADDING_LIST]; MAX_TAPS];
-    let mut list_lens = [None; MAX_TAPS];
-    for t in 0..taps.min(MAX_TAPS) {
-        list_lens[t] = table[t].0.padding_list(&mut lists[t]).map(<[u32]>::len);
+    let mut padding = PaddingLists::new();
+    for (t, (tap, _)) in table.iter().enumerate().take(taps) {
+        padding.record(t, tap);
     }
     let plane = h * w;
     let fill_row = |(row, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let (ci, t) = (row / taps, row % taps);
         let (tap, phase) = &table[t];
         let at = (ci * 4 + phase) * plane;
-        let padding = match (lists.get(t), list_lens.get(t)) {
-            (Some(list), Some(&Some(len))) => list.get(..len),
-            _ => None,
-        };
-        tap.gather(phases.get(at..at + plane).ok_or(short(INPUT))?, dst, padding)
+        tap.gather(phases.get(at..at + plane).ok_or(short(INPUT))?, dst, padding.get(t))
     };
     gather_rows(ctx, cols, width, fill_row)
 }
@@ -1070,23 +1057,8 @@ impl ShiftedTap {
         }
     }
 
-    /// The padding positions ([`ShiftedTap::padding_positions`]) as a list in `list`, or `None`
-    /// when they are more than it holds.
-    fn padding_list<'l>(&self, list: &'l mut [u32; PADDING_LIST]) -> Option<&'l [u32]> {
-        let mut len = 0;
-        let mut overflow = false;
-        self.padding_positions(|at| match (list.get_mut(len), u32::try_from(at)) {
-            (Some(slot), Ok(at)) => {
-                *slot = at;
-                len += 1;
-            }
-            _ => overflow = true,
-        });
-        if overflow { None } else { list.get(..len) }
-    }
-
-    /// The tap's row of the tile from input plane `src` into `dst`; `padding`, when given, is
-    /// [`ShiftedTap::padding_list`] (the same for every input channel).
+    /// The tap's row of the tile from input plane `src` into `dst`; `padding`, when given, lists
+    /// [`ShiftedTap::padding_positions`] (the same for every input channel).
     fn gather(&self, src: &[f32], dst: &mut [f32], padding: Option<&[u32]>) -> Result<(), KernelError> {
         let ShiftedTap { c0, c1, from, .. } = *self;
         dst.get_mut(..c0).ok_or(short(INPUT))?.fill(0.0);
@@ -1115,6 +1087,40 @@ impl ShiftedTap {
             }
         }
         Ok(())
+    }
+}
+
+/// Each shifted tap's padding positions ([`ShiftedTap::padding_positions`]) in a tile, listed once
+/// for all input channels: worked out per row, they were a fifth of a 3x3 convolution on a 16x16
+/// map. A tap with more than [`PADDING_LIST`] has none listed (its rows find them themselves).
+struct PaddingLists {
+    lists: [[u32; PADDING_LIST]; MAX_TAPS],
+    lens: [Option<usize>; MAX_TAPS],
+}
+
+impl PaddingLists {
+    fn new() -> PaddingLists {
+        PaddingLists { lists: [[0; PADDING_LIST]; MAX_TAPS], lens: [None; MAX_TAPS] }
+    }
+
+    /// Lists tap `t`'s padding positions (nothing for `t >= MAX_TAPS` or too many positions).
+    fn record(&mut self, t: usize, tap: &ShiftedTap) {
+        let (Some(list), Some(slot)) = (self.lists.get_mut(t), self.lens.get_mut(t)) else { return };
+        let mut len = 0;
+        let mut overflow = false;
+        tap.padding_positions(|at| match (list.get_mut(len), u32::try_from(at)) {
+            (Some(entry), Ok(at)) => {
+                *entry = at;
+                len += 1;
+            }
+            _ => overflow = true,
+        });
+        *slot = (!overflow).then_some(len);
+    }
+
+    /// Tap `t`'s list, if it has one.
+    fn get(&self, t: usize) -> Option<&[u32]> {
+        self.lists.get(t)?.get(..(*self.lens.get(t)?)?)
     }
 }
 

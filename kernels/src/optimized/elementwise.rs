@@ -563,15 +563,7 @@ mod tests {
             &[(Some(0.0), None), (None, Some(6.0)), (Some(-1.5), Some(2.0)), (Some(3.0), Some(-3.0))];
         for &(lo, hi) in bounds {
             let call = || {
-                let c = Call::new().tensor(&[3, 100], &x);
-                let c = match lo {
-                    Some(v) => c.double(v),
-                    None => c.none(),
-                };
-                let c = match hi {
-                    Some(v) => c.double(v),
-                    None => c.none(),
-                };
+                let c = Call::new().tensor(&[3, 100], &x).opt_double(lo).opt_double(hi);
                 c.out(DType::Float, &[3, 100], 300)
             };
             let want = call().run_f32(portable::activation::clamp_out, 3);

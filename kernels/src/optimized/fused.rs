@@ -129,15 +129,7 @@ mod tests {
                 .collect();
             let shape = [n];
             let unary = |input: &[f32], lo: Option<f64>, hi: Option<f64>| {
-                let c = Call::new().tensor(&shape, input);
-                let c = match lo {
-                    Some(v) => c.double(v),
-                    None => c.none(),
-                };
-                let c = match hi {
-                    Some(v) => c.double(v),
-                    None => c.none(),
-                };
+                let c = Call::new().tensor(&shape, input).opt_double(lo).opt_double(hi);
                 c.out(DType::Float, &shape, n).run_f32(portable::activation::clamp_out, 3)
             };
             let binary = |a: &[f32], b: &[f32], b_shape: &[usize], kernel: KernelFn, alpha: bool| {

@@ -139,6 +139,14 @@ impl Call {
         self.arg(EValue::Bool(v))
     }
 
+    /// An optional float (a `Scalar?` argument): the value or None.
+    pub fn opt_double(self, v: Option<f64>) -> Call {
+        match v {
+            Some(v) => self.double(v),
+            None => self.none(),
+        }
+    }
+
     pub fn none(self) -> Call {
         self.arg(EValue::None)
     }
