@@ -96,14 +96,54 @@ fn bench_conv(c: &mut Criterion) {
         // The optimized kernel runs on weights packed ahead, as the engine does at method init.
         let packed = call.prepare_state(etch_kernels::optimized::conv::prepare_convolution).expect("prepare");
         for (kind, kernel, pool) in runs {
-            let mut ctx = KernelContext::with_pool(pool);
+            let _spinning = pool.as_ref().map(|p| Spinners::start(p));
+            let mut ctx = KernelContext::with_pool(pool.clone());
             let state = if kind == "portable" { None } else { packed.as_ref() };
-            group.bench_function(format!("{kind}/{}", layer.name), |b| {
-                b.iter(|| call.run_with(state, black_box(kernel), &mut ctx).expect("convolution"))
+            group.bench_function(format!("{kind}/{}", layer.name), |b| match &pool {
+                None => b.iter(|| call.run_with(state, black_box(kernel), &mut ctx).expect("convolution")),
+                // Timed from inside a worker, as the engine runs an execution: a call from outside
+                // would also time handing the work to the pool and waking the caller after it.
+                Some(pool) => b.iter_custom(|iters| {
+                    pool.install(|| {
+                        let start = std::time::Instant::now();
+                        for _ in 0..iters {
+                            call.run_with(state, black_box(kernel), &mut ctx).expect("convolution");
+                        }
+                        start.elapsed()
+                    })
+                }),
             });
         }
     }
     group.finish();
+}
+
+/// Keeps every worker of a pool spinning (looping on `rayon::yield_now`) until dropped, as the
+/// engine keeps its pool awake during executions: otherwise each iteration would time waking a
+/// sleeping worker rather than the kernel.
+struct Spinners(Arc<std::sync::atomic::AtomicBool>);
+
+impl Spinners {
+    fn start(pool: &rayon::ThreadPool) -> Spinners {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for _ in 0..pool.current_num_threads() {
+            let stop = Arc::clone(&stop);
+            pool.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        Spinners(stop)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 criterion_group! {

@@ -25,6 +25,7 @@
 //! Microkernels: AVX-512F, AVX2+FMA and portable (autovectorized) code, chosen once per process
 //! from the CPU's features (tests force each).
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -67,6 +68,25 @@ pub struct MatRef<'a> {
     pub data: &'a [f32],
     pub row: usize,
     pub col: usize,
+}
+
+/// A matrix whose rows lie in one slice in groups of `taps.len()`, each group `group` elements
+/// after the previous: row `g * taps.len() + t` is the run of columns starting at
+/// `data[g * group + taps[t]]`. A stride-1 convolution's im2col matrix is this over a zero-padded
+/// copy of its input (see `conv::padded_gemm`): row `(ci, ky, kx)` is input plane `ci` read from
+/// an offset that depends on the tap only, so the matrix needs no copy.
+#[derive(Clone, Copy, Debug)]
+pub struct TapRows<'a> {
+    pub data: &'a [f32],
+    pub group: usize,
+    pub taps: &'a [usize],
+}
+
+/// The right operand of a product.
+#[derive(Clone, Copy, Debug)]
+enum Rhs<'a> {
+    Strided(MatRef<'a>),
+    Taps(TapRows<'a>),
 }
 
 /// A writable strided f32 matrix: element `(i, j)` at `data[i * row + j * col]`.
@@ -189,6 +209,20 @@ fn bad(arg: usize, reason: &'static str) -> KernelError {
     KernelError::ShapeMismatch { arg, reason }
 }
 
+/// Whether a [`TapRows`] matrix of `k` rows and `n` columns lies inside its slice.
+fn taps_fit(b: TapRows<'_>, k: usize, n: usize) -> bool {
+    let ntaps = b.taps.len();
+    if k == 0 || n == 0 {
+        return true;
+    }
+    if ntaps == 0 || !k.is_multiple_of(ntaps) {
+        return false;
+    }
+    let last_group = (k / ntaps - 1).checked_mul(b.group);
+    let widest = b.taps.iter().max().and_then(|&t| t.checked_add(n));
+    last_group.zip(widest).and_then(|(g, w)| g.checked_add(w)).is_some_and(|end| end <= b.data.len())
+}
+
 /// Packs the `m × k` matrix `a` into `dst` (panel layout in the module docs), each element times
 /// `scale`. `dst` must hold at least [`packed_lhs_len`] elements; `arg` names `a` in errors.
 pub fn pack_lhs(m: usize, k: usize, a: MatRef<'_>, scale: f32, dst: &mut [f32], arg: usize) -> Result<(), KernelError> {
@@ -250,6 +284,21 @@ pub fn sgemm(
     sgemm_with(Kernel::best(), ctx.threads(), ctx, n, a, b, c, epilogue, arg)
 }
 
+/// [`sgemm`] with `B` given as [`TapRows`] (`a.k` rows: a whole number of groups). Each strip
+/// of `B` is copied into L1 before the tiles that read it, so the microkernels, and the results
+/// bit for bit, are those of the same `B` copied into a matrix first.
+pub fn sgemm_taps(
+    ctx: &KernelContext,
+    n: usize,
+    a: PackedLhs<'_>,
+    b: TapRows<'_>,
+    c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    product(Kernel::best(), ctx.threads(), ctx, n, a, Rhs::Taps(b), c, epilogue, arg)
+}
+
 /// [`sgemm`] with the microkernel family and the thread budget chosen by the caller (tests,
 /// benchmarks).
 #[allow(clippy::too_many_arguments)]
@@ -264,14 +313,37 @@ pub fn sgemm_with(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
+    product(kernel, threads, ctx, n, a, Rhs::Strided(b), c, epilogue, arg)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product(
+    kernel: Kernel,
+    threads: usize,
+    ctx: &KernelContext,
+    n: usize,
+    a: PackedLhs<'_>,
+    b: Rhs<'_>,
+    c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
     let (m, k) = (a.m, a.k);
     // Every access below stays inside these slices: checked here, once, for the SAFETY comments.
     if packed_lhs_len(m, k).is_none_or(|len| a.data.len() < len) {
         return Err(bad(arg, "packed matrix shorter than its shape"));
     }
-    if !fits(b.data.len(), k, n, b.row, b.col) || !fits(c.data.len(), m, n, c.row, c.col) {
+    let b_fits = match b {
+        Rhs::Strided(b) => fits(b.data.len(), k, n, b.row, b.col),
+        Rhs::Taps(b) => taps_fit(b, k, n),
+    };
+    if !b_fits || !fits(c.data.len(), m, n, c.row, c.col) {
         return Err(bad(arg, "matrix view outside its tensor"));
     }
+    let (b_data, b_row, b_col, b_taps) = match b {
+        Rhs::Strided(b) => (b.data, b.row, b.col, None),
+        Rhs::Taps(b) => (b.data, 0, 1, Some((b.taps.as_ptr(), b.taps.len(), b.group))),
+    };
     match epilogue.bias {
         Bias::Row(bias) if bias.len() < m => return Err(bad(arg, "bias shorter than the rows")),
         Bias::Col(bias) if bias.len() < n => return Err(bad(arg, "bias shorter than the columns")),
@@ -287,13 +359,15 @@ pub fn sgemm_with(
     }
     let job = Job {
         kernel,
-        narrow: narrow_kernel(kernel),
+        // The narrow kernel reads B where it lies, with strides.
+        narrow: narrow_kernel(kernel) && b_taps.is_none(),
         m,
         k,
         a: a.data.as_ptr(),
-        b: b.data.as_ptr(),
-        b_row: b.row,
-        b_col: b.col,
+        b: b_data.as_ptr(),
+        b_row,
+        b_col,
+        b_taps,
         c: SendPtr(c.data.as_mut_ptr()),
         c_row: c.row,
         c_col: c.col,
@@ -339,7 +413,7 @@ unsafe impl Sync for SendPtr {}
 
 /// One product with all views checked (the constructor's contract): for `i < m`, `j < n`,
 /// `kk < k`: `a[p * MR * k + kk * MR + r]` for every panel `p < ceil(m / MR)` and `r < MR`,
-/// `b[kk * b_row + j * b_col]` and `c[i * c_row + j * c_col]` are inside their slices; `c` is
+/// `b[kk * b_row + j * b_col]` (or its [`TapRows`] element, see `b_taps`) and `c[i * c_row + j * c_col]` are inside their slices; `c` is
 /// exclusively borrowed for the duration and distinct `(i, j)` address distinct elements.
 struct Job<'a> {
     kernel: Kernel,
@@ -352,6 +426,9 @@ struct Job<'a> {
     b: *const f32,
     b_row: usize,
     b_col: usize,
+    /// B as [`TapRows`] (`b_row`, `b_col` unused): the taps (`ntaps` readable entries) and the
+    /// group stride; `b[g * group + taps[t] + j]` is inside B for `g * ntaps + t < k`, `j < n`.
+    b_taps: Option<(*const usize, usize, usize)>,
     c: SendPtr,
     c_row: usize,
     c_col: usize,
@@ -372,6 +449,9 @@ struct Tile {
     a: *const f32,
     b: *const f32,
     ldb: usize,
+    /// When set, B's rows are [`TapRows`] read in place (AVX-512 kernel only): row `kk` of the
+    /// tile at `b + walk.row(kk)` instead of `b + kk * ldb`, with the same readable columns.
+    walk: Option<TapWalk>,
     c: *mut f32,
     ldc: usize,
     kc: usize,
@@ -385,6 +465,39 @@ struct Tile {
     col_bias: *const f32,
     min: f32,
     max: f32,
+}
+
+/// Where the rows of a [`TapRows`] B lie, walked in order from one reduction step: group `g`,
+/// tap `t` (`t < ntaps`; `taps` has `ntaps` readable entries).
+#[derive(Clone, Copy)]
+struct TapWalk {
+    taps: *const usize,
+    ntaps: usize,
+    group: usize,
+    g: usize,
+    t: usize,
+}
+
+impl TapWalk {
+    /// The walk from reduction step `k0`.
+    fn at((taps, ntaps, group): (*const usize, usize, usize), k0: usize) -> TapWalk {
+        TapWalk { taps, ntaps, group, g: k0 / ntaps, t: k0 % ntaps }
+    }
+
+    /// The offset of the current row, then steps to the next one.
+    ///
+    /// # Safety
+    /// `self.t < self.ntaps` (kept by construction and by this method).
+    #[inline(always)]
+    unsafe fn next_row(&mut self) -> usize {
+        // SAFETY: t < ntaps (caller).
+        let at = self.g * self.group + unsafe { self.taps.wrapping_add(self.t).read() };
+        self.t += 1;
+        if self.t == self.ntaps {
+            (self.g, self.t) = (self.g + 1, 0);
+        }
+        at
+    }
 }
 
 /// Whether the narrow kernel is available: on AVX-512.
@@ -451,23 +564,32 @@ impl Job<'_> {
         let blocks = KBlocks::new(self.m, self.k);
         for jc in cols.clone().step_by(NC) {
             let jc_end = (jc + NC).min(cols.end);
-            if self.b_col != 1 {
-                // Strided B: each strip of B packed into L1 across the panels of A.
-                let mut b_strip = [0f32; KC * NR];
+            if self.b_col != 1 || (self.b_taps.is_some() && self.kernel != Kernel::Avx512) {
+                // Strided B, or tap rows for a kernel that does not walk them: each strip of B
+                // packed into L1 across the panels of A.
+                // Uninitialised: the tiles read only the elements packed for them (rows < kc,
+                // columns < width: Tile contract), and zeroing 32 KiB cost as much as packing a
+                // small product's whole B.
+                let mut b_strip = [MaybeUninit::<f32>::uninit(); KC * NR];
                 for kb in 0..blocks.count {
                     let (k0, kc) = blocks.range(kb);
                     for j0 in (jc..jc_end).step_by(NR) {
                         let width = (jc_end - j0).min(NR);
-                        for kk in 0..kc {
-                            let row = &mut b_strip[kk * NR..kk * NR + width];
-                            let src = self.b.wrapping_add((k0 + kk) * self.b_row + j0 * self.b_col);
-                            for (j, d) in row.iter_mut().enumerate() {
-                                // SAFETY: (k0 + kk, j0 + j) is inside B (Job contract).
-                                *d = unsafe { src.wrapping_add(j * self.b_col).read() };
+                        if let Some(taps) = self.b_taps {
+                            self.pack_tap_rows(taps, k0, kc, j0, width, &mut b_strip);
+                        } else {
+                            for kk in 0..kc {
+                                let row = &mut b_strip[kk * NR..kk * NR + width];
+                                let src = self.b.wrapping_add((k0 + kk) * self.b_row + j0 * self.b_col);
+                                for (j, d) in row.iter_mut().enumerate() {
+                                    // SAFETY: (k0 + kk, j0 + j) is inside B (Job contract).
+                                    d.write(unsafe { src.wrapping_add(j * self.b_col).read() });
+                                }
                             }
                         }
                         for p in panels.clone() {
-                            self.tile(p, j0, jc_end, &blocks, kb, b_strip.as_ptr(), NR, &mut c_tile);
+                            let b = b_strip.as_ptr().cast::<f32>();
+                            self.tile(p, j0, jc_end, &blocks, kb, (b, NR, None), &mut c_tile);
                         }
                     }
                 }
@@ -492,19 +614,61 @@ impl Job<'_> {
         }
     }
 
+    /// Copies rows `k0..k0 + kc`, columns `j0..j0 + width` (`width <= NR`) of a [`TapRows`] B
+    /// into `strip` (`NR` apart).
+    fn pack_tap_rows(
+        &self,
+        (taps, ntaps, group): (*const usize, usize, usize),
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        width: usize,
+        strip: &mut [MaybeUninit<f32>; KC * NR],
+    ) {
+        let (mut g, mut t) = (k0 / ntaps, k0 % ntaps);
+        for row in strip.chunks_exact_mut(NR).take(kc) {
+            // SAFETY: t < ntaps, so the tap entry is readable (Job contract).
+            let tap = unsafe { taps.wrapping_add(t).read() };
+            // Row g * ntaps + t < k of B, which holds columns j0..j0 + width <= n (Job contract).
+            let src = self.b.wrapping_add(g * group + tap + j0);
+            if width == NR {
+                // SAFETY: NR columns of that row; `[f32; NR]` has no alignment beyond f32's.
+                // A fixed-size copy is a few vector moves, a variable one a call.
+                let full = unsafe { src.cast::<[f32; NR]>().read_unaligned() };
+                for (d, v) in row.iter_mut().zip(full) {
+                    d.write(v);
+                }
+            } else {
+                for (j, d) in row.iter_mut().take(width).enumerate() {
+                    // SAFETY: column j0 + j < j0 + width of that row.
+                    d.write(unsafe { src.wrapping_add(j).read() });
+                }
+            }
+            t += 1;
+            if t == ntaps {
+                (g, t) = (g + 1, 0);
+            }
+        }
+    }
+
     /// Panel `p` of A (in L1) across the strips of a directly read B (streaming from L2), over
     /// reduction block `kb`.
     fn strips(&self, p: usize, jc: usize, jc_end: usize, blocks: &KBlocks, kb: usize, c_tile: &mut [f32; MR * NR]) {
         let (k0, _) = blocks.range(kb);
+        let walk = self.b_taps.map(|taps| TapWalk::at(taps, k0));
         for j0 in (jc..jc_end).step_by(NR) {
-            let b = self.b.wrapping_add(k0 * self.b_row + j0);
-            self.tile(p, j0, jc_end, blocks, kb, b, self.b_row, c_tile);
+            let b = match walk {
+                Some(_) => self.b.wrapping_add(j0),
+                None => self.b.wrapping_add(k0 * self.b_row + j0),
+            };
+            self.tile(p, j0, jc_end, blocks, kb, (b, self.b_row, walk), c_tile);
         }
     }
 
     /// One microkernel call: panel `p` × the strip of columns from `j0` (at most `NR`, ending
     /// by `jc_end`) over reduction block `kb`, with `b` pointing at that block's first row of the
-    /// strip (`ldb` apart).
+    /// strip (`ldb` apart), or, with a walk, at the strip's first column (rows where the walk
+    /// says).
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
@@ -513,8 +677,7 @@ impl Job<'_> {
         jc_end: usize,
         blocks: &KBlocks,
         kb: usize,
-        b: *const f32,
-        ldb: usize,
+        (b, ldb, walk): (*const f32, usize, Option<TapWalk>),
         c_tile: &mut [f32; MR * NR],
     ) {
         let (k0, kc) = blocks.range(kb);
@@ -534,6 +697,7 @@ impl Job<'_> {
             a,
             b,
             ldb,
+            walk,
             c: c_at,
             ldc: self.c_row,
             kc,
@@ -818,11 +982,21 @@ mod x86 {
         masks: [__mmask16; NV],
     ) -> [[__m512; NV]; R] {
         let (mut a, mut b) = (t.a, t.b);
+        let mut walk = t.walk;
         for _ in 0..t.kc {
             // A panel streams from L3 when each layer's weights are read once per inference
             // (the hardware prefetcher lost 40% on mobilenet_v2's 7x7 pointwise layers): fetch
             // it PREFETCH_STEPS reduction steps ahead. A prefetch never faults.
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PREFETCH_STEPS).cast());
+            let b = match walk.as_mut() {
+                // SAFETY: the walk keeps its tap index in range (TapWalk::next_row).
+                Some(walk) => t.b.wrapping_add(unsafe { walk.next_row() }),
+                None => {
+                    let row = b;
+                    b = b.wrapping_add(t.ldb);
+                    row
+                }
+            };
             let mut bv = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
                 // SAFETY: columns < cols of the current row of B (Tile contract), masked.
@@ -836,7 +1010,6 @@ mod x86 {
                 }
             }
             a = a.wrapping_add(MR);
-            b = b.wrapping_add(t.ldb);
         }
         acc
     }
@@ -1250,6 +1423,68 @@ mod tests {
     }
 
     const SIZES: &[usize] = &[1, 2, 15, 17, 31, 33, 63, 100];
+
+    /// `sgemm_taps` gives the bits of `sgemm` on the same matrix copied out, with every kernel
+    /// (AVX-512 reads the rows in place, the others pack them) and reduction blocks that start
+    /// in the middle of a group of taps (9 × 40 = 360 rows: blocks of 256 then 104).
+    #[test]
+    fn tap_rows_match_the_same_matrix_copied() {
+        let taps = [0usize, 1, 2, 19, 20, 21, 38, 39, 40];
+        for kernel in Kernel::supported() {
+            for &(m, n, groups, ntaps) in &[(5, 20, 3, 9), (16, 70, 40, 9), (30, 300, 2, 4), (13, 1, 7, 1)] {
+                let taps = &taps[..ntaps];
+                let group = 700;
+                let data = noise(groups * group, 7);
+                let k = groups * ntaps;
+                let mut b = vec![0f32; k * n];
+                for (kk, row) in b.chunks_exact_mut(n.max(1)).enumerate() {
+                    let at = kk / ntaps * group + taps[kk % ntaps];
+                    row.copy_from_slice(&data[at..at + n]);
+                }
+                let a = noise(m * k, 8);
+                let mut packed = vec![0f32; packed_lhs_len(m, k).unwrap()];
+                pack_lhs(m, k, MatRef { data: &a, row: k, col: 1 }, 1.0, &mut packed, 0).unwrap();
+                let lhs = PackedLhs { data: &packed, m, k };
+                let bias = noise(m, 9);
+                let epi = Epilogue::store().with_bias(Bias::Row(&bias)).clamped(-0.5, 0.5);
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let ctx = KernelContext::with_pool(Some(std::sync::Arc::new(pool)));
+                    let (mut want, mut got) = (vec![0f32; m * n], vec![1f32; m * n]);
+                    let copied = MatRef { data: &b, row: n, col: 1 };
+                    let want_view = MatMut { data: &mut want, row: n, col: 1 };
+                    sgemm_with(kernel, threads, &ctx, n, lhs, copied, want_view, &epi, 0).unwrap();
+                    let rows = Rhs::Taps(TapRows { data: &data, group, taps });
+                    let got_view = MatMut { data: &mut got, row: n, col: 1 };
+                    product(kernel, threads, &ctx, n, lhs, rows, got_view, &epi, 0).unwrap();
+                    assert!(
+                        want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kernel:?} m={m} n={n} k={k} threads={threads}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tap_rows_outside_their_slice_are_errors() {
+        let data = vec![0f32; 100];
+        let packed = vec![0f32; packed_lhs_len(2, 4).unwrap()];
+        let lhs = PackedLhs { data: &packed, m: 2, k: 4 };
+        let ctx = KernelContext::new();
+        let mut c = vec![0f32; 2 * 10];
+        // Two groups of two taps, 60 apart: the second group's last tap reads 60 + 35 + 10 > 100.
+        let rows = TapRows { data: &data, group: 60, taps: &[0, 35] };
+        let c_view = MatMut { data: &mut c, row: 10, col: 1 };
+        assert!(sgemm_taps(&ctx, 10, lhs, rows, c_view, &Epilogue::store(), 0).is_err());
+        // Rows that are not a whole number of groups.
+        let rows = TapRows { data: &data, group: 10, taps: &[0, 1, 2] };
+        let c_view = MatMut { data: &mut c, row: 10, col: 1 };
+        assert!(sgemm_taps(&ctx, 10, lhs, rows, c_view, &Epilogue::store(), 0).is_err());
+        let rows = TapRows { data: &data, group: 10, taps: &[0, 20] };
+        let c_view = MatMut { data: &mut c, row: 10, col: 1 };
+        assert!(sgemm_taps(&ctx, 10, lhs, rows, c_view, &Epilogue::store(), 0).is_ok());
+    }
 
     #[test]
     fn every_kernel_matches_naive_loops() {
