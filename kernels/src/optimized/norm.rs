@@ -90,10 +90,31 @@ fn fast_layer_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
             let rstd = 1.0 / (var + eps).sqrt();
             *m = mean as f32;
             *r = rstd as f32;
-            for (j, (dst, &v)) in or.iter_mut().zip(xr).enumerate() {
-                let w = weight.map_or(1.0, |w| f64::from(w[j]));
-                let b = bias.map_or(0.0, |b| f64::from(b[j]));
-                *dst = ((f64::from(v) - mean) * rstd * w + b) as f32;
+            // One loop per case, so that each vectorizes (optional parameters looked up per
+            // element took 1.8 µs for transformer_layer's 16 rows of 64). In f64 like the
+            // statistics: rows far from zero lose digits in `x - mean` in f32.
+            let norm = |v: f32| (f64::from(v) - mean) * rstd;
+            match (weight, bias) {
+                (Some(w), Some(b)) => {
+                    for (((dst, &v), &w), &b) in or.iter_mut().zip(xr).zip(w).zip(b) {
+                        *dst = (norm(v) * f64::from(w) + f64::from(b)) as f32;
+                    }
+                }
+                (Some(w), None) => {
+                    for ((dst, &v), &w) in or.iter_mut().zip(xr).zip(w) {
+                        *dst = (norm(v) * f64::from(w)) as f32;
+                    }
+                }
+                (None, Some(b)) => {
+                    for ((dst, &v), &b) in or.iter_mut().zip(xr).zip(b) {
+                        *dst = (norm(v) + f64::from(b)) as f32;
+                    }
+                }
+                (None, None) => {
+                    for (dst, &v) in or.iter_mut().zip(xr) {
+                        *dst = norm(v) as f32;
+                    }
+                }
             }
         }
         Ok(())
