@@ -545,6 +545,10 @@ impl Job<'_> {
                 // Two panels at a time through both kernels, so that the narrow kernel finds
                 // them in cache (weights read once per inference come from memory).
                 let split = cols.end - tail;
+                if split == cols.start {
+                    self.run_narrow(panels, cols);
+                    return;
+                }
                 for p in panels.clone().step_by(2) {
                     let pair = p..(p + 2).min(panels.end);
                     if split > cols.start {
@@ -759,8 +763,8 @@ impl KBlocks {
 
 #[cfg(target_arch = "x86_64")]
 impl Job<'_> {
-    /// The narrow kernel over panels `panels` × columns `cols` (at most [`NARROW_COLS`]), two
-    /// panels per call, the whole reduction at once (`B` is `k × cols`, small).
+    /// The narrow kernel over panels `panels` × columns `cols` (at most [`NARROW_COLS`]), up to
+    /// four panels per call, the whole reduction at once (`B` is `k × cols`, small).
     fn run_narrow(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         let width = cols.len();
         if width == 0 {
@@ -771,11 +775,15 @@ impl Job<'_> {
             Bias::Row(b) => (b.as_ptr(), std::ptr::null()),
             Bias::Col(b) => (std::ptr::null(), b.as_ptr().wrapping_add(cols.start)),
         };
+        // Panels per call: 4 × at most 4 columns or 2 × up to 8 keep 16 accumulators in flight;
+        // 8 (2 × 4, a 2x2 map's convolution) left the kernel waiting on the multiply-adds'
+        // latency.
+        let group = if width <= 4 { 4 } else { 2 };
         let mut p = panels.start;
         while p < panels.end {
-            let pair = panels.end - p >= 2;
+            let count = (panels.end - p).min(group);
             let i0 = p * MR;
-            let rows = (self.m - i0).min(if pair { 2 * MR } else { MR });
+            let rows = (self.m - i0).min(count * MR);
             let t = x86::Narrow {
                 a: self.a.wrapping_add(p * MR * self.k),
                 panel: MR * self.k,
@@ -794,8 +802,8 @@ impl Job<'_> {
                 min: self.epilogue.min,
                 max: self.epilogue.max,
             };
-            x86::dispatch_narrow(&t, pair);
-            p += if pair { 2 } else { 1 };
+            x86::dispatch_narrow(&t, count);
+            p += count;
         }
     }
 }
@@ -1014,7 +1022,7 @@ mod x86 {
         acc
     }
 
-    /// One call of the narrow kernel: `rows` rows (one or two panels of `A`, `rows <= 2 * MR`)
+    /// One call of the narrow kernel: `rows` rows (one to four panels of `A`, `rows <= 4 * MR`)
     /// × `cols` columns (`1 <= cols <= NARROW_COLS`) of `C` over the whole reduction. Contract
     /// (upheld by `Job::run_narrow`): `a[q * panel + kk * MR + r]` readable for `kk < k`,
     /// `r < MR` and each panel `q` the rows reach; `b[kk * b_row + j * b_col]` readable for
@@ -1041,17 +1049,21 @@ mod x86 {
     }
 
     /// The narrow kernel instantiated for the call's columns and panels.
-    pub(super) fn dispatch_narrow(t: &Narrow, pair: bool) {
+    pub(super) fn dispatch_narrow(t: &Narrow, panels: usize) {
         macro_rules! by_cols {
             ($($c:literal)*) => {
-                match (t.cols, pair) {
+                match (t.cols, panels) {
                     $(
                         // SAFETY: the narrow kernel runs only when `Kernel::Avx512` was chosen,
                         // i.e. the CPU has AVX-512F; `t` satisfies the `Narrow` contract (upheld
-                        // by `Job::run_narrow`) with `cols == C` and two panels when `pair`.
-                        ($c, true) => unsafe { narrow_avx512::<$c, 2>(t) },
+                        // by `Job::run_narrow`) with `cols == C` and rows in `panels` panels.
+                        ($c, 4) => unsafe { narrow_avx512::<$c, 4>(t) },
+                        // SAFETY: as above, three panels.
+                        ($c, 3) => unsafe { narrow_avx512::<$c, 3>(t) },
+                        // SAFETY: as above, two panels.
+                        ($c, 2) => unsafe { narrow_avx512::<$c, 2>(t) },
                         // SAFETY: as above, one panel.
-                        ($c, false) => unsafe { narrow_avx512::<$c, 1>(t) },
+                        ($c, 1) => unsafe { narrow_avx512::<$c, 1>(t) },
                     )*
                     _ => {}
                 }
