@@ -121,13 +121,85 @@ fn fast_layer_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
     })())
 }
 
+/// `aten::_native_batch_norm_legit_no_training.out` (inference batch norm, the form a batch norm
+/// takes when no convolution precedes it to fold into: densenet's normalise-then-convolve
+/// layers) on contiguous f32 tensors; anything else to the portable kernel.
+pub fn batch_norm_no_training_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    match fast_batch_norm(args) {
+        Some(result) => result,
+        None => portable::norm::native_batch_norm_legit_no_training_out(ctx, args),
+    }
+}
+
+/// The fast case, or `None` (nothing borrowed mutably yet) for the portable kernel.
+fn fast_batch_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
+    if !contiguous(args, 0, DType::Float) || !contiguous(args, 7, DType::Float) {
+        return None;
+    }
+    let x = args.tensor(0).ok()?;
+    if x.dim() < 2 {
+        return None;
+    }
+    let channels = x.sizes()[1];
+    let per_channel = |arg: usize, optional: bool| -> Option<Option<&[f32]>> {
+        match args.opt_tensor(arg).ok()? {
+            None if optional => Some(None),
+            Some(t) if t.dim() == 1 && t.sizes()[0] == channels && t.dtype() == DType::Float => {
+                Some(Some(t.data::<f32>().ok()?.get(..channels)?))
+            }
+            _ => None,
+        }
+    };
+    let (weight, bias) = (per_channel(1, true)?, per_channel(2, true)?);
+    let (mean, var) = (per_channel(3, false)??, per_channel(4, false)??);
+    let eps = args.double(6).ok()?;
+    if args.tensor_dtype(8).ok()? != DType::Float || args.tensor_dtype(9).ok()? != DType::Float {
+        return None;
+    }
+    let batch = x.sizes()[0];
+    let plane: usize = x.sizes()[2..].iter().product();
+    Some((|| {
+        let mut out = args.tensor_mut(7)?;
+        out.resize(x.sizes())?;
+        // Inference returns empty statistics.
+        args.tensor_mut(8)?.resize(&[0])?;
+        args.tensor_mut(9)?.resize(&[0])?;
+        let short = |arg: usize| KernelError::ShapeMismatch { arg, reason: "tensor data shorter than its shape" };
+        let len = batch.checked_mul(channels).and_then(|l| l.checked_mul(plane)).ok_or(short(0))?;
+        let xs = x.data::<f32>()?.get(..len).ok_or(short(0))?;
+        let os = out.data_mut::<f32>()?.get_mut(..len).ok_or(short(7))?;
+        if plane == 0 {
+            return Ok(());
+        }
+        for (i, (xp, op)) in xs.chunks_exact(plane).zip(os.chunks_exact_mut(plane)).enumerate() {
+            let ch = i % channels;
+            // The portable kernel's arithmetic, so the results are its bits: `x * alpha + beta`
+            // in f64 (PyTorch's form), here in a loop that vectorizes.
+            let invstd = 1.0 / (f64::from(var[ch]) + eps).sqrt();
+            let alpha = invstd * weight.map_or(1.0, |w| f64::from(w[ch]));
+            let beta = bias.map_or(0.0, |b| f64::from(b[ch])) - f64::from(mean[ch]) * alpha;
+            for (o, &v) in op.iter_mut().zip(xp) {
+                *o = (f64::from(v) * alpha + beta) as f32;
+            }
+        }
+        Ok(())
+    })())
+}
+
 /// Registers the fast normalisation kernels over the portable ones.
 pub fn register(r: &mut KernelRegistry) {
-    let table: &[(&str, &'static [DType], KernelFn)] = &[(
-        "aten::native_layer_norm.out(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, float eps, *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2) -> (Tensor(a!), Tensor(b!), Tensor(c!))",
-        portable::elementwise::FLOAT_DTYPES,
-        native_layer_norm_out,
-    )];
+    let table: &[(&str, &'static [DType], KernelFn)] = &[
+        (
+            "aten::native_layer_norm.out(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, float eps, *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2) -> (Tensor(a!), Tensor(b!), Tensor(c!))",
+            portable::elementwise::FLOAT_DTYPES,
+            native_layer_norm_out,
+        ),
+        (
+            "aten::_native_batch_norm_legit_no_training.out(Tensor input, Tensor? weight, Tensor? bias, Tensor running_mean, Tensor running_var, float momentum, float eps, *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2) -> (Tensor(a!), Tensor(b!), Tensor(c!))",
+            portable::elementwise::FLOAT_DTYPES,
+            batch_norm_no_training_out,
+        ),
+    ];
     super::replace_table(r, table);
 }
 
@@ -135,6 +207,41 @@ pub fn register(r: &mut KernelRegistry) {
 mod tests {
     use super::*;
     use crate::portable::test_support::Call;
+
+    /// The same bits as the portable kernel: batches, planes of one element and of many, with
+    /// and without weight and bias, a zero variance, inf and NaN inputs.
+    #[test]
+    fn batch_norm_matches_portable_bit_for_bit() {
+        for (sizes, affine) in
+            [(&[2usize, 3, 4, 5][..], true), (&[1, 8, 1, 1][..], false), (&[3, 5][..], true), (&[1, 4, 7][..], false)]
+        {
+            let (c, n) = (sizes[1], sizes.iter().product::<usize>());
+            let mut x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0).collect();
+            x[0] = f32::INFINITY;
+            if n > 3 {
+                x[3] = f32::NAN;
+            }
+            let param =
+                |seed: usize| -> Vec<f32> { (0..c).map(|i| ((i * 31 + seed) % 17) as f32 / 7.0 - 1.0).collect() };
+            let mean = param(1);
+            let mut var: Vec<f32> = param(2).iter().map(|v| v.abs()).collect();
+            var[0] = 0.0;
+            let run = |kernel: KernelFn| {
+                let call = Call::new().tensor(sizes, &x);
+                let call =
+                    if affine { call.tensor(&[c], &param(3)).tensor(&[c], &param(4)) } else { call.none().none() };
+                let call = call.tensor(&[c], &mean).tensor(&[c], &var).double(0.1).double(1e-5);
+                let call = call.out(DType::Float, sizes, n).out(DType::Float, &[0], 1).out(DType::Float, &[0], 1);
+                let (r, mut done) = call.run(kernel);
+                r.expect("batch norm");
+                done.tensor::<f32>(7)
+            };
+            let (got, want) =
+                (run(batch_norm_no_training_out), run(portable::norm::native_batch_norm_legit_no_training_out));
+            assert_eq!(got.0, want.0);
+            assert!(got.1.iter().zip(&want.1).all(|(g, w)| g.to_bits() == w.to_bits()), "{sizes:?}");
+        }
+    }
 
     /// Within 1 ulp-scale (2e-7 relative, 1e-7 absolute) of the portable kernel on rows of 1 to
     /// 300 elements (odd lengths, the eight-lane remainder), with weight and bias or without,
