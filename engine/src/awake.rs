@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// comes back within this; one that does not costs this much spinning).
 const LINGER: Duration = Duration::from_micros(500);
 
+/// Longest a spinner runs before handing over to a fresh one (see `KeepAwake::spin`).
+const SPIN_SLICE: Duration = Duration::from_micros(200);
+
 pub(crate) struct KeepAwake {
     pool: Arc<rayon::ThreadPool>,
     epoch: Instant,
@@ -65,13 +68,36 @@ impl KeepAwake {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn spin(&self) {
+    /// Spins for at most [`SPIN_SLICE`], then hands over to a fresh spinner if still wanted.
+    ///
+    /// Why the slice: a worker waiting inside a job (a join in a kernel, say) runs whatever pool
+    /// work it finds, a queued spinner included. Nested there, a spinner that kept going while
+    /// executions run would never return to the job below it, whose execution then never ends:
+    /// a deadlock (the parallel-mode tests hung on it). Returning after a slice bounds that to a
+    /// stall of one slice; the fresh spinner is queued on this worker's own deque, where this
+    /// worker, back at the top of its loop, normally takes it first.
+    fn spin(self: &Arc<Self>) {
+        let start = self.now_ns();
+        let slice = u64::try_from(SPIN_SLICE.as_nanos()).unwrap_or(u64::MAX);
         loop {
             if let Some(rayon::Yield::Executed) = rayon::yield_now() {
                 continue;
             }
-            if self.running.load(Ordering::Acquire) == 0 && self.now_ns() > self.until_ns.load(Ordering::Acquire) {
+            let now = self.now_ns();
+            let wanted = self.running.load(Ordering::Acquire) > 0 || now <= self.until_ns.load(Ordering::Acquire);
+            if !wanted {
                 break;
+            }
+            if now.saturating_sub(start) > slice {
+                // Jobs queued on this worker under the spinner (the rest of a join it is nested
+                // in) would sit below a fresh spinner pushed on top: then leave it to the next
+                // execution to start one.
+                if self.pool.current_thread_has_pending_tasks() == Some(true) {
+                    break;
+                }
+                let me = Arc::clone(self);
+                self.pool.spawn(move || me.spin());
+                return;
             }
             std::hint::spin_loop();
         }
