@@ -284,9 +284,9 @@ pub fn sgemm(
     sgemm_with(Kernel::best(), ctx.threads(), ctx, n, a, b, c, epilogue, arg)
 }
 
-/// [`sgemm`] with `B` given as [`TapRows`] (`a.k` rows: a whole number of groups). Each strip
-/// of `B` is copied into L1 before the tiles that read it, so the microkernels, and the results
-/// bit for bit, are those of the same `B` copied into a matrix first.
+/// [`sgemm`] with `B` given as [`TapRows`] (`a.k` rows: a whole number of groups). The AVX-512
+/// kernel walks the rows in place ([`TapWalk`]); the others get each strip of `B` copied into L1
+/// first. Either way the results are, bit for bit, those of the same `B` copied into a matrix.
 pub fn sgemm_taps(
     ctx: &KernelContext,
     n: usize,
@@ -622,19 +622,19 @@ impl Job<'_> {
     /// into `strip` (`NR` apart).
     fn pack_tap_rows(
         &self,
-        (taps, ntaps, group): (*const usize, usize, usize),
+        taps: (*const usize, usize, usize),
         k0: usize,
         kc: usize,
         j0: usize,
         width: usize,
         strip: &mut [MaybeUninit<f32>; KC * NR],
     ) {
-        let (mut g, mut t) = (k0 / ntaps, k0 % ntaps);
+        let mut walk = TapWalk::at(taps, k0);
         for row in strip.chunks_exact_mut(NR).take(kc) {
-            // SAFETY: t < ntaps, so the tap entry is readable (Job contract).
-            let tap = unsafe { taps.wrapping_add(t).read() };
-            // Row g * ntaps + t < k of B, which holds columns j0..j0 + width <= n (Job contract).
-            let src = self.b.wrapping_add(g * group + tap + j0);
+            // SAFETY: the walk keeps its tap index in range (TapWalk::next_row).
+            let at = unsafe { walk.next_row() };
+            // Row k0 + kk < k of B, which holds columns j0..j0 + width <= n (Job contract).
+            let src = self.b.wrapping_add(at + j0);
             if width == NR {
                 // SAFETY: NR columns of that row; `[f32; NR]` has no alignment beyond f32's.
                 // A fixed-size copy is a few vector moves, a variable one a call.
@@ -647,10 +647,6 @@ impl Job<'_> {
                     // SAFETY: column j0 + j < j0 + width of that row.
                     d.write(unsafe { src.wrapping_add(j).read() });
                 }
-            }
-            t += 1;
-            if t == ntaps {
-                (g, t) = (g + 1, 0);
             }
         }
     }
