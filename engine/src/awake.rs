@@ -10,9 +10,14 @@
 //! still runs any pool work the moment it appears (that is how the work reaches it). Spinners
 //! are only a latency aid: if one is missing or leaves early, jobs still run, later.
 //! One spinner per worker: the execution itself usually runs inside one of them (a spinner picks
-//! it up through `yield_now`), so fewer would leave a worker asleep. The caller's thread waits
-//! for the execution without spinning, and after it only competes with the spinners for the
-//! short linger time.
+//! it up through `yield_now`), so fewer would leave a worker asleep. Spinners are broadcast jobs,
+//! one queued on each worker, which no other worker can take: spawned as ordinary jobs, a
+//! spinner's `yield_now` picked up the other worker's spinner (from the injector, or from the
+//! other worker's deque at a hand-over), both then ran nested on one thread and the other worker
+//! slept (`perf record -e sched:sched_switch`: most of its sleeps at 2 threads had two spinners
+//! on the stack of the thread running the execution). A thread that already spins drops any
+//! further spinner at once. The caller's thread waits for the execution without spinning, and
+//! after it only competes with the spinners for the short linger time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +29,11 @@ const LINGER: Duration = Duration::from_micros(500);
 
 /// Longest a spinner runs before handing over to a fresh one (see `KeepAwake::spin`).
 const SPIN_SLICE: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// This thread runs a spinner (further ones it picks up return at once).
+    static SPINNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 pub(crate) struct KeepAwake {
     pool: Arc<rayon::ThreadPool>,
@@ -49,17 +59,8 @@ impl KeepAwake {
     /// Marks an execution as running until the guard drops, starting spinners as needed.
     pub(crate) fn enter(self: &Arc<Self>) -> Awake {
         self.running.fetch_add(1, Ordering::AcqRel);
-        let want = self.pool.current_num_threads();
-        let mut have = self.spinners.load(Ordering::Acquire);
-        while have < want {
-            match self.spinners.compare_exchange(have, have + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    let me = Arc::clone(self);
-                    self.pool.spawn(move || me.spin());
-                    have += 1;
-                }
-                Err(now) => have = now,
-            }
+        if self.spinners.load(Ordering::Acquire) < self.pool.current_num_threads() {
+            self.broadcast_spinners();
         }
         Awake(Arc::clone(self))
     }
@@ -68,15 +69,33 @@ impl KeepAwake {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Queues a spinner for every worker. A broadcast job runs on its own worker (another one
+    /// cannot steal it), so each worker gets one; a worker already spinning drops the extra.
+    fn broadcast_spinners(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        self.pool.spawn_broadcast(move |_| me.spin());
+    }
+
+    /// Spins on this worker unless it already does (see the module docs), counted in `spinners`.
+    fn spin(self: &Arc<Self>) {
+        if SPINNING.with(|s| s.replace(true)) {
+            return;
+        }
+        self.spinners.fetch_add(1, Ordering::AcqRel);
+        self.spin_slice();
+        SPINNING.with(|s| s.set(false));
+        self.spinners.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Spins for at most [`SPIN_SLICE`], then hands over to a fresh spinner if still wanted.
     ///
     /// Why the slice: a worker waiting inside a job (a join in a kernel, say) runs whatever pool
     /// work it finds, a queued spinner included. Nested there, a spinner that kept going while
     /// executions run would never return to the job below it, whose execution then never ends:
     /// a deadlock (the parallel-mode tests hung on it). Returning after a slice bounds that to a
-    /// stall of one slice; the fresh spinner is queued on this worker's own deque, where this
-    /// worker, back at the top of its loop, normally takes it first.
-    fn spin(self: &Arc<Self>) {
+    /// stall of one slice; the fresh spinner is queued on this worker, which, back at the top of
+    /// its loop, takes it.
+    fn spin_slice(self: &Arc<Self>) {
         let start = self.now_ns();
         let slice = u64::try_from(SPIN_SLICE.as_nanos()).unwrap_or(u64::MAX);
         loop {
@@ -89,19 +108,13 @@ impl KeepAwake {
                 break;
             }
             if now.saturating_sub(start) > slice {
-                // Jobs queued on this worker under the spinner (the rest of a join it is nested
-                // in) would sit below a fresh spinner pushed on top: then leave it to the next
-                // execution to start one.
-                if self.pool.current_thread_has_pending_tasks() == Some(true) {
-                    break;
-                }
-                let me = Arc::clone(self);
-                self.pool.spawn(move || me.spin());
+                // The fresh spinner waits in this worker's broadcast queue, which the worker
+                // reads after its own deque: jobs queued under this spinner run first.
+                self.broadcast_spinners();
                 return;
             }
             std::hint::spin_loop();
         }
-        self.spinners.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -125,11 +138,29 @@ mod tests {
         Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool"))
     }
 
+    /// Spinners start when a worker takes them: waits (with a generous bound) until `n` run.
+    fn wait_for_spinners(awake: &KeepAwake, n: usize) {
+        let t = Instant::now();
+        while awake.spinners.load(Ordering::Acquire) < n {
+            assert!(t.elapsed() < Duration::from_secs(10), "spinners did not start");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn spinners_run_pool_work_and_stop_after_the_linger() {
         let awake = KeepAwake::new(pool(2));
         let guard = awake.enter();
-        assert_eq!(awake.spinners.load(Ordering::Acquire), 2);
+        wait_for_spinners(&awake, 2);
+        // Extra spinners reach workers that already spin and leave at once: never more than one
+        // per worker, so two running means one on each.
+        for _ in 0..20 {
+            awake.broadcast_spinners();
+        }
+        for _ in 0..100 {
+            assert!(awake.spinners.load(Ordering::Acquire) <= 2, "two spinners on one worker");
+            std::thread::sleep(Duration::from_micros(50));
+        }
         // Work reaches the pool while every worker is inside a spinner: from outside (install)
         // and nested (join), as executions and kernels submit it.
         let sum = awake.pool.install(|| {

@@ -10,6 +10,7 @@
 //! Invariant: after [`Method`] load, `execute` never allocates on success, never panics on any
 //! program the loader accepted, and runs at most 10,000,000 instructions.
 
+mod affinity;
 mod alias;
 mod awake;
 pub mod bundled;

@@ -270,9 +270,17 @@ impl Runtime {
         self.pool
             .get_or_init(|| {
                 let threads = self.pool_threads();
+                // One CPU per worker when there are enough (see `affinity`).
+                let cpus = crate::affinity::allowed_cpus();
+                let pin = threads > 1 && threads <= cpus.len();
                 let build = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("etch-worker-{i}"))
+                    .start_handler(move |i| {
+                        if let Some(&cpu) = cpus.get(i).filter(|_| pin) {
+                            crate::affinity::pin_current_thread(cpu);
+                        }
+                    })
                     .build();
                 // Building a pool fails only if threads cannot be spawned; fall back to one thread,
                 // and if even that fails there is nothing sensible left to do.

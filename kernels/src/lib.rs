@@ -19,6 +19,7 @@ pub mod optimized;
 pub mod portable;
 pub mod registry;
 pub mod shape;
+pub mod spread;
 pub mod tensor;
 pub mod value;
 

@@ -1569,8 +1569,10 @@ fn depthwise_contiguous(
         // Enough planes per task that each is worth a steal; one band buffer per task.
         let per_group = (macs / (c.batch * c.out_channels)).max(1) * group;
         let min_len = (PARALLEL_MIN_MACS / 4 / per_group).max(1);
-        ctx.install(|| {
-            out.data.par_chunks_mut(group_len).with_min_len(min_len).enumerate().try_for_each_init(new_state, one_group)
+        let tasks = out.data.len().div_ceil(group_len.max(1)).div_ceil(min_len).min(ctx.threads() * 4);
+        crate::spread::for_each_chunk_run(ctx, out.data, group_len, tasks, |first, run| {
+            let mut state = new_state();
+            run.chunks_mut(group_len).enumerate().try_for_each(|(k, dst)| one_group(&mut state, (first + k, dst)))
         })
     } else {
         let mut state = new_state();

@@ -28,8 +28,6 @@
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use crate::error::KernelError;
 use crate::registry::KernelContext;
 
@@ -387,20 +385,19 @@ fn product(
     let tasks = threads * 2;
     let strips = n.div_ceil(NR);
     let job = &job;
-    ctx.install(|| {
-        if strips >= tasks {
-            (0..tasks).into_par_iter().for_each(|t| {
-                let (s0, s1) = (strips * t / tasks, strips * (t + 1) / tasks);
-                job.run(0..panels, s0 * NR..(s1 * NR).min(n));
-            });
-        } else {
-            let tasks = tasks.min(panels);
-            (0..tasks).into_par_iter().for_each(|t| {
-                job.run(panels * t / tasks..panels * (t + 1) / tasks, 0..n);
-            });
-        }
-    });
-    Ok(())
+    if strips >= tasks {
+        crate::spread::for_each_task(ctx, tasks, |t| {
+            let (s0, s1) = (strips * t / tasks, strips * (t + 1) / tasks);
+            job.run(0..panels, s0 * NR..(s1 * NR).min(n));
+            Ok(())
+        })
+    } else {
+        let tasks = tasks.min(panels);
+        crate::spread::for_each_task(ctx, tasks, |t| {
+            job.run(panels * t / tasks..panels * (t + 1) / tasks, 0..n);
+            Ok(())
+        })
+    }
 }
 
 /// A raw output pointer that may cross threads: tasks write disjoint elements (see `sgemm_with`).
