@@ -716,7 +716,11 @@ impl<'mem> Method<'mem> {
             // workers kept awake: kernels' parallel regions and graph tasks then start without
             // waking sleeping threads (see `awake`).
             let awake = inner.runtime.keep_awake().enter();
-            let result = inner.runtime.pool().install(|| run(inner));
+            let result = inner.runtime.pool().install(|| {
+                let result = run(inner);
+                awake.finishing();
+                result
+            });
             drop(awake);
             result
         } else if choosing {
