@@ -53,3 +53,22 @@ pub(crate) fn pin_current_thread(cpu: usize) -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Runtime;
+
+    #[test]
+    fn a_small_pool_gets_one_cpu_per_worker_unless_told_not_to() {
+        let process = super::allowed_cpus();
+        let pool = Runtime::optimized().with_threads(2).pool();
+        let per_worker = pool.broadcast(|_| super::allowed_cpus());
+        if cfg!(target_os = "linux") && process.len() >= 2 {
+            assert_eq!(per_worker, vec![vec![process[0]], vec![process[1]]]);
+        } else {
+            assert!(per_worker.iter().all(|cpus| *cpus == process));
+        }
+        let floating = Runtime::optimized().with_threads(2).with_pinning(false).pool();
+        assert!(floating.broadcast(|_| super::allowed_cpus()).iter().all(|cpus| *cpus == process));
+    }
+}

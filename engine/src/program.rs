@@ -180,6 +180,8 @@ pub struct Runtime {
     fusion: bool,
     /// Whether pool workers spin while executions run and shortly after (see `awake`).
     spinning: bool,
+    /// Whether the pool's workers are pinned one per CPU (see `affinity`).
+    pinning: bool,
     threads: usize,
     pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
     awake: Arc<OnceLock<Arc<crate::awake::KeepAwake>>>,
@@ -203,6 +205,7 @@ impl Runtime {
             intra_op: true,
             fusion: false,
             spinning: true,
+            pinning: true,
             threads: 0,
             pool: Arc::default(),
             awake: Arc::default(),
@@ -242,6 +245,21 @@ impl Runtime {
         self.spinning
     }
 
+    /// The same runtime with its pool's workers pinned one per CPU or floating. On (the default),
+    /// when the pool has at most as many threads as the process may use CPUs: left floating, the
+    /// scheduler put both workers of a 2-thread pool on one CPU for most of a run. Off for hosts
+    /// that pin their own threads. A different setting gets a pool of its own.
+    pub fn with_pinning(&self, on: bool) -> Runtime {
+        if on == self.pinning {
+            return self.clone();
+        }
+        Runtime { pinning: on, pool: Arc::default(), awake: Arc::default(), ..self.clone() }
+    }
+
+    pub fn pinning(&self) -> bool {
+        self.pinning
+    }
+
     /// The same registries with a pool of `threads` worker threads (0: one per core).
     pub fn with_threads(&self, threads: usize) -> Runtime {
         Runtime { threads, pool: Arc::default(), awake: Arc::default(), ..self.clone() }
@@ -272,7 +290,7 @@ impl Runtime {
                 let threads = self.pool_threads();
                 // One CPU per worker when there are enough (see `affinity`).
                 let cpus = crate::affinity::allowed_cpus();
-                let pin = threads > 1 && threads <= cpus.len();
+                let pin = self.pinning && threads > 1 && threads <= cpus.len();
                 let build = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("etch-worker-{i}"))

@@ -46,6 +46,8 @@ pub fn config(mode: Mode, plan: Plan, threads: Option<usize>) -> etch::MethodCon
     // For experiments and hosts that want idle cores between runs: ETCH_NO_SPIN=1 lets pool
     // workers sleep between parallel regions (see `Runtime::with_spinning`).
     let runtime = runtime.with_spinning(std::env::var_os("ETCH_NO_SPIN").is_none());
+    // ETCH_NO_PIN=1 leaves pool workers floating (see `Runtime::with_pinning`).
+    let runtime = runtime.with_pinning(std::env::var_os("ETCH_NO_PIN").is_none());
     let plan = match plan {
         Plan::Auto => etch::PlanChoice::Auto,
         Plan::Exporter => etch::PlanChoice::Exporter,
