@@ -231,3 +231,21 @@ fn hard_activations_fuse_into_one_call() {
     let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
     run_case(&case, &parallel).unwrap();
 }
+
+/// `nn.SiLU`, exported as `mul(x, sigmoid(x))`, becomes one call: efficientnet_b0_w050 has 65
+/// sigmoids, 16 of them squeeze-excitation gates whose product is with another tensor (not
+/// fused), so 49 SiLUs, each fusing its sigmoid away; besides its 49 batch norms folded into
+/// convolutions and its linear layer's transpose. Results stay within tolerance of PyTorch in
+/// both modes.
+#[test]
+fn silu_fuses_into_one_call() {
+    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
+    let case = zoo.into_iter().find(|c| c.name == "efficientnet_b0_w050").expect("zoo case");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
+    assert_eq!(fused.fused_instructions(), 49 + 1 + 49);
+    run_case(&case, &optimized).unwrap();
+    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
+    run_case(&case, &parallel).unwrap();
+}

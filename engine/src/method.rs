@@ -367,6 +367,8 @@ impl<'mem> Method<'mem> {
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::silu(&b, &mut ins, &values, &ids, &pool, &pt);
             constants
         } else {
             crate::fuse::FusedConstants::default()

@@ -431,6 +431,55 @@ fn sigmoid_dispatch(src: &[f32], dst: &mut [f32]) {
     sigmoid_slice(src, dst);
 }
 
+/// `x · sigmoid(x)` (SiLU) with the same sigmoid as [`sigmoid_out`] and one float32 product, so
+/// bit-identical to `mul(x, sigmoid(x))` on the optimized kernels.
+fn silu_slice(src: &[f32], dst: &mut [f32]) {
+    for (o, &x) in dst.iter_mut().zip(src) {
+        *o = x * sigmoid_fast(x);
+    }
+}
+
+/// [`silu_slice`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_slice_avx2(src: &[f32], dst: &mut [f32]) {
+    silu_slice(src, dst);
+}
+
+/// [`silu_slice`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_slice_avx512(src: &[f32], dst: &mut [f32]) {
+    silu_slice(src, dst);
+}
+
+fn silu_dispatch(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (detected just above).
+            return unsafe { silu_slice_avx512(src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            return unsafe { silu_slice_avx2(src, dst) };
+        }
+    }
+    silu_slice(src, dst);
+}
+
+/// SiLU of float32 argument 0 into argument `out_arg` laid out like it; `None` for other dtypes
+/// or layouts (see [`super::fused::silu`]).
+pub(super) fn silu_f32(ctx: &KernelContext, args: &KernelArgs<'_>, out_arg: usize) -> Option<Result<(), KernelError>> {
+    slice_unary(ctx, args, out_arg, silu_dispatch)
+}
+
 /// `aten::sigmoid.out(Tensor self, *, Tensor(a!) out)` for float32 (other dtypes take the
 /// portable kernel, which evaluates it in f64 through the C library: 413 µs of
 /// efficientnet_b0_w050's 780, in its SiLU activations and squeeze-excitation gates).

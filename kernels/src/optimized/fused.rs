@@ -96,6 +96,13 @@ fn hard_activation<const MUL: bool>(ctx: &mut KernelContext, args: &KernelArgs<'
     map_f32(ctx, args, 7, f).unwrap_or(Err(KernelError::NotImplemented("fused activation on this layout")))
 }
 
+/// `x · sigmoid(x)` (`nn.SiLU`, exported as `mul(x, sigmoid(x))`): positions `x`, `out`.
+/// Bit-identical to the two optimized kernels one after another.
+pub fn silu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    // The load-time check guarantees float32 tensors of one layout: `None` is a broken invariant.
+    super::elementwise::silu_f32(ctx, args, 1).unwrap_or(Err(KernelError::NotImplemented("fused SiLU on this layout")))
+}
+
 /// `x · clamp(x + a) / d` (`nn.Hardswish`).
 pub fn hardswish(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     hard_activation::<true>(ctx, args)
@@ -112,6 +119,39 @@ mod tests {
     use crate::KernelFn;
     use crate::portable;
     use crate::portable::test_support::Call;
+
+    /// Fused SiLU against the optimized sigmoid then mul, bit for bit, below and above the fast
+    /// elementwise size, with signed zeros, infinities, NaN and values past the exponential's range.
+    #[test]
+    fn silu_matches_sigmoid_then_mul_bit_for_bit() {
+        for n in [7, 5000] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| match i % 40 {
+                    0 => f32::INFINITY,
+                    1 => f32::NEG_INFINITY,
+                    2 => -0.0,
+                    3 => f32::NAN,
+                    4 => -100.0,
+                    _ => (i as f32 - n as f32 / 2.0) * 0.0173,
+                })
+                .collect();
+            let shape = [n];
+            let sig = Call::new()
+                .tensor(&shape, &x)
+                .out(DType::Float, &shape, n)
+                .run_f32(super::super::elementwise::sigmoid_out, 1);
+            let want = Call::new()
+                .tensor(&shape, &x)
+                .tensor(&shape, &sig)
+                .out(DType::Float, &shape, n)
+                .run_f32(super::super::elementwise::mul_out, 2);
+            let got = Call::new().tensor(&shape, &x).out(DType::Float, &shape, n).run_f32(silu, 1);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{g} vs {w}");
+            }
+        }
+    }
 
     /// The fused chains against the portable kernels run one after another, bit for bit, on
     /// values around the clamp bounds, signed zeros, infinities and a tensor below the fast
