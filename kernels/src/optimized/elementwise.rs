@@ -153,6 +153,31 @@ fn broadcast(
     fn run(s: &[f32], start: usize, step: usize, inner: usize) -> Option<&[f32]> {
         s.get(start..start + (inner - 1) * step + 1)
     }
+    if let [rows] = *outer
+        && so[0] == inner
+        && let Some(o) = o.get_mut(..rows * inner)
+    {
+        // A contiguous tensor times one value per run (a squeeze-excitation gate `[C, 1, 1] *
+        // [C, H, W]` on small maps: efficientnet's 576 runs of 4 took 5.3 µs through
+        // `one_run`, whose per-run set-up cost more than the four products).
+        match (ia, ib, soa[0], sob[0]) {
+            (1, 0, sa, 1) if sa == inner => {
+                let (xs, ys) = (x.get(..rows * inner).ok_or(bad)?, y.get(..rows).ok_or(bad)?);
+                for ((o, x), &y) in o.chunks_exact_mut(inner).zip(xs.chunks_exact(inner)).zip(ys) {
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = op(x, y));
+                }
+                return Ok(());
+            }
+            (0, 1, 1, sb) if sb == inner => {
+                let (xs, ys) = (x.get(..rows).ok_or(bad)?, y.get(..rows * inner).ok_or(bad)?);
+                for ((o, y), &x) in o.chunks_exact_mut(inner).zip(ys.chunks_exact(inner)).zip(xs) {
+                    o.iter_mut().zip(y).for_each(|(o, &y)| *o = op(x, y));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
     let one_run = |[d0, a0, b0]: [usize; 3]| -> Result<(), KernelError> {
         let dst = o.get_mut(d0..d0 + inner).ok_or(bad)?;
         let (xs, ys) = (run(x, a0, ia, inner).ok_or(bad)?, run(y, b0, ib, inner).ok_or(bad)?);
@@ -608,6 +633,7 @@ mod tests {
             (&[], &[1, 40, 8, 8]),
             (&[1, 288, 1, 1], &[1, 288, 2, 2]),
             (&[2, 24, 5, 7], &[1, 24, 1, 1]),
+            (&[1, 24, 5, 7], &[1, 24, 1, 1]),
             (&[3, 1, 70], &[3, 5, 70]),
             (&[3, 5, 1], &[3, 5, 70]),
             (&[4, 1, 33], &[1, 6, 1]),
