@@ -1635,10 +1635,12 @@ fn depthwise_tiny(
     let plane = |(index, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let (n, oc, ic) = c.plane_channels(index);
         let src = c.input_plane(x, n, ic)?;
-        let mut copy = [0f32; MAX_TAPS];
+        // Initialised only when used: zeroing it per plane cost as much as the plane's sums.
+        let mut copy;
         let wt: &[f32] = if taps_contiguous {
             w.get(oc * w0..oc * w0 + taps).ok_or(short(WEIGHT))?
         } else {
+            copy = [0f32; MAX_TAPS];
             for (v, &at) in copy.iter_mut().zip(&w_at[..taps]) {
                 *v = *w.get(oc * w0 + at).ok_or(short(WEIGHT))?;
             }
