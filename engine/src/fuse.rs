@@ -186,6 +186,20 @@ fn can_replace_intermediate(b: &Builder<'_>, values: &[EValue], class_size: &[u3
         && mid_def.dynamism == out_def.dynamism
 }
 
+/// Whether value `v` is a tensor no view shares (its storage class has one member).
+fn is_unshared(values: &[EValue], class_size: &[u32], v: u32) -> bool {
+    match values.get(v as usize) {
+        Some(EValue::Tensor(id)) => class_size.get(id.0 as usize) == Some(&1),
+        _ => false,
+    }
+}
+
+/// The arguments of instruction `j` if it is a kernel call to `op`.
+fn call_args(ins: &Instructions, j: usize, op: &str) -> Option<Vec<u32>> {
+    let Step::Kernel { args, .. } = ins.steps.get(j)? else { return None };
+    (ins.sites.get(j).is_some_and(|(name, _)| &**name == op)).then(|| pool_slice(&ins.arg_pool, *args).to_vec())
+}
+
 fn is_contiguous(t: &TensorDef) -> bool {
     t.dim_order.iter().enumerate().all(|(i, &d)| d as usize == i)
 }
@@ -537,10 +551,7 @@ pub(crate) fn hard_activations(
     let div_of = argument_readers(ins, &[DIV], 0);
     let float_def = |v: u32| tensor_def(b, v).filter(|t| t.scalar_type == DType::Float);
     // A tensor no view shares and no other call writes through.
-    let unshared = |v: u32| match values.get(v as usize) {
-        Some(EValue::Tensor(id)) => class_size.get(id.0 as usize) == Some(&1),
-        _ => false,
-    };
+    let unshared = |v: u32| is_unshared(values, &class_size, v);
     let read_once = |v: u32| uses.get(v as usize) == Some(&2) && unshared(v);
     let one_element = |v: u32| float_def(v).is_some_and(|t| t.sizes.iter().product::<usize>() == 1) && unshared(v);
     let bound = |v: u32| match values.get(v as usize) {
@@ -552,24 +563,20 @@ pub(crate) fn hard_activations(
         matches!(values.get(v as usize), Some(EValue::Int(1)))
             || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
     };
-    let call = |ins: &Instructions, j: usize, op: &str| -> Option<Vec<u32>> {
-        let Step::Kernel { args, .. } = ins.steps.get(j)? else { return None };
-        (ins.sites.get(j).is_some_and(|(name, _)| &**name == op)).then(|| pool_slice(&ins.arg_pool, *args).to_vec())
-    };
     for i in 0..ins.steps.len() {
-        let Some(&[x, a, alpha, t1]) = call(ins, i, ADD).as_deref() else { continue };
+        let Some(&[x, a, alpha, t1]) = call_args(ins, i, ADD).as_deref() else { continue };
         let Some(x_def) = float_def(x) else { continue };
         if !unshared(x) || !one_element(a) || !is_one(alpha) || !read_once(t1) {
             continue;
         }
         // The clamps: one or two (a single clamp is passed twice: clamping again is exact).
         let Some(&c1) = clamp_of.get(&t1) else { continue };
-        let Some(&[_, lo1, hi1, t2]) = call(ins, c1, CLAMP).as_deref() else { continue };
+        let Some(&[_, lo1, hi1, t2]) = call_args(ins, c1, CLAMP).as_deref() else { continue };
         let mut chain = vec![i, c1];
         let (mut lo2, mut hi2, mut t) = (lo1, hi1, t2);
         if read_once(t2)
             && let Some(&c2) = clamp_of.get(&t2)
-            && let Some(&[_, l, h, t3]) = call(ins, c2, CLAMP).as_deref()
+            && let Some(&[_, l, h, t3]) = call_args(ins, c2, CLAMP).as_deref()
         {
             (lo2, hi2, t) = (l, h, t3);
             chain.push(c2);
@@ -580,7 +587,7 @@ pub(crate) fn hard_activations(
         // Hardswish multiplies by x; hardsigmoid divides the clamp directly.
         // The `mul` reading `t` with `x` as its other operand, and its output.
         let mul = [mul_of_left.get(&t), mul_of_right.get(&t)].into_iter().flatten().find_map(|&m| {
-            match call(ins, m, MUL).as_deref() {
+            match call_args(ins, m, MUL).as_deref() {
                 Some(&[l, r, product]) if (l == x) != (r == x) => Some((m, product)),
                 _ => None,
             }
@@ -594,7 +601,7 @@ pub(crate) fn hard_activations(
             _ => false,
         };
         let Some(&dv) = div_of.get(&t) else { continue };
-        let Some(&[_, d, out]) = call(ins, dv, DIV).as_deref() else { continue };
+        let Some(&[_, d, out]) = call_args(ins, dv, DIV).as_deref() else { continue };
         let out_def = float_def(out);
         let same_layout = out_def
             .is_some_and(|o| o.sizes == x_def.sizes && o.dim_order == x_def.dim_order && o.dynamism == x_def.dynamism);
@@ -645,23 +652,16 @@ pub(crate) fn silu(
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let (mul_of_left, mul_of_right) = (argument_readers(ins, &[MUL], 0), argument_readers(ins, &[MUL], 1));
-    let unshared = |v: u32| match values.get(v as usize) {
-        Some(EValue::Tensor(id)) => class_size.get(id.0 as usize) == Some(&1),
-        _ => false,
-    };
-    let call = |ins: &Instructions, j: usize, op: &str| -> Option<Vec<u32>> {
-        let Step::Kernel { args, .. } = ins.steps.get(j)? else { return None };
-        (ins.sites.get(j).is_some_and(|(name, _)| &**name == op)).then(|| pool_slice(&ins.arg_pool, *args).to_vec())
-    };
+    let unshared = |v: u32| is_unshared(values, &class_size, v);
     for i in 0..ins.steps.len() {
-        let Some(&[x, s]) = call(ins, i, SIGMOID).as_deref() else { continue };
+        let Some(&[x, s]) = call_args(ins, i, SIGMOID).as_deref() else { continue };
         let Some(x_def) = tensor_def(b, x).filter(|t| t.scalar_type == DType::Float) else { continue };
         // `s` read by the sigmoid that writes it and the one `mul`.
         if uses.get(s as usize) != Some(&2) || !unshared(s) || s == x {
             continue;
         }
         let mul = [mul_of_left.get(&s), mul_of_right.get(&s)].into_iter().flatten().find_map(|&m| {
-            match call(ins, m, MUL).as_deref() {
+            match call_args(ins, m, MUL).as_deref() {
                 Some(&[l, r, out]) if (l == x && r == s) || (l == s && r == x) => Some((m, out)),
                 _ => None,
             }

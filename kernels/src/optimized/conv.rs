@@ -121,7 +121,7 @@ impl Conv {
     }
 
     fn is_pointwise(&self) -> bool {
-        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+        self.kernel == [1, 1] && self.padding == [0, 0]
     }
 
     /// Reduction length of one output element: `in_per_group * kh * kw`.
@@ -356,71 +356,10 @@ fn convolve(
     if conv.is_pointwise() {
         return pointwise(ctx, &conv, xd, weights, bd, out, prepared);
     }
-    if conv.kernel == [1, 1] && conv.padding == [0, 0] {
-        return strided_pointwise(ctx, &conv, xd, weights, bd, out, prepared);
-    }
     if let Some(padded) = PaddedInput::new(&conv) {
         return padded_gemm(ctx, &conv, padded, xd, weights, bd, out, prepared);
     }
     im2col_gemm(ctx, &conv, xd, weights, bd, out, prepared)
-}
-
-/// A 1x1 convolution with a stride and no padding (a ResNet or RegNet downsampling shortcut): the
-/// inputs it reads copied into one `[channels, out_pixels]` matrix, then the pointwise product.
-/// Through the padded-input path it copied all four stride-2 phases of the input (a 1x1 kernel
-/// reads one) and its products out again: 10 µs for regnet_y_narrow's 16→16 one on 32x32, whose
-/// product is 65K multiply-adds.
-#[allow(clippy::too_many_arguments)]
-fn strided_pointwise(
-    ctx: &mut KernelContext,
-    c: &Conv,
-    x: &[f32],
-    w: Weights<'_>,
-    bias: Option<&[f32]>,
-    out: Output<'_>,
-    prepared: Option<&PackedConvWeights>,
-) -> Result<(), KernelError> {
-    let pixels = c.out_pixels();
-    let [xn, xc, xr, xp] = c.x_strides;
-    let [on, oc, _, op] = out.strides;
-    let [sy, sx] = c.stride;
-    let channels = c.groups * c.in_per_group;
-    let picked_len = channels.checked_mul(pixels).ok_or(short(INPUT))?;
-    let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
-    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
-    let len = picked_len.checked_add(packed_len).ok_or(short(WEIGHT))?;
-    let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
-        let (picked, rest) = scratch.split_at_mut(picked_len);
-        let packed = packed_weights(c, w, prepared, rest)?;
-        for n in 0..c.batch {
-            // Output (oy, ox) reads input (oy * sy, ox * sx): every `sx`-th element of every
-            // `sy`-th row, one checked range per row.
-            for (ci, plane) in picked.chunks_exact_mut(pixels.max(1)).enumerate() {
-                for (oy, row) in plane.chunks_exact_mut(c.out_width.max(1)).enumerate() {
-                    let first = n * xn + ci * xc + oy * sy * xr;
-                    let span = (c.out_width - 1) * sx * xp + 1;
-                    let src = x.get(first..first + span).ok_or(short(INPUT))?;
-                    for (o, &v) in row.iter_mut().zip(src.iter().step_by(sx * xp)) {
-                        *o = v;
-                    }
-                }
-            }
-            for g in 0..c.groups {
-                let lhs = PackedLhs {
-                    data: packed.get(g * group_len..).ok_or(short(WEIGHT))?,
-                    m: c.out_per_group,
-                    k: c.in_per_group,
-                };
-                let at = g * c.in_per_group * pixels;
-                let rhs = MatRef { data: picked.get(at..).ok_or(short(INPUT))?, row: pixels, col: 1 };
-                let at = n * on + g * c.out_per_group * oc;
-                let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
-                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
-            }
-        }
-        Ok(())
-    };
-    ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
 }
 
 /// A convolution's weights as the GEMM paths read them: each output channel's row times its
@@ -686,8 +625,11 @@ struct Output<'a> {
     strides: [usize; 4],
 }
 
-/// 1x1, unit stride, no padding: per image and group, one GEMM on the tensors themselves with the
-/// bias and the clamp in its epilogue.
+/// 1x1, no padding: per image and group, one GEMM with the bias and the clamp in its epilogue, on
+/// the input itself at unit stride. With a stride (a ResNet or RegNet downsampling shortcut) the
+/// inputs it reads are first copied into one `[channels, out_pixels]` matrix: through the
+/// padded-input path it copied all four stride-2 phases of the input (a 1x1 kernel reads one) and
+/// its products out again, 11 µs for regnet_y_narrow's 16→16 one on 32x32 (4 µs this way).
 fn pointwise(
     ctx: &mut KernelContext,
     c: &Conv,
@@ -698,25 +640,47 @@ fn pointwise(
     prepared: Option<&PackedConvWeights>,
 ) -> Result<(), KernelError> {
     let pixels = c.out_pixels();
-    let [xn, xc, _, xp] = c.x_strides;
+    let [xn, xc, xr, xp] = c.x_strides;
     let [on, oc, _, op] = out.strides;
+    let [sy, sx] = c.stride;
+    let strided = c.stride != [1, 1];
+    let picked_len = if strided { (c.groups * c.in_per_group).checked_mul(pixels).ok_or(short(INPUT))? } else { 0 };
     let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
-    let scratch_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let scratch_len = picked_len.checked_add(packed_len).ok_or(short(WEIGHT))?;
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
-        let packed = packed_weights(c, w, prepared, scratch)?;
+        let (picked, rest) = scratch.split_at_mut(picked_len);
+        let packed = packed_weights(c, w, prepared, rest)?;
         for n in 0..c.batch {
+            if strided {
+                // Output (oy, ox) reads input (oy * sy, ox * sx): every `sx`-th element of every
+                // `sy`-th row, one checked range per row.
+                for (ci, plane) in picked.chunks_exact_mut(pixels.max(1)).enumerate() {
+                    for (oy, row) in plane.chunks_exact_mut(c.out_width.max(1)).enumerate() {
+                        let first = n * xn + ci * xc + oy * sy * xr;
+                        let span = (c.out_width - 1) * sx * xp + 1;
+                        let src = x.get(first..first + span).ok_or(short(INPUT))?;
+                        for (o, &v) in row.iter_mut().zip(src.iter().step_by(sx * xp)) {
+                            *o = v;
+                        }
+                    }
+                }
+            }
             for g in 0..c.groups {
                 let lhs = PackedLhs {
                     data: packed.get(g * group_len..).ok_or(short(WEIGHT))?,
                     m: c.out_per_group,
                     k: c.in_per_group,
                 };
-                let at = n * xn + g * c.in_per_group * xc;
-                let rhs = MatRef { data: x.get(at..).ok_or(short(INPUT))?, row: xc, col: xp };
+                let rhs = if strided {
+                    MatRef { data: picked.get(g * c.in_per_group * pixels..).ok_or(short(INPUT))?, row: pixels, col: 1 }
+                } else {
+                    let at = n * xn + g * c.in_per_group * xc;
+                    MatRef { data: x.get(at..).ok_or(short(INPUT))?, row: xc, col: xp }
+                };
                 let at = n * on + g * c.out_per_group * oc;
                 let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
-                let epilogue = epilogue(c, bias, g)?;
-                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue, OUT)?;
+                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
             }
         }
         Ok(())

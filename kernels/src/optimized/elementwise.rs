@@ -415,9 +415,11 @@ fn sigmoid_fast(x: f32) -> f32 {
     if x.is_nan() { f32::NAN } else { y }
 }
 
-fn sigmoid_slice(src: &[f32], dst: &mut [f32]) {
+/// `sigmoid(x)`, or with `TIMES_X` `x · sigmoid(x)` (SiLU): the same sigmoid and one float32
+/// product, so bit-identical to `mul(x, sigmoid(x))` on the optimized kernels.
+fn sigmoid_slice<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
     for (o, &x) in dst.iter_mut().zip(src) {
-        *o = sigmoid_fast(x);
+        *o = if TIMES_X { x * sigmoid_fast(x) } else { sigmoid_fast(x) };
     }
 }
 
@@ -427,8 +429,8 @@ fn sigmoid_slice(src: &[f32], dst: &mut [f32]) {
 /// The CPU supports AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn sigmoid_slice_avx2(src: &[f32], dst: &mut [f32]) {
-    sigmoid_slice(src, dst);
+unsafe fn sigmoid_slice_avx2<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
+    sigmoid_slice::<TIMES_X>(src, dst);
 }
 
 /// [`sigmoid_slice`] compiled for AVX-512 (the same operations, in 16 lanes).
@@ -437,79 +439,36 @@ unsafe fn sigmoid_slice_avx2(src: &[f32], dst: &mut [f32]) {
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn sigmoid_slice_avx512(src: &[f32], dst: &mut [f32]) {
-    sigmoid_slice(src, dst);
+unsafe fn sigmoid_slice_avx512<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
+    sigmoid_slice::<TIMES_X>(src, dst);
 }
 
-fn sigmoid_dispatch(src: &[f32], dst: &mut [f32]) {
+fn sigmoid_dispatch<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (detected just above).
-            return unsafe { sigmoid_slice_avx512(src, dst) };
+            return unsafe { sigmoid_slice_avx512::<TIMES_X>(src, dst) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            return unsafe { sigmoid_slice_avx2(src, dst) };
+            return unsafe { sigmoid_slice_avx2::<TIMES_X>(src, dst) };
         }
     }
-    sigmoid_slice(src, dst);
-}
-
-/// `x · sigmoid(x)` (SiLU) with the same sigmoid as [`sigmoid_out`] and one float32 product, so
-/// bit-identical to `mul(x, sigmoid(x))` on the optimized kernels.
-fn silu_slice(src: &[f32], dst: &mut [f32]) {
-    for (o, &x) in dst.iter_mut().zip(src) {
-        *o = x * sigmoid_fast(x);
-    }
-}
-
-/// [`silu_slice`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_slice_avx2(src: &[f32], dst: &mut [f32]) {
-    silu_slice(src, dst);
-}
-
-/// [`silu_slice`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn silu_slice_avx512(src: &[f32], dst: &mut [f32]) {
-    silu_slice(src, dst);
-}
-
-fn silu_dispatch(src: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (detected just above).
-            return unsafe { silu_slice_avx512(src, dst) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            return unsafe { silu_slice_avx2(src, dst) };
-        }
-    }
-    silu_slice(src, dst);
+    sigmoid_slice::<TIMES_X>(src, dst);
 }
 
 /// SiLU of float32 argument 0 into argument `out_arg` laid out like it; `None` for other dtypes
 /// or layouts (see [`super::fused::silu`]).
 pub(super) fn silu_f32(ctx: &KernelContext, args: &KernelArgs<'_>, out_arg: usize) -> Option<Result<(), KernelError>> {
-    slice_unary(ctx, args, out_arg, silu_dispatch)
+    slice_unary(ctx, args, out_arg, sigmoid_dispatch::<true>)
 }
 
 /// `aten::sigmoid.out(Tensor self, *, Tensor(a!) out)` for float32 (other dtypes take the
 /// portable kernel, which evaluates it in f64 through the C library: 413 µs of
 /// efficientnet_b0_w050's 780, in its SiLU activations and squeeze-excitation gates).
 pub fn sigmoid_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    slice_unary(ctx, args, 1, sigmoid_dispatch).unwrap_or_else(|| portable::unary::sigmoid_out(ctx, args))
+    slice_unary(ctx, args, 1, sigmoid_dispatch::<false>).unwrap_or_else(|| portable::unary::sigmoid_out(ctx, args))
 }
 
 /// `f(src, dst)` over chunks of a float32 tensor's storage (argument 0) and `out` (laid out
