@@ -147,17 +147,41 @@ fn column_chunk<const KW: usize>(
     let interior_to = interior_to.min(g.out_height);
     let mut oy = 0;
     let plain_3x3 = KW == 3 && g.kernel[0] == 3 && g.dilation[0] == 1 && g.stride[0] <= 2;
-    while oy < g.out_height {
-        if plain_3x3 && g.stride[0] == 1 && oy >= interior_from && oy + WIDE_ROWS <= interior_to {
-            rows_3x3::<1, WIDE_ROWS>(g, x, taps, bias, loads, (oy, ox0, n), out);
-            oy += WIDE_ROWS;
-        } else if oy >= interior_from && oy + ROWS <= interior_to {
+    if plain_3x3 {
+        // Blocks of rows, the border ones skipping the kernel rows outside the input: the
+        // general one-row-at-a-time path took the top and bottom rows (two of a 14x14 plane's
+        // fourteen) at several times the cost of a row in a block.
+        let rows = if g.stride[0] == 1 { WIDE_ROWS } else { ROWS };
+        while oy < g.out_height {
+            let r = (g.out_height - oy).min(rows);
             let at = (oy, ox0, n);
-            match (plain_3x3, g.stride[0]) {
-                (true, 1) => rows_3x3::<1, ROWS>(g, x, taps, bias, loads, at, out),
-                (true, _) => rows_3x3::<2, ROWS>(g, x, taps, bias, loads, at, out),
-                _ => chunk_rows::<ROWS, KW, true>(g, x, taps, bias, loads, at, out),
+            let interior = oy >= interior_from && oy + r <= interior_to;
+            macro_rules! block {
+                ($($n:literal)*) => {
+                    match (g.stride[0], r, interior) {
+                        $(
+                            (1, $n, true) => rows_3x3::<1, $n, false>(g, x, taps, bias, loads, at, out),
+                            (1, $n, false) => rows_3x3::<1, $n, true>(g, x, taps, bias, loads, at, out),
+                        )*
+                        // Stride 2: fewer variants (more of them made the interior blocks
+                        // slower, 112x112: 164 -> 193 µs); short blocks are border ones.
+                        (_, ROWS, true) => rows_3x3::<2, ROWS, false>(g, x, taps, bias, loads, at, out),
+                        (_, ROWS, false) => rows_3x3::<2, ROWS, true>(g, x, taps, bias, loads, at, out),
+                        (_, 1, _) => rows_3x3::<2, 1, true>(g, x, taps, bias, loads, at, out),
+                        (_, 2, _) => rows_3x3::<2, 2, true>(g, x, taps, bias, loads, at, out),
+                        (_, 3, _) => rows_3x3::<2, 3, true>(g, x, taps, bias, loads, at, out),
+                        _ => {}
+                    }
+                };
             }
+            block!(1 2 3 4 5 6 7 8);
+            oy += r;
+        }
+        return;
+    }
+    while oy < g.out_height {
+        if oy >= interior_from && oy + ROWS <= interior_to {
+            chunk_rows::<ROWS, KW, true>(g, x, taps, bias, loads, (oy, ox0, n), out);
             oy += ROWS;
         } else {
             chunk_rows::<1, KW, false>(g, x, taps, bias, loads, (oy, ox0, n), out);
@@ -166,7 +190,8 @@ fn column_chunk<const KW: usize>(
     }
 }
 
-/// `R` interior output rows of a 3x3 kernel (row stride `SH`, no row dilation): each input
+/// `R` output rows of a 3x3 kernel (row stride `SH`, no row dilation), interior ones unless
+/// `CHECKED` (then kernel rows outside the input read as zeros): each input
 /// row vector is loaded once and used by every output row whose window covers it (up to three),
 /// with the nine taps held in registers — about half a load per multiply-add instead of one, and
 /// little else per multiply-add (the general loop spent more instructions on addresses than on
@@ -174,7 +199,7 @@ fn column_chunk<const KW: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn rows_3x3<const SH: usize, const R: usize>(
+fn rows_3x3<const SH: usize, const R: usize, const CHECKED: bool>(
     g: &PlaneGeometry,
     x: &[f32],
     taps: &[f32],
@@ -192,12 +217,16 @@ fn rows_3x3<const SH: usize, const R: usize>(
     // Input rows top + j; output row r reads rows r * SH + ky.
     for j in 0..(R - 1) * SH + 3 {
         let iy = top + j as isize;
-        debug_assert!(iy >= 0 && iy < g.height as isize);
+        // A kernel row outside the input reads as zeros, like the padding columns (`load`'s
+        // mask): a branch here instead kept the compiler from unrolling the loop.
+        let inside = !CHECKED || (iy >= 0 && iy < g.height as isize);
         for (kx, &load) in loads.iter().enumerate() {
-            // SAFETY: the caller checked these output rows are interior, so every row
-            // iy = (oy + r) * SH - ph + ky read here satisfies 0 <= iy < height, and the
-            // enabled elements of `load` lie inside the row (`ColumnLoad::new`): every element
-            // read is inside the plane `DirectPlane::run` checked `x` holds.
+            let load = if inside { load } else { ColumnLoad { mask: 0, ..load } };
+            // SAFETY: every element the mask enables is inside the plane `DirectPlane::run`
+            // checked `x` holds: the mask is empty for a row outside the input, and for a row
+            // inside (0 <= iy < height: tested when CHECKED, else the caller checked these
+            // output rows are interior) it enables elements inside the row only
+            // (`ColumnLoad::new`).
             let v = unsafe { masked_rows::load_window(x, iy * width, load, g.stride[1] == 2) };
             for (r, acc) in acc.iter_mut().enumerate() {
                 // Kernel row of output row r that reads input row j (constant after unrolling).
