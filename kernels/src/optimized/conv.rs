@@ -21,6 +21,7 @@
 use rayon::prelude::*;
 
 use super::depthwise_avx512;
+use super::pixel_gemm;
 use super::sgemm::{self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, TapRows, packed_lhs_len, sgemm, sgemm_taps};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
@@ -352,12 +353,14 @@ fn convolve(
         return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH));
     }
     let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&conv, wd, scale.is_some()));
+    // Weights packed for pixel_gemm go there when the output planes are contiguous; otherwise
+    // sgemm packs its own per call (see `by_pixels`).
     let weights = Weights { data: wd, scale };
     if conv.is_pointwise() {
         return pointwise(ctx, &conv, xd, weights, bd, out, prepared);
     }
     if let Some(padded) = PaddedInput::new(&conv) {
-        return padded_gemm(ctx, &conv, padded, xd, weights, bd, out, prepared);
+        return padded_gemm(ctx, &conv, padded, xd, weights, bd, out, prepared.filter(|p| !p.by_pixels));
     }
     im2col_gemm(ctx, &conv, xd, weights, bd, out, prepared)
 }
@@ -440,6 +443,8 @@ pub struct PackedConvWeights {
     channels_last_order: bool,
     /// Whether the rows were multiplied by a weight scale ([`convolution_scaled`]).
     scaled: bool,
+    /// Packed for [`pixel_gemm`] ([`by_pixels`]) instead of for [`sgemm`].
+    by_pixels: bool,
     data: PackedData,
 }
 
@@ -494,8 +499,25 @@ impl PackedConvWeights {
             && self.scaled == scaled
             && self.weight_sizes == sizes
             && (self.channels_last_order == c.x_channels_last || c.kernel == [1, 1])
-            && packed_conv_len(c).is_some_and(|len| self.data.as_slice().len() == len)
+            && self.by_pixels == by_pixels(c)
+            && packed_len(c, self.by_pixels).is_some_and(|len| self.data.as_slice().len() == len)
     }
+}
+
+/// Whether a convolution's GEMM runs through [`pixel_gemm`] (when its planes turn out
+/// contiguous at run time): one group over contiguous NCHW input, a small output map
+/// ([`pixel_gemm::preferred`]), on the pointwise or im2col path.
+fn by_pixels(c: &Conv) -> bool {
+    c.groups == 1
+        && c.in_per_group > 1
+        && !c.x_channels_last
+        && (c.is_pointwise() || PaddedInput::new(c).is_none())
+        && pixel_gemm::preferred(c.out_pixels(), c.out_channels)
+}
+
+/// Elements of a convolution's packed weights, for `sgemm` or for [`pixel_gemm`].
+fn packed_len(c: &Conv, by_pixels: bool) -> Option<usize> {
+    if by_pixels { pixel_gemm::packed_len(c.out_channels, c.reduction()) } else { packed_conv_len(c) }
 }
 
 /// Load-time preparation of `aten::convolution.out`: packs a constant weight for the GEMM paths
@@ -515,14 +537,21 @@ pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState
     if scale.is_some_and(|s| s.len() < conv.out_channels) {
         return Err(short(SCALE));
     }
-    let Some(len) = packed_conv_len(&conv) else { return Ok(None) };
+    let by_pixels = by_pixels(&conv);
+    let Some(len) = packed_len(&conv, by_pixels) else { return Ok(None) };
     let Some(mut data) = PackedData::zeroed(len) else { return Ok(None) };
-    pack_conv_weights(&conv, Weights { data: wd, scale }, data.as_mut_slice())?;
+    let weights = Weights { data: wd, scale };
+    if by_pixels {
+        pack_pixel_weights(&conv, weights, data.as_mut_slice())?;
+    } else {
+        pack_conv_weights(&conv, weights, data.as_mut_slice())?;
+    }
     Ok(Some(Box::new(PackedConvWeights {
         weight_at: wd.as_ptr() as usize,
         weight_sizes: [conv.out_channels, conv.in_per_group, conv.kernel[0], conv.kernel[1]],
         channels_last_order: conv.x_channels_last,
         scaled: scale.is_some(),
+        by_pixels,
         data,
     })))
 }
@@ -594,6 +623,20 @@ fn pack_conv_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result<
     Ok(())
 }
 
+/// Packs a one-group convolution's weights for [`pixel_gemm`], in the im2col reduction order
+/// ([`reduction_index`]) and scaled as [`pack_conv_weights`] scales them.
+fn pack_pixel_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result<(), KernelError> {
+    let [w0, w1, w2, w3] = c.w_strides;
+    pixel_gemm::pack(c.out_channels, c.reduction(), dst, WEIGHT, |co, r| {
+        let (ci, ky, kx) = reduction_index(c, r);
+        let v = *weights.data.get(co * w0 + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+        Ok(match weights.scale {
+            None => v,
+            Some(s) => (f64::from(v) * s.get(co).copied().ok_or(short(SCALE))?) as f32,
+        })
+    })
+}
+
 /// The packed weights: prepared at init, or packed now into `scratch` (which must then hold
 /// [`packed_conv_len`] elements).
 fn packed_weights<'s>(
@@ -641,16 +684,19 @@ fn pointwise(
 ) -> Result<(), KernelError> {
     let pixels = c.out_pixels();
     let [xn, xc, xr, xp] = c.x_strides;
+    let (prepared, by_pixels) = split_prepared(c, prepared, &out);
+    let by_pixels = by_pixels.filter(|_| c.stride != [1, 1] || (xp == 1 && xr == c.width));
     let [on, oc, _, op] = out.strides;
     let [sy, sx] = c.stride;
     let strided = c.stride != [1, 1];
     let picked_len = if strided { (c.groups * c.in_per_group).checked_mul(pixels).ok_or(short(INPUT))? } else { 0 };
     let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
-    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let packed_len =
+        if prepared.is_some() || by_pixels.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
     let scratch_len = picked_len.checked_add(packed_len).ok_or(short(WEIGHT))?;
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         let (picked, rest) = scratch.split_at_mut(picked_len);
-        let packed = packed_weights(c, w, prepared, rest)?;
+        let packed = if by_pixels.is_some() { &[][..] } else { packed_weights(c, w, prepared, rest)? };
         for n in 0..c.batch {
             if strided {
                 // Output (oy, ox) reads input (oy * sy, ox * sx): every `sx`-th element of every
@@ -665,6 +711,13 @@ fn pointwise(
                         }
                     }
                 }
+            }
+            if let Some(by_pixels) = by_pixels {
+                let (x, x_row) =
+                    if strided { (&picked[..], pixels) } else { (x.get(n * xn..).ok_or(short(INPUT))?, xc) };
+                let out = out.data.get_mut(n * on..).ok_or(short(OUT))?;
+                pixel_product(ctx, c, by_pixels, (x, x_row), pixels, bias, (out, oc))?;
+                continue;
             }
             for g in 0..c.groups {
                 let lhs = PackedLhs {
@@ -686,6 +739,50 @@ fn pointwise(
         Ok(())
     };
     ctx.with_scratch_f32(scratch_len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// Prepared weights as `(for sgemm, for pixel_gemm)`: those packed for [`pixel_gemm`] go there
+/// when the output planes are contiguous; otherwise sgemm packs its own per call (the layout is
+/// only known at run time).
+fn split_prepared<'p>(
+    c: &Conv,
+    prepared: Option<&'p PackedConvWeights>,
+    out: &Output<'_>,
+) -> (Option<&'p PackedConvWeights>, Option<&'p PackedConvWeights>) {
+    match prepared {
+        Some(p) if p.by_pixels => {
+            let [_, _, row, pixel] = out.strides;
+            (None, Some(p).filter(|_| pixel == 1 && row == c.out_width))
+        }
+        p => (p, None),
+    }
+}
+
+/// One image's product through [`pixel_gemm`] (one group): `pixels` output positions from the
+/// reduction rows of `x` (`x_row` apart) into the output channel planes (`out_row` apart).
+fn pixel_product(
+    ctx: &KernelContext,
+    c: &Conv,
+    packed: &PackedConvWeights,
+    (x, x_row): (&[f32], usize),
+    pixels: usize,
+    bias: Option<&[f32]>,
+    (out, out_row): (&mut [f32], usize),
+) -> Result<(), KernelError> {
+    let product = pixel_gemm::Product {
+        packed: packed.data.as_slice(),
+        channels: c.out_channels,
+        reduction: c.reduction(),
+        pixels,
+        x,
+        x_row,
+        bias,
+        min: c.min,
+        max: c.max,
+        out,
+        out_row,
+    };
+    pixel_gemm::run(ctx, product, OUT)
 }
 
 /// The GEMM epilogue of group `g`: its bias per output channel (row), the clamp.
@@ -716,6 +813,7 @@ fn im2col_gemm(
     out: Output<'_>,
     prepared: Option<&PackedConvWeights>,
 ) -> Result<(), KernelError> {
+    let (prepared, by_pixels) = split_prepared(c, prepared, &out);
     let k_len = c.reduction();
     if k_len > MAX_COLUMNS {
         return Err(KernelError::NotImplemented("convolution reduction longer than the im2col scratch"));
@@ -735,7 +833,8 @@ fn im2col_gemm(
         // is one or two tiles instead of six.
         tile = tile.max((PARALLEL_TILE_ELEMENTS / k_len).min(pixels).min(most));
     }
-    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let packed_len =
+        if prepared.is_some() || by_pixels.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
     let phases_len = if phase_split(c) { c.in_per_group * c.height * c.width } else { 0 };
     let len = tile
         .checked_mul(k_len)
@@ -744,7 +843,10 @@ fn im2col_gemm(
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         let (cols, rest) = scratch.split_at_mut(tile * k_len);
         let (phases, packed) = rest.split_at_mut(phases_len);
-        let packed = packed_weights(c, w, prepared, packed)?;
+        let packed = match by_pixels {
+            Some(p) => Packed::Pixels(p),
+            None => Packed::Panels(packed_weights(c, w, prepared, packed)?),
+        };
         let phases = if phases_len > 0 { Some(phases) } else { None };
         im2col_tiles(ctx, c, x, packed, bias, out, cols, tile, phases)
     };
@@ -981,12 +1083,21 @@ fn copy_rows(
     Ok(())
 }
 
+/// Weights as the im2col path multiplies them.
+#[derive(Clone, Copy)]
+enum Packed<'a> {
+    /// For `sgemm`, every group.
+    Panels(&'a [f32]),
+    /// For [`pixel_gemm`] (one group, contiguous planes).
+    Pixels(&'a PackedConvWeights),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn im2col_tiles(
     ctx: &KernelContext,
     c: &Conv,
     x: &[f32],
-    packed: &[f32],
+    packed: Packed<'_>,
     bias: Option<&[f32]>,
     out: Output<'_>,
     cols: &mut [f32],
@@ -1015,6 +1126,16 @@ fn im2col_tiles(
                         None => gather_contiguous(ctx, c, x, n, g, (p0, p1), cols)?,
                     }
                     MatRef { data: cols, row: width, col: 1 }
+                };
+                let packed = match packed {
+                    Packed::Panels(p) => p,
+                    Packed::Pixels(p) if !c.x_channels_last && op == 1 => {
+                        let at = n * on + g * c.out_per_group * oc + p0;
+                        let out = out.data.get_mut(at..).ok_or(short(OUT))?;
+                        pixel_product(ctx, c, p, (cols, width), width, bias, (out, oc))?;
+                        continue;
+                    }
+                    Packed::Pixels(_) => return Err(KernelError::NotImplemented("pixel-rows weights for this layout")),
                 };
                 let lhs =
                     PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m: c.out_per_group, k: k_len };
@@ -2266,6 +2387,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Small output maps with enough channels, whose constant weights are packed for
+    /// `pixel_gemm` (a 1x1 and a 3x3 kernel on 3x3 and 4x4 maps, a strided 1x1, a 1x1 map,
+    /// channels not a multiple of its strips, batches); the layouts it does not take fall back to
+    /// `sgemm` with weights packed per call.
+    #[test]
+    fn small_maps_match_portable() {
+        case([2, 20, 3, 3], [100, 20, 1, 1], 1, 0, 1).all_layouts();
+        case([1, 16, 3, 3], [64, 16, 3, 3], 1, 1, 1).all_layouts();
+        case([1, 12, 4, 4], [50, 12, 3, 3], 1, 1, 1).all_layouts();
+        case([1, 24, 7, 7], [48, 24, 1, 1], 2, 0, 1).all_layouts();
+        case([2, 8, 1, 1], [33, 8, 1, 1], 1, 0, 1).all_layouts();
+        case([1, 8, 5, 5], [40, 8, 3, 3], 2, 1, 1).all_layouts();
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod mask;
 pub mod masked_rows;
 pub mod norm;
+pub mod pixel_gemm;
 pub mod pool;
 pub mod reduce;
 pub mod sgemm;
