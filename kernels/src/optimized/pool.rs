@@ -142,10 +142,11 @@ fn fast_max_pool(ctx: &KernelContext, args: &KernelArgs<'_>, with_indices: bool)
     all_covered.then_some(Ok(()))
 }
 
-/// A plane of at most 32 elements whose outputs fit one register (googlenet's 4x4 and 2x2 maps,
-/// where the row kernel took 60 ns a plane on 16 outputs): the plane is loaded into two
-/// registers and each tap is one permutation of them, through a table of input positions per
-/// output lane built once per call.
+/// A plane of at most 64 elements whose outputs fit one register (googlenet's 4x4 and 2x2 maps,
+/// where the row kernel took 60 ns a plane on 16 outputs; squeezenet's 7x7 onto 3x3, 60 ns too):
+/// the plane is loaded into two registers (four above 32 elements) and each tap is one
+/// permutation of them (two and a blend), through a table of input positions per output lane
+/// built once per call.
 struct SmallPlane {
     plane: usize,
     outputs: usize,
@@ -153,6 +154,8 @@ struct SmallPlane {
     /// position each output lane reads (0 where it reads padding) and the lanes that read inside.
     positions: [[i32; 16]; SMALL_TAPS],
     inside: [u16; SMALL_TAPS],
+    /// Per tap, the lanes whose position is 32 or more (in the upper two registers).
+    upper: [u16; SMALL_TAPS],
     taps: usize,
 }
 
@@ -164,10 +167,17 @@ impl SmallPlane {
         let plane = g.height * g.width;
         let outputs = g.out_height * g.out_width;
         let taps = g.kernel[0] * g.kernel[1];
-        if !available() || plane > 32 || outputs > 16 || taps > SMALL_TAPS {
+        if !available() || plane > 64 || outputs > 16 || taps > SMALL_TAPS {
             return None;
         }
-        let mut small = SmallPlane { plane, outputs, positions: [[0; 16]; SMALL_TAPS], inside: [0; SMALL_TAPS], taps };
+        let mut small = SmallPlane {
+            plane,
+            outputs,
+            positions: [[0; 16]; SMALL_TAPS],
+            inside: [0; SMALL_TAPS],
+            upper: [0; SMALL_TAPS],
+            taps,
+        };
         for t in 0..taps {
             let (ky, kx) = (t / g.kernel[1], t % g.kernel[1]);
             for lane in 0..outputs {
@@ -175,8 +185,12 @@ impl SmallPlane {
                 let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                 let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
                 if (0..g.height as isize).contains(&iy) && (0..g.width as isize).contains(&ix) {
-                    small.positions[t][lane] = (iy * g.width as isize + ix) as i32;
+                    let position = iy * g.width as isize + ix;
+                    small.positions[t][lane] = position as i32;
                     small.inside[t] |= 1 << lane;
+                    if position >= 32 {
+                        small.upper[t] |= 1 << lane;
+                    }
                 }
             }
         }
@@ -190,12 +204,16 @@ impl SmallPlane {
             if !available() || x.len() < self.plane || out.len() < self.outputs || indices.len() < self.outputs {
                 return false;
             }
-            if with_indices {
-                // SAFETY: AVX-512F is available and the slice lengths were checked just above.
-                unsafe { self.pool_avx512::<true>(x, out, indices) }
-            } else {
+            match (with_indices, self.plane > 32) {
+                // SAFETY: AVX-512F is available and the slice lengths were checked just above;
+                // WIDE exactly when the plane has more than 32 elements.
+                (true, false) => unsafe { self.pool_avx512::<true, false>(x, out, indices) },
                 // SAFETY: as above.
-                unsafe { self.pool_avx512::<false>(x, out, indices) }
+                (true, true) => unsafe { self.pool_avx512::<true, true>(x, out, indices) },
+                // SAFETY: as above.
+                (false, false) => unsafe { self.pool_avx512::<false, false>(x, out, indices) },
+                // SAFETY: as above.
+                (false, true) => unsafe { self.pool_avx512::<false, true>(x, out, indices) },
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -206,30 +224,41 @@ impl SmallPlane {
     }
 
     /// # Safety
-    /// AVX-512F is available; `x` holds `plane` elements, `out` and `indices` `outputs`.
+    /// AVX-512F is available; `x` holds `plane` elements, `out` and `indices` `outputs`;
+    /// `WIDE` when the plane has more than 32 elements.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn pool_avx512<const INDICES: bool>(&self, x: &[f32], out: &mut [f32], indices: &mut [i64]) -> bool {
+    unsafe fn pool_avx512<const INDICES: bool, const WIDE: bool>(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        indices: &mut [i64],
+    ) -> bool {
         use masked_rows::bit_range;
         use std::arch::x86_64::*;
-        let low_mask = bit_range(0, self.plane.min(16) as isize) as u16;
-        let high_mask = bit_range(0, self.plane.saturating_sub(16) as isize) as u16;
-        // SAFETY: the enabled lanes are elements 0..min(plane, 16) of x (plane <= x.len()).
-        let low = unsafe { _mm512_maskz_loadu_ps(low_mask, x.as_ptr()) };
-        // SAFETY: the enabled lanes are elements 16..plane of x (none when plane <= 16, and a
-        // masked-off lane is never accessed).
-        let high = unsafe { _mm512_maskz_loadu_ps(high_mask, x.as_ptr().wrapping_add(16)) };
+        // Register r holds elements 16r..16r + 16 of the plane, zero past its end.
+        let load = |r: usize| {
+            let mask = bit_range(0, self.plane.saturating_sub(16 * r).min(16) as isize) as u16;
+            // SAFETY: the enabled lanes are elements 16r..min(plane, 16r + 16) of x
+            // (plane <= x.len()); a masked-off lane is never accessed.
+            unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().wrapping_add(16 * r)) }
+        };
+        let (low, high) = (load(0), load(1));
+        let (upper_low, upper_high) = if WIDE { (load(2), load(3)) } else { (low, high) };
         let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut best_index = _mm512_set1_epi32(-1);
         let mut seen = 0u16;
-        for (positions, &inside) in self.positions.iter().zip(&self.inside).take(self.taps) {
+        for ((positions, &inside), &upper) in self.positions.iter().zip(&self.inside).zip(&self.upper).take(self.taps) {
             if inside == 0 {
                 continue;
             }
             // SAFETY: `positions` is 16 readable i32s (an unaligned load).
             let position = unsafe { _mm512_loadu_si512(positions.as_ptr().cast()) };
-            // Positions are below 32: bit 4 picks the high register.
-            let v = _mm512_permutex2var_ps(low, position, high);
+            // Bit 4 of a position picks the high register of a pair, bit 5 the pair.
+            let mut v = _mm512_permutex2var_ps(low, position, high);
+            if WIDE {
+                v = _mm512_mask_mov_ps(v, upper, _mm512_permutex2var_ps(upper_low, position, upper_high));
+            }
             let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
             let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
             // As in `plane_avx512`: a lane's first tap inside is its index even when not greater.
@@ -538,10 +567,10 @@ mod tests {
     #[test]
     fn matches_portable() {
         let mut checked = 0;
-        // The last four through `SmallPlane` where the outputs fit one register.
+        // The last seven through `SmallPlane` where the outputs fit one register (planes of
+        // more than 32 elements in four registers: 7x7, 8x8, 7x9).
         let shapes = [
             [1, 32, 32, 32],
-            [2, 3, 7, 9],
             [1, 2, 40, 37],
             [1, 1, 1, 1],
             [1, 4, 5, 17],
@@ -549,6 +578,9 @@ mod tests {
             [2, 5, 2, 2],
             [1, 2, 5, 6],
             [1, 2, 4, 8],
+            [1, 3, 7, 7],
+            [1, 2, 8, 8],
+            [2, 3, 7, 9],
         ];
         for x in shapes {
             for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 2, 0), (5, 1, 2), (1, 1, 0)] {
