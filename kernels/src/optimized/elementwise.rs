@@ -307,8 +307,9 @@ pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 /// `e^x` for `x <= 0` in f32, branch-free so that slice loops vectorize: `x = n ln2 + r` with
 /// `|r| <= ln2 / 2` (n rounded by the 1.5 * 2^23 trick: `round` is a library call without SSE4.1),
 /// `e^r` by its degree-6 Taylor polynomial in fused multiply-adds (relative error below 2e-7
-/// there), `2^n` built in the
-/// exponent bits. Below -87 the result is flushed to `e^-87` (1.6e-38), which callers treat as 0.
+/// there), `2^n` built in the exponent bits. Below -87 the result is flushed to `e^-87`
+/// (1.6e-38), which callers treat as 0. Without FMA hardware `mul_add` is a library call: slow,
+/// but the same results.
 #[inline(always)]
 pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
