@@ -342,8 +342,13 @@ fn convolve(
     }
     let out = Output { data: od, strides: out_strides };
     let same_layout = conv.x_channels_last == out_channels_last;
-    if conv.in_per_group == 1 && same_layout && !out_channels_last && depthwise_fits(&conv) {
-        return depthwise_contiguous(ctx, &conv, xd, wd, bd, out);
+    if conv.in_per_group == 1 && same_layout && !out_channels_last {
+        if let Some(taps) = args.prepared::<DepthwiseTaps>().filter(|t| t.fits(&conv, wd)) {
+            return depthwise_in_lanes(ctx, &conv, xd, taps, bd, out);
+        }
+        if depthwise_fits(&conv) {
+            return depthwise_contiguous(ctx, &conv, xd, wd, bd, out);
+        }
     }
     if conv.in_per_group == 1 && conv.out_per_group == 1 && same_layout && out_channels_last {
         let len = conv.kernel[0] * conv.kernel[1] * conv.out_channels + conv.out_channels;
@@ -530,6 +535,10 @@ pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState
     }
     let Some(conv) = plan(args) else { return Ok(None) };
     if conv.in_per_group == 1 {
+        // Only the GEMM paths take a weight scale (see `convolve`).
+        if channels_in_lanes(&conv) && weight_scale(args)?.is_none() {
+            return Ok(DepthwiseTaps::new(&conv, w.data::<f32>()?)?.map(|t| Box::new(t) as PreparedState));
+        }
         return Ok(None);
     }
     let wd = w.data::<f32>()?;
@@ -1736,6 +1745,192 @@ fn depthwise_contiguous(
     }
 }
 
+/// Depthwise convolutions onto maps of at most this many output pixels take
+/// [`depthwise_in_lanes`] when their weights are constant.
+const LANES_PLANE_OUT: usize = 16;
+/// ... and from inputs of at most this many pixels (the transposed copy's size).
+const LANES_PLANE_IN: usize = 64;
+
+/// Whether a depthwise convolution computes its channels in the vector lanes
+/// ([`depthwise_in_lanes`]): one input and one output channel per group, contiguous NCHW input,
+/// small planes where the per-plane kernels spend most of their time on setup: at most
+/// [`TINY_PLANE`] outputs (efficientnet's 5x5 layers on 2x2 maps: 9.7 -> 4.3 µs for 576 planes),
+/// or strided onto at most 16 (its 3x3 stride-2 layer onto 4x4: 8.1 -> 6.4 µs). At stride 1 onto
+/// 4x4 maps the flat kernel stays faster (5x5, 336 planes: 8.9 against 11.0 µs).
+fn channels_in_lanes(c: &Conv) -> bool {
+    c.in_per_group == 1
+        && c.out_per_group == 1
+        && !c.x_channels_last
+        && (c.out_pixels() <= TINY_PLANE || c.stride != [1, 1])
+        && c.out_pixels() <= LANES_PLANE_OUT
+        && c.height * c.width <= LANES_PLANE_IN
+        && c.kernel[0] * c.kernel[1] <= MAX_TAPS
+}
+
+/// A depthwise convolution's constant weights, tap-major (`taps[t · padded + channel]`, channels
+/// padded with zeros to a multiple of 16), made at method init for [`depthwise_in_lanes`].
+#[derive(Debug)]
+pub struct DepthwiseTaps {
+    weight_at: usize,
+    weight_sizes: [usize; 4],
+    /// The geometry the pairs below are for: input and output height and width, stride,
+    /// padding, dilation.
+    geometry: [usize; 10],
+    padded: usize,
+    taps: Vec<f32>,
+    /// (tap, input pixel) pairs inside the input for each output pixel, in tap order:
+    /// `pairs[starts[o]..starts[o + 1]]`.
+    pairs: Vec<(usize, usize)>,
+    starts: Vec<usize>,
+}
+
+/// What [`DepthwiseTaps`]' pairs depend on.
+fn lanes_geometry(c: &Conv) -> [usize; 10] {
+    let [[sy, sx], [py, px], [dy, dx]] = [c.stride, c.padding, c.dilation];
+    [c.height, c.width, c.out_height, c.out_width, sy, sx, py, px, dy, dx]
+}
+
+impl DepthwiseTaps {
+    fn new(c: &Conv, w: &[f32]) -> Result<Option<DepthwiseTaps>, KernelError> {
+        let [w0, _, w2, w3] = c.w_strides;
+        let [kh, kw] = c.kernel;
+        let padded = c.out_channels.div_ceil(16) * 16;
+        let Some(len) = padded.checked_mul(kh * kw) else { return Ok(None) };
+        let mut taps = Vec::new();
+        if taps.try_reserve_exact(len).is_err() {
+            return Ok(None);
+        }
+        taps.resize(len, 0.0);
+        for (t, row) in taps.chunks_exact_mut(padded).enumerate() {
+            let (ky, kx) = (t / kw, t % kw);
+            for (ch, v) in row.iter_mut().enumerate().take(c.out_channels) {
+                *v = *w.get(ch * w0 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
+            }
+        }
+        let (mut pairs, mut starts) = (Vec::new(), vec![0]);
+        for o in 0..c.out_pixels() {
+            let (oy, ox) = (o / c.out_width, o % c.out_width);
+            for ky in 0..kh {
+                let iy = c.input_pos(0, oy, ky);
+                for kx in 0..kw {
+                    let ix = c.input_pos(1, ox, kx);
+                    if (0..c.height as i64).contains(&iy) && (0..c.width as i64).contains(&ix) {
+                        pairs.push((ky * kw + kx, iy as usize * c.width + ix as usize));
+                    }
+                }
+            }
+            starts.push(pairs.len());
+        }
+        Ok(Some(DepthwiseTaps {
+            weight_at: w.as_ptr() as usize,
+            weight_sizes: [c.out_channels, 1, kh, kw],
+            geometry: lanes_geometry(c),
+            padded,
+            taps,
+            pairs,
+            starts,
+        }))
+    }
+
+    /// Whether these are `c`'s weights `w`, packed for the geometry `c` has.
+    fn fits(&self, c: &Conv, w: &[f32]) -> bool {
+        self.weight_at == w.as_ptr() as usize
+            && self.weight_sizes == [c.out_channels, c.in_per_group, c.kernel[0], c.kernel[1]]
+            && channels_in_lanes(c)
+            && self.geometry == lanes_geometry(c)
+            && self.padded == c.out_channels.div_ceil(16) * 16
+    }
+}
+
+/// Depthwise convolution of small planes with the channels in the lanes: per image, the input is
+/// transposed to `[pixel][channel]`, each output pixel is its bias plus, for each (tap, input
+/// pixel) pair inside the input in the portable kernel's tap order, a fused multiply-add over all
+/// channels at once, and the results are transposed back (and clamped). The per-plane kernels
+/// spent their time on per-plane setup here: 17 ns a plane on efficientnet's 2x2 maps, 576
+/// planes a layer.
+fn depthwise_in_lanes(
+    ctx: &mut KernelContext,
+    c: &Conv,
+    x: &[f32],
+    taps: &DepthwiseTaps,
+    bias: Option<&[f32]>,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    let padded = taps.padded;
+    let (plane_in, plane_out) = (c.height * c.width, c.out_pixels());
+    let [xn, xc, _, _] = c.x_strides;
+    let [on, oc, _, _] = out.strides;
+    let channels = c.out_channels;
+    let run = |scratch: &mut [f32], _: &KernelContext| -> Result<(), KernelError> {
+        let (xt, acc) = scratch.split_at_mut(plane_in * padded);
+        for n in 0..c.batch {
+            for ch in 0..channels {
+                let plane = x.get(n * xn + ch * xc..n * xn + ch * xc + plane_in).ok_or(short(INPUT))?;
+                for (p, &v) in plane.iter().enumerate() {
+                    xt[p * padded + ch] = v;
+                }
+            }
+            for p in 0..plane_in {
+                xt[p * padded + channels..(p + 1) * padded].fill(0.0);
+            }
+            for (o, acc) in acc.chunks_exact_mut(padded).enumerate().take(plane_out) {
+                match bias {
+                    Some(b) => acc[..channels].copy_from_slice(b.get(..channels).ok_or(short(BIAS))?),
+                    None => acc[..channels].fill(0.0),
+                }
+                acc[channels..].fill(0.0);
+                let (Some(&from), Some(&to)) = (taps.starts.get(o), taps.starts.get(o + 1)) else {
+                    return Err(short(WEIGHT));
+                };
+                for &(t, i) in taps.pairs.get(from..to).ok_or(short(WEIGHT))? {
+                    let w = taps.taps.get(t * padded..(t + 1) * padded).ok_or(short(WEIGHT))?;
+                    let xi = xt.get(i * padded..(i + 1) * padded).ok_or(short(INPUT))?;
+                    lanes_multiply_add(acc, w, xi);
+                }
+            }
+            for ch in 0..channels {
+                let dst = out.data.get_mut(n * on + ch * oc..n * on + ch * oc + plane_out).ok_or(short(OUT))?;
+                for (o, d) in dst.iter_mut().enumerate() {
+                    *d = sgemm::clamp(acc[o * padded + ch], c.min, c.max);
+                }
+            }
+        }
+        Ok(())
+    };
+    let len = (plane_in + plane_out).checked_mul(padded).ok_or(short(INPUT))?;
+    ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// `acc[i] = w[i] · x[i] + acc[i]` in one rounding each, in the widest vectors the CPU has.
+fn lanes_multiply_add(acc: &mut [f32], w: &[f32], x: &[f32]) {
+    #[inline(always)]
+    fn body(acc: &mut [f32], w: &[f32], x: &[f32]) {
+        for ((a, &w), &x) in acc.iter_mut().zip(w).zip(x) {
+            *a = w.mul_add(x, *a);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(acc: &mut [f32], w: &[f32], x: &[f32]) {
+            body(acc, w, x);
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(acc: &mut [f32], w: &[f32], x: &[f32]) {
+            body(acc, w, x);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (detected just above).
+            return unsafe { avx512(acc, w, x) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            return unsafe { avx2(acc, w, x) };
+        }
+    }
+    body(acc, w, x);
+}
+
 /// Output planes up to this many positions (mobilenet_v3's 2x2 maps) take [`depthwise_tiny`]:
 /// the plane kernels' setup (masks, bands, row loops) cost 30-80 ns per plane there, most of a
 /// 5x5 depthwise layer on a 2x2 map. On 4x4 maps the flat kernel is faster (trace minimums on
@@ -2347,8 +2542,17 @@ mod tests {
             let mut done = constant.call().prepare();
             let packed =
                 done.run_prepared(prepare_convolution, convolution_out, &mut KernelContext::new()).expect("run");
-            // One input channel per group (depthwise): the direct kernels read the weights as they are.
-            assert_eq!(packed, self.w[1] > 1);
+            // One input channel per group (depthwise): the direct kernels read the weights as they
+            // are, except onto small maps, whose weights are laid out tap-major for
+            // `depthwise_in_lanes`.
+            let out_pixels = want_sizes[2] * want_sizes[3];
+            let in_lanes = self.w[1] == 1
+                && self.w[0] as i64 == self.groups
+                && !self.x_channels_last
+                && (out_pixels <= TINY_PLANE || self.stride != [1, 1])
+                && out_pixels <= LANES_PLANE_OUT
+                && self.x[2] * self.x[3] <= LANES_PLANE_IN;
+            assert_eq!(packed, self.w[1] > 1 || in_lanes, "prepared");
             assert_close(&done.tensor::<f32>(OUT).1, &want, 1e-4);
             self.check_scaled();
         }
@@ -2450,6 +2654,10 @@ mod tests {
         case([1, 288, 2, 2], [288, 1, 5, 5], 1, 2, 288).all_layouts();
         Case { dilation: [2, 1], padding: [2, 1], bias: false, ..case([2, 6, 2, 2], [12, 1, 3, 3], 1, 1, 6) }
             .all_layouts();
+        // Channels in the lanes (constant weights): more channels than a register, a stride-2
+        // 3x3 onto 4x4, dilation and no bias, batches.
+        case([1, 37, 8, 8], [37, 1, 3, 3], 2, 1, 37).all_layouts();
+        Case { dilation: [2, 2], bias: false, ..case([2, 20, 7, 7], [20, 1, 3, 3], 3, 2, 20) }.all_layouts();
         case([1, 7, 3, 3], [7, 1, 3, 3], 1, 0, 7).all_layouts();
         // A wide kernel: more taps than the stack buffer holds goes through im2col.
         case([1, 2, 12, 12], [2, 1, 9, 9], 1, 4, 2).all_layouts();
