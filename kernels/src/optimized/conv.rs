@@ -585,6 +585,12 @@ fn reduction_index(c: &Conv, r: usize) -> (usize, usize, usize) {
     }
 }
 
+/// A weight times its output channel's scale, rounded as a batch norm folded into a copy of the
+/// weights would store it.
+fn scale_weight(v: f32, scale: f64) -> f32 {
+    (f64::from(v) * scale) as f32
+}
+
 /// Packs every group's `out_per_group × reduction` weight matrix into `dst` in [`sgemm`]'s panel
 /// layout (see [`sgemm::pack_lhs`]): panel by panel, each of its rows read in one pass (reading
 /// column by column across all rows instead touched a new cache line per element, which made
@@ -613,7 +619,7 @@ fn pack_conv_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result<
                 let base = channel * w0;
                 // The same rounding as a batch norm folded into a copy of the weights.
                 let scale = weights.scale.map(|s| s.get(channel).copied().ok_or(short(SCALE))).transpose()?;
-                let scaled = |v: f32| scale.map_or(v, |s| (f64::from(v) * s) as f32);
+                let scaled = |v: f32| scale.map_or(v, |s| scale_weight(v, s));
                 if row_is_contiguous {
                     let row = w.get(base..base + k_len).ok_or(short(WEIGHT))?;
                     match scale {
@@ -641,7 +647,7 @@ fn pack_pixel_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result
         let v = *weights.data.get(co * w0 + ci * w1 + ky * w2 + kx * w3).ok_or(short(WEIGHT))?;
         Ok(match weights.scale {
             None => v,
-            Some(s) => (f64::from(v) * s.get(co).copied().ok_or(short(SCALE))?) as f32,
+            Some(s) => scale_weight(v, s.get(co).copied().ok_or(short(SCALE))?),
         })
     })
 }
@@ -1808,16 +1814,8 @@ impl DepthwiseTaps {
         }
         let (mut pairs, mut starts) = (Vec::new(), vec![0]);
         for o in 0..c.out_pixels() {
-            let (oy, ox) = (o / c.out_width, o % c.out_width);
-            for ky in 0..kh {
-                let iy = c.input_pos(0, oy, ky);
-                for kx in 0..kw {
-                    let ix = c.input_pos(1, ox, kx);
-                    if (0..c.height as i64).contains(&iy) && (0..c.width as i64).contains(&ix) {
-                        pairs.push((ky * kw + kx, iy as usize * c.width + ix as usize));
-                    }
-                }
-            }
+            let out = [o / c.out_width, o % c.out_width];
+            pairs.extend((0..kh * kw).filter_map(|t| Some((t, c.input_offset(out, [t / kw, t % kw])?))));
             starts.push(pairs.len());
         }
         Ok(Some(DepthwiseTaps {
@@ -2437,16 +2435,7 @@ mod tests {
         }
     }
 
-    /// Deterministic values in [-1, 1).
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::optimized::sgemm::tests::noise;
 
     impl Case {
         fn call(&self) -> Call {

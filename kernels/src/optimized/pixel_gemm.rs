@@ -354,17 +354,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimized::sgemm::tests::noise;
     use crate::optimized::sgemm::{self, Bias, Epilogue, MatMut, MatRef, PackedLhs};
-
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Bit for bit `sgemm`'s results (same multiply-add chains, bias, clamp), on one thread and
     /// on a pool, across tile rests (pixels not a multiple of 7, channels not of 48 or 16),
