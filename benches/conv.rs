@@ -40,6 +40,8 @@ const LAYERS: &[Layer] = &[
     Layer { name: "depthwise3x3_960_7_s1", c_in: 960, c_out: 960, size: 7, kernel: 3, stride: 1, groups: 960 },
     Layer { name: "depthwise3x3_96_112_s2", c_in: 96, c_out: 96, size: 112, kernel: 3, stride: 2, groups: 96 },
     Layer { name: "depthwise3x3_576_14_s2", c_in: 576, c_out: 576, size: 14, kernel: 3, stride: 2, groups: 576 },
+    Layer { name: "depthwise3x3_192_28_s2", c_in: 192, c_out: 192, size: 28, kernel: 3, stride: 2, groups: 192 },
+    Layer { name: "depthwise5x5_240_16_s2", c_in: 240, c_out: 240, size: 16, kernel: 5, stride: 2, groups: 240 },
     Layer { name: "stem3x3_3to32_224_s2", c_in: 3, c_out: 32, size: 224, kernel: 3, stride: 2, groups: 1 },
     // resnet18_narrow (the zoo): its 7x7 stem and 3x3 convolutions on the smallest maps.
     Layer { name: "stem7x7_3to16_64_s2", c_in: 3, c_out: 16, size: 64, kernel: 7, stride: 2, groups: 1 },

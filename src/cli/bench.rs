@@ -101,7 +101,9 @@ pub fn bench(
     samples.sort_by(f64::total_cmp);
     let median = quantile(&samples, 0.5);
     let instructions = method.num_instructions();
-    let threads = if config.mode == ExecutionMode::Parallel { config.runtime.pool().current_num_threads() } else { 1 };
+    // Both modes run kernels on the pool (sequential mode splits each kernel across it), so the
+    // pool's size is the thread count of either.
+    let threads = config.runtime.pool().current_num_threads();
     let (planned, replanned) = method.planned_memory();
     let planned_bytes: u64 = planned.iter().sum();
     let mut report = json!({

@@ -20,9 +20,9 @@
 
 use rayon::prelude::*;
 
-use super::depthwise_avx512;
 use super::pixel_gemm;
 use super::sgemm::{self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, TapRows, packed_lhs_len, sgemm, sgemm_taps};
+use super::{depthwise_avx512, depthwise_phased};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
@@ -1530,7 +1530,7 @@ impl PaddingLists {
 
 /// `dst[i] = src[i * stride]`; `None` if `src` is too short. Stride 2 (stride-2 convolutions) has
 /// its own loop, which the compiler turns into shuffles; the generic one copies element by element.
-fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
+pub(super) fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
     let Some(last) = dst.len().checked_sub(1) else { return Some(()) };
     let src = src.get(..last.checked_mul(stride)?.checked_add(1)?)?;
     if stride == 2 {
@@ -1658,6 +1658,7 @@ fn depthwise_contiguous(
         return depthwise_tiny(ctx, c, x, w, bias, out);
     }
     let flat = depthwise_avx512::FlatPlane::new(&direct).filter(|_| choice == DepthwiseKernel::Any);
+    let phased = depthwise_phased::PhasedPlane::new(&direct).filter(|_| choice == DepthwiseKernel::Any);
     let direct = direct.direct().filter(|_| choice != DepthwiseKernel::Band);
     let tiling = plane_tiling(c).ok_or(KernelError::NotImplemented("depthwise tiling"))?;
     let plane_out = c.out_pixels();
@@ -1697,19 +1698,48 @@ fn depthwise_contiguous(
         }
         .unwrap_or_default()
     }
-    // The flat kernel takes planes in groups (one mask serves all); the others one at a time.
+    // The flat and phased kernels take planes in groups (one mask serves all); the others one at
+    // a time.
     const GROUP: usize = depthwise_avx512::FLAT_PLANES;
-    let group = if flat.is_some() { GROUP } else { 1 };
-    // Per task: the band buffer (made on first use) and the taps copied when not contiguous
-    // (zeroed once per task, not per group).
+    const _: () = assert!(GROUP == depthwise_phased::PHASED_PLANES);
+    let group = match (&phased, &flat) {
+        (Some(p), _) => p.planes_together(),
+        (None, Some(_)) => GROUP,
+        (None, None) => 1,
+    };
+    // Per task: the band buffer and the phase buffers (made, zeroed, on first use) and the taps
+    // copied when not contiguous (zeroed once per task, not per group).
     struct TaskState {
         band: Option<Box<[f32; BAND]>>,
+        phases: Vec<f32>,
         copies: [[f32; MAX_TAPS]; GROUP],
     }
-    let new_state = || TaskState { band: None, copies: [[0f32; MAX_TAPS]; GROUP] };
+    let new_state = || TaskState { band: None, phases: Vec::new(), copies: [[0f32; MAX_TAPS]; GROUP] };
     let one_group = |state: &mut TaskState, (gi, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let first = gi * group;
-        let TaskState { band, copies } = state;
+        let TaskState { band, phases, copies } = state;
+        if let Some(f) = &phased {
+            let len = f.buffer_len();
+            if phases.is_empty() {
+                phases.resize(len * group, 0.0);
+            }
+            let mut outs = dst.chunks_exact_mut(plane_out);
+            if group == GROUP && outs.len() == GROUP {
+                let [c0, c1, c2, c3] = copies;
+                let p = [plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?];
+                let t = std::array::from_fn(|k| taps_of(w, p[k].1, &copies[k], taps));
+                let o = std::array::from_fn(|_| outs.next().unwrap_or_default());
+                let mut bufs = phases.chunks_exact_mut(len);
+                let b = std::array::from_fn(|_| bufs.next().unwrap_or_default());
+                return f.run(p.map(|p| p.0), t, p.map(|p| p.2), b, o).ok_or(short(INPUT));
+            }
+            let buffer = phases.get_mut(..len).ok_or(short(INPUT))?;
+            for (k, dst) in outs.enumerate() {
+                let (src, at, b) = plane(first + k, &mut copies[0])?;
+                f.run([src], [taps_of(w, at, &copies[0], taps)], [b], [&mut *buffer], [dst]).ok_or(short(INPUT))?;
+            }
+            return Ok(());
+        }
         if let Some(f) = &flat {
             let mut outs = dst.chunks_exact_mut(plane_out);
             if outs.len() == GROUP {
@@ -2647,6 +2677,16 @@ mod tests {
         case([1, 37, 8, 8], [37, 1, 3, 3], 2, 1, 37).all_layouts();
         Case { dilation: [2, 2], bias: false, ..case([2, 20, 7, 7], [20, 1, 3, 3], 3, 2, 20) }.all_layouts();
         case([1, 7, 3, 3], [7, 1, 3, 3], 1, 0, 7).all_layouts();
+        // Stride 2 onto rows of at most 8 through phase planes: mobilenet_v2's 14x14 -> 7x7 (four
+        // planes at a time and a rest), efficientnet's 5x5 onto 8x8, odd and rectangular planes,
+        // dilation, no padding, a multiplier and batches without bias, input rows longer than 32.
+        case([1, 42, 14, 14], [42, 1, 3, 3], 2, 1, 42).all_layouts();
+        case([1, 9, 16, 16], [9, 1, 5, 5], 2, 2, 9).all_layouts();
+        case([1, 5, 15, 13], [5, 1, 3, 3], 2, 1, 5).all_layouts();
+        Case { dilation: [2, 2], ..case([1, 4, 13, 11], [4, 1, 3, 3], 2, 2, 4) }.all_layouts();
+        Case { padding: [0, 1], ..case([1, 3, 9, 12], [3, 1, 2, 3], 2, 0, 3) }.all_layouts();
+        Case { bias: false, ..case([2, 3, 12, 10], [6, 1, 3, 3], 2, 1, 3) }.all_layouts();
+        Case { dilation: [1, 5], ..case([1, 2, 5, 55], [2, 1, 1, 9], 2, 0, 2) }.all_layouts();
         // A wide kernel: more taps than the stack buffer holds goes through im2col.
         case([1, 2, 12, 12], [2, 1, 9, 9], 1, 4, 2).all_layouts();
     }

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod copy;
 pub mod depthwise_avx512;
+pub mod depthwise_phased;
 pub mod elementwise;
 pub mod fused;
 pub mod linalg;
