@@ -36,6 +36,10 @@ What one run does, per model:
      on mobilenet_v2 takes ~1.6 s) get --portable-iters timed iterations instead of --iters.
   5. Prints one table per thread budget T: the best etch mode using at most T threads against et-xnnpack@T and ort@T; et-portable is single-threaded and appears in every
      table. Ratios are etch / other (below 1.0: etch is faster). --json FILE writes the same and more.
+     "etch trip ns": the largest round trip of a cache line between two threads that `etch bench`
+     measured before its rounds at that thread budget (2+ threads only), whichever mode won. On a VM whose host sometimes places
+     the two vCPUs on different core complexes (this project's: 80-175 ns normally, 385-436 ns then)
+     a high value marks a cell whose multi-threaded time is not comparable with the others.
 
 Caveats: ExecuTorch and ONNX Runtime are timed from Python (a few microseconds of binding overhead per
 run, visible on tiny models), etch inside its own process (`etch bench`). Numbers from a machine shared
@@ -363,6 +367,10 @@ class RoundResult:
     min_ms: float | None = None
     p90_ms: float | None = None
     first_load_ms: float | None = None  # etch: the process's first load, before the timed reloads
+    # etch with 2+ threads: a cache line's round trip between two threads, measured by `etch bench`
+    # before the round. Well above ~200 ns the VM's CPUs sit on different core complexes and
+    # every multi-threaded number of that round is slow for it (see `etch bench`'s source).
+    core_round_trip_ns: float | None = None
 
 
 class PythonRunner:
@@ -511,7 +519,7 @@ class EtchRunner:
         del warmup  # etch bench does its own first run and 3 warm-up runs
         r = self._bench(iters)
         return RoundResult(load_ms=r["load_ms"], median_ms=r["median_ms"], min_ms=r["min_ms"], p90_ms=r["p90_ms"],
-                           first_load_ms=r.get("first_load_ms"))
+                           first_load_ms=r.get("first_load_ms"), core_round_trip_ns=r.get("core_round_trip_ns"))
 
 
 def make_runners(prepared: Prepared, args, scratch: str) -> tuple[list, dict]:
@@ -590,6 +598,10 @@ class Measurement:
             return statistics.median(samples)
         medians = [r.median_ms for r in self.rounds if r.median_ms is not None]
         return statistics.median(medians) if medians else None
+
+    def core_round_trip_ns(self) -> float | None:
+        trips = [r.core_round_trip_ns for r in self.rounds if r.core_round_trip_ns is not None]
+        return max(trips) if trips else None
 
     def min_ms(self) -> float | None:
         values = [s for r in self.rounds for s in r.samples_ms] + [r.min_ms for r in self.rounds if r.min_ms is not None]
@@ -693,6 +705,10 @@ def table_rows(measurements: dict[str, dict[str, Measurement]], threads: int) ->
             row[column] = cell(m)
         row["etch"] = cell(best) if best else etch_failure(etch_candidates)
         row["etch_mode"] = best.key.removeprefix("etch-") if best else None
+        # The conditions of this table's thread budget, whichever mode won.
+        trips = [m.core_round_trip_ns() for m in (get(f"etch-seq@{threads}"), get(f"etch-par@{threads}")) if m is not None]
+        trips = [t for t in trips if t is not None]
+        row["etch_core_round_trip_ns"] = max(trips) if trips else None
         for column, other in (("etch_over_et_xnnpack", "et_xnnpack"), ("etch_over_et_portable", "et_portable"),
                               ("etch_over_ort", "ort")):
             a, b = row["etch"].get("ms"), row[other].get("ms")
@@ -741,13 +757,14 @@ def fmt_load(c: dict) -> str:
 def print_table(rows: list[dict], threads: int) -> None:
     print(f"\n== {threads} thread(s): latency ms (median), ratio etch/other (<1: etch faster), load ms")
     header = ["model", "ET-port", "ET-XNN", "ORT", "etch", "etch mode", "/ET-XNN", "/ET-port", "/ORT",
-              "ld ET-port", "ld ET-XNN", "ld ORT", "ld etch"]
+              "ld ET-port", "ld ET-XNN", "ld ORT", "ld etch", "etch trip ns"]
     lines = [header]
     for r in rows:
+        trip = r.get("etch_core_round_trip_ns")
         lines.append([r["model"], fmt_ms(r["et_portable"]), fmt_ms(r["et_xnnpack"]), fmt_ms(r["ort"]), fmt_ms(r["etch"]),
                       r["etch_mode"] or "-", fmt_ratio(r["etch_over_et_xnnpack"]), fmt_ratio(r["etch_over_et_portable"]),
                       fmt_ratio(r["etch_over_ort"]), fmt_load(r["et_portable"]), fmt_load(r["et_xnnpack"]),
-                      fmt_load(r["ort"]), fmt_load(r["etch"])])
+                      fmt_load(r["ort"]), fmt_load(r["etch"]), f"{trip:.0f}" if trip is not None else "-"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for k, line in enumerate(lines):
         print("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))))

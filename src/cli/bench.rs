@@ -31,6 +31,48 @@ fn start_trace(path: &Path) -> tracing_chrome::FlushGuard {
     guard
 }
 
+/// Round trips of a cache line between two threads, in nanoseconds (median of five runs of
+/// 20,000): printed by `etch bench` with two or more threads, because kernels split over threads
+/// read what the other threads wrote. On this project's 2-vCPU VM it measured 80-175 ns most of
+/// the time and 385-436 ns in phases where the host placed the two vCPUs on different core
+/// complexes; `mobilenet_v2` at 2 threads then took its 1-thread time (4.1 against 2.4 ms).
+fn core_round_trip_ns() -> Option<f64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Its own cache line, so that nothing else shares the line the threads pass.
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    const ROUNDS: u64 = 20_000;
+    let line = Line(AtomicU64::new(0));
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        line.0.store(0, Ordering::SeqCst);
+        let elapsed = std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                for i in 0..ROUNDS {
+                    while line.0.load(Ordering::Acquire) != 2 * i + 1 {}
+                    line.0.store(2 * i + 2, Ordering::Release);
+                }
+            });
+            let start = Instant::now();
+            for i in 0..ROUNDS {
+                line.0.store(2 * i + 1, Ordering::Release);
+                while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+                    // The other thread never started or died: give up rather than spin forever.
+                    if other.is_finished() {
+                        return None;
+                    }
+                }
+            }
+            let elapsed = start.elapsed();
+            other.join().ok()?;
+            Some(elapsed)
+        })?;
+        runs.push(elapsed.as_nanos() as f64 / ROUNDS as f64);
+    }
+    runs.sort_by(f64::total_cmp);
+    Some(quantile(&runs, 0.5))
+}
+
 /// Bound on untimed executions while parallel mode warms up (it needs about 14).
 const MAX_WARM_UPS: usize = 64;
 
@@ -53,6 +95,8 @@ pub fn bench(
     trace: Option<&Path>,
 ) -> Result<(), String> {
     let iters = repeats.iters.max(1);
+    // Measured before the pool's threads start spinning (they would share the two CPUs with it).
+    let round_trip = if config.runtime.pool().current_num_threads() > 1 { core_round_trip_ns() } else { None };
     // The first load in a process also pays for what later loads find ready (the pool's threads,
     // fresh heap pages, cold code and file pages); a service loads in a warm process. With several
     // loads, `load_ms` is the median of the reloads and the first is reported beside it.
@@ -125,6 +169,7 @@ pub fn bench(
         "planned_bytes": planned_bytes,
         "replanned": replanned,
         "samples_ms": in_order,
+        "core_round_trip_ns": round_trip,
     });
     if config.mode == ExecutionMode::Parallel {
         // Per-instruction times, measured one at a time in program order: with kernels on the
@@ -183,6 +228,9 @@ pub fn bench(
             "  planned     {planned_bytes:10} bytes{}",
             if replanned { " (etch re-plan)" } else { " (exporter plan)" }
         );
+        if let Some(ns) = round_trip {
+            println!("  core trip   {ns:10.1} ns   (a cache line between two threads and back)");
+        }
         if let Some(ideal) = report["ideal_ms"].as_f64() {
             println!(
                 "  ideal       {:10.4} ms   (work {:.4} ms, critical path {:.4} ms; {} of {} blocks as graphs)",
