@@ -80,8 +80,9 @@ const L2_TILE: usize = 1 << 16;
 const PARALLEL_GATHER: usize = 1 << 16;
 /// im2col tile elements on a pool (2 MiB: the threads' L2 caches together).
 const PARALLEL_TILE_ELEMENTS: usize = 1 << 19;
-/// Below this many multiply-adds a direct kernel runs on one thread.
-const PARALLEL_MIN_MACS: usize = 1 << 17;
+/// Below this many multiply-adds a direct kernel runs on one thread (as for sgemm's threshold,
+/// measured with it).
+const PARALLEL_MIN_MACS: usize = 1 << 16;
 
 /// The checked geometry of a 2-D f32 convolution the fast paths cover.
 #[derive(Debug, Clone, Copy)]

@@ -30,7 +30,7 @@ pub const STRIP: usize = 48;
 /// Most output pixels for which [`preferred`] picks this kernel.
 pub const MAX_PIXELS: usize = 16;
 /// Multiply-adds from which a product splits over the pool.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+const PARALLEL_MIN_MACS: usize = 1 << 16;
 
 /// Whether this CPU runs the kernel (AVX-512F).
 pub fn available() -> bool {

@@ -51,7 +51,10 @@ pub const PANEL_OUTER_MAX_B_BYTES: usize = 256 << 10;
 /// against 2^18: mlp_towers 0.130 against 0.085-0.089 ms, inception_block 0.186 against 0.149,
 /// transformer_layer 0.056 against 0.053; mobilenet_v2 within its noise (3.3-4.9 ms either way).
 /// (With workers asleep between kernels, before they were kept spinning, 2^19 had been slower.)
-pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// 2^16 against 2^18 (this and the direct convolutions' threshold), alternating, three pairs:
+/// mobilenet_v2_w050 0.172-0.174 against 0.165-0.168 ms, squeezenet1_1, resnet18_narrow,
+/// transformer_layer, mlp_towers and inception_block unchanged within their noise.
+pub const PARALLEL_MIN_MACS: usize = 1 << 16;
 /// Elements of B (1 MiB of f32) from which a product of at most [`MR`] rows splits over the pool.
 pub const PARALLEL_MIN_STREAMED: usize = 1 << 18;
 /// Up to this many columns of `C` (the pixels of a convolution on a 2x2 or 1x1 map, a
