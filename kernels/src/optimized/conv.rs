@@ -1531,7 +1531,7 @@ impl PaddingLists {
 
 /// `dst[i] = src[i * stride]`; `None` if `src` is too short. Stride 2 (stride-2 convolutions) has
 /// its own loop, which the compiler turns into shuffles; the generic one copies element by element.
-pub(super) fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) -> Option<()> {
     let Some(last) = dst.len().checked_sub(1) else { return Some(()) };
     let src = src.get(..last.checked_mul(stride)?.checked_add(1)?)?;
     if stride == 2 {
@@ -1716,6 +1716,11 @@ fn depthwise_contiguous(
         copies: [[f32; MAX_TAPS]; GROUP],
     }
     let new_state = || TaskState { band: None, phases: Vec::new(), copies: [[0f32; MAX_TAPS]; GROUP] };
+    // The GROUP planes from `first`, for the kernels that take them together.
+    let group_planes = |first: usize, copies: &mut [[f32; MAX_TAPS]; GROUP]| {
+        let [c0, c1, c2, c3] = copies;
+        Ok::<_, KernelError>([plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?])
+    };
     let one_group = |state: &mut TaskState, (gi, dst): (usize, &mut [f32])| -> Result<(), KernelError> {
         let first = gi * group;
         let TaskState { band, phases, copies } = state;
@@ -1725,9 +1730,8 @@ fn depthwise_contiguous(
                 phases.resize(len * group, 0.0);
             }
             let mut outs = dst.chunks_exact_mut(plane_out);
-            if group == GROUP && outs.len() == GROUP {
-                let [c0, c1, c2, c3] = copies;
-                let p = [plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?];
+            if outs.len() == GROUP {
+                let p = group_planes(first, copies)?;
                 let t = std::array::from_fn(|k| taps_of(w, p[k].1, &copies[k], taps));
                 let o = std::array::from_fn(|_| outs.next().unwrap_or_default());
                 let mut bufs = phases.chunks_exact_mut(len);
@@ -1744,8 +1748,7 @@ fn depthwise_contiguous(
         if let Some(f) = &flat {
             let mut outs = dst.chunks_exact_mut(plane_out);
             if outs.len() == GROUP {
-                let [c0, c1, c2, c3] = copies;
-                let p = [plane(first, c0)?, plane(first + 1, c1)?, plane(first + 2, c2)?, plane(first + 3, c3)?];
+                let p = group_planes(first, copies)?;
                 let t = std::array::from_fn(|k| taps_of(w, p[k].1, &copies[k], taps));
                 let o = std::array::from_fn(|_| outs.next().unwrap_or_default());
                 return f.run(p.map(|p| p.0), t, p.map(|p| p.2), o).ok_or(short(INPUT));

@@ -30,8 +30,9 @@ const MAX_OUT_WIDTH: usize = LANES / 2;
 /// Most output vectors (of 16 positions, padding columns included) a plane may have: the store
 /// table's size (1 MiB of outputs).
 const MAX_VECTORS: usize = 1 << 14;
-/// Accumulators of one block: vectors of one plane, and vectors × planes.
+/// Accumulators of one block of a plane computed alone (vectors).
 const ACCUMULATORS: usize = 12;
+/// Accumulators of one block of planes computed together (vectors × planes).
 const ACCUMULATORS_GROUPED: usize = 16;
 /// Planes computed together when a plane has few vectors ([`PhasedPlane::planes_together`]).
 pub const PHASED_PLANES: usize = 4;
