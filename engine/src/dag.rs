@@ -321,16 +321,18 @@ pub(crate) fn list_schedule(graph: &TaskGraph, cost: &[f64], workers: usize) -> 
     when
 }
 
-/// Lays planned tensors out again so that two tensors share bytes only when that costs no
-/// parallelism that `when` (a schedule of the block, e.g. [`list_schedule`] on the pool's workers)
-/// uses: either every access of one precedes every access of the other in the dependency graph
-/// (`before`: transitive predecessors, data edges only), or in the schedule one's lifetime ends
-/// before the other's begins. Greedy by size, lowest offset first, like the exporter's planner.
+/// Lays planned tensors out again so that two tensors share bytes only when every access of one
+/// precedes every access of the other in the dependency graph (`before`: transitive
+/// predecessors, data edges only), which costs no parallelism at all, or, with `by_schedule`, also
+/// when in `when` (a schedule of the block, e.g. [`list_schedule`] on the pool's workers) one's
+/// lifetime ends before the other's begins, which costs only parallelism that schedule does not
+/// use. Greedy by size, lowest offset first, like the exporter's planner.
 pub(crate) fn replan(
     planned: &[PlannedTensor],
     access_lists: &[Vec<u32>],
     before: &[Vec<u64>],
     when: &[(f64, f64)],
+    by_schedule: bool,
     buffer_count: usize,
     tensor_count: usize,
 ) -> Replan {
@@ -364,7 +366,7 @@ pub(crate) fn replan(
         let x_end = spans[xi].1;
         let y_start = spans[yi].0;
         let by_graph = acc(x.tensor).iter().all(|&a| acc(y.tensor).iter().all(|&b| precedes(a, b)));
-        by_graph || x_end <= y_start
+        by_graph || (by_schedule && x_end <= y_start)
     };
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by(|&a, &b| planned[b].nbytes.cmp(&planned[a].nbytes).then(a.cmp(&b)));
@@ -466,14 +468,22 @@ mod tests {
         ];
         let lists = vec![vec![0, 1], vec![1, 2], vec![2]];
         let when = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)];
-        let r = replan(&planned, &lists, &before, &when, 1, 3);
+        let r = replan(&planned, &lists, &before, &when, true, 1, 3);
         assert_eq!(r.order, vec![0, 1, 2]);
         assert_eq!(r.buffer_sizes, vec![128]);
         assert_eq!(r.offsets[0], r.offsets[2]);
         assert_ne!(r.offsets[0], r.offsets[1]);
         // With no order and overlapping lifetimes (all concurrent), nothing shares.
         let when = [(0.0, 3.0), (0.0, 3.0), (0.0, 3.0)];
-        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], &when, 1, 3);
+        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], &when, true, 1, 3);
+        assert_eq!(r.buffer_sizes, vec![192]);
+        // No order in the graph, but the schedule runs 0, 1, 2 one after another: the three
+        // share only when the schedule may decide it.
+        let when = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)];
+        let lists = vec![vec![0], vec![1], vec![2]];
+        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], &when, true, 1, 3);
+        assert_eq!(r.buffer_sizes, vec![64]);
+        let r = replan(&planned, &lists, &vec![vec![0u64]; 3], &when, false, 1, 3);
         assert_eq!(r.buffer_sizes, vec![192]);
     }
 

@@ -867,7 +867,24 @@ impl Analysis {
         if planned.is_empty() {
             return None;
         }
-        let mut r = dag::replan(&planned, &lists, &before, &when, def.planned_buffer_sizes.len(), self.tensor_count);
+        // Sharing only what the graph orders keeps every schedule open; the schedule's sharing
+        // adds edges that bind the dynamic scheduler to the static cost model's guess (on
+        // mlp_towers it held one tower's last layer behind another's). The first whenever its
+        // bytes stay within what the automatic choice accepts over the exporter's plan.
+        let place = |by_schedule: bool| {
+            dag::replan(
+                &planned,
+                &lists,
+                &before,
+                &when,
+                by_schedule,
+                def.planned_buffer_sizes.len(),
+                self.tensor_count,
+            )
+        };
+        let budget = crate::config::AUTO_REPLAN_MAX_GROWTH * def.planned_buffer_sizes.iter().sum::<u64>() as f64;
+        let graph_only = place(false);
+        let mut r = if graph_only.buffer_sizes.iter().sum::<u64>() as f64 <= budget { graph_only } else { place(true) };
         let class_offsets = r.offsets.clone();
         for (id, c, offset) in members {
             let (Some(Some(base)), Some(Some(cl))) = (class_offsets.get(c.0 as usize), classes.get(c.0 as usize))
