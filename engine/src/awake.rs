@@ -45,6 +45,8 @@ pub(crate) struct KeepAwake {
     spinners: AtomicUsize,
     /// Executions that reached their end on the pool (see [`Awake::finishing`]).
     finished: AtomicU64,
+    /// Of those, the ones whose caller's thread has run again (its guard dropped).
+    resumed: AtomicU64,
 }
 
 impl KeepAwake {
@@ -56,6 +58,7 @@ impl KeepAwake {
             until_ns: AtomicU64::new(0),
             spinners: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
         })
     }
 
@@ -65,7 +68,7 @@ impl KeepAwake {
         if self.spinners.load(Ordering::Acquire) < self.pool.current_num_threads() {
             self.broadcast_spinners();
         }
-        Awake(Arc::clone(self))
+        Awake(Arc::clone(self), std::sync::atomic::AtomicBool::new(false))
     }
 
     fn now_ns(&self) -> u64 {
@@ -101,13 +104,10 @@ impl KeepAwake {
     fn spin_slice(self: &Arc<Self>) {
         let start = self.now_ns();
         let slice = u64::try_from(SPIN_SLICE.as_nanos()).unwrap_or(u64::MAX);
-        let mut seen = self.finished.load(Ordering::Acquire);
         loop {
-            // An execution just ended: its caller is waking up and needs a CPU, which every
-            // spinner holds. Give it one turn (see `Awake::finishing`).
-            let finished = self.finished.load(Ordering::Acquire);
-            if finished != seen {
-                seen = finished;
+            // An execution ended and its caller is waking up: it needs a CPU, which every
+            // spinner holds. Offer ours until it has run (see `Awake::finishing`).
+            if self.finished.load(Ordering::Acquire) > self.resumed.load(Ordering::Acquire) {
                 std::thread::yield_now();
             }
             if let Some(rayon::Yield::Executed) = rayon::yield_now() {
@@ -130,7 +130,7 @@ impl KeepAwake {
 }
 
 /// An execution in progress (see [`KeepAwake::enter`]).
-pub(crate) struct Awake(Arc<KeepAwake>);
+pub(crate) struct Awake(Arc<KeepAwake>, std::sync::atomic::AtomicBool);
 
 impl Awake {
     /// Called on the pool as an execution ends, before its caller's thread is woken: spinners
@@ -138,7 +138,9 @@ impl Awake {
     /// spin, waited for the scheduler to preempt one (`perf sched timehist`: up to ~1 ms at the
     /// 90th percentile), and that wait counted in every execution's latency.
     pub(crate) fn finishing(&self) {
-        self.0.finished.fetch_add(1, Ordering::AcqRel);
+        if !self.1.swap(true, Ordering::AcqRel) {
+            self.0.finished.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -148,6 +150,9 @@ impl Drop for Awake {
         let until = k.now_ns().saturating_add(u64::try_from(LINGER.as_nanos()).unwrap_or(u64::MAX));
         k.until_ns.fetch_max(until, Ordering::AcqRel);
         k.running.fetch_sub(1, Ordering::AcqRel);
+        if self.1.load(Ordering::Acquire) {
+            k.resumed.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod memory;
 mod meta;
 mod method;
 mod program;
+mod submit;
 
 pub use config::{AUTO_REPLAN_MAX_GROWTH, ExecutionMode, MethodConfig, PlanChoice};
 pub use error::{Error, ErrorKind, InstructionSite, Result};

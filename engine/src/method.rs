@@ -714,11 +714,12 @@ impl<'mem> Method<'mem> {
         let on_pool = if choosing { inner.pool_choice.next_on_pool() } else { spinning_pool };
         let start = Instant::now();
         let result = if on_pool {
-            // On a pool worker (`install` runs in place when already on one), with the other
-            // workers kept awake: kernels' parallel regions and graph tasks then start without
-            // waking sleeping threads (see `awake`).
+            // On a pool worker (in place when already on one; `submit` says how the caller
+            // waits and how many executions the pool takes at once), with the other workers
+            // kept awake: kernels' parallel regions and graph tasks then start without waking
+            // sleeping threads (see `awake`).
             let awake = inner.runtime.keep_awake().enter();
-            let result = inner.runtime.pool().install(|| {
+            let result = inner.runtime.submitter().run(|| {
                 let result = run(inner);
                 awake.finishing();
                 result
@@ -746,16 +747,17 @@ impl<'mem> Method<'mem> {
     {
         self.inner_mut().check_inputs()?;
         let inner = Arc::clone(&self.inner);
-        let pool = self.inner.pool();
+        let submitter = self.inner.runtime.submitter();
         let (tx, rx) = futures::channel::oneshot::channel();
-        pool.spawn(move || {
+        // Queued like a synchronous execution from outside the pool (see `submit`).
+        submitter.submit(Box::new(move || {
             let awake = inner.stay_awake();
             let result = inner.execute_shared();
             drop(awake);
             // Release our reference before signalling, so the caller regains exclusive access.
             drop(inner);
             let _ = tx.send(result);
-        });
+        }));
         rx.await.unwrap_or_else(|_| Err(Error::Internal("the execution task was lost".into())))
     }
 
@@ -791,8 +793,21 @@ impl<'mem> Method<'mem> {
         let inner = self.inner_mut();
         inner.check_inputs()?;
         let mut costs = vec![f64::INFINITY; inner.steps.len()];
-        for _ in 0..runs.max(1) {
-            inner.run_inline_timed(&mut costs, intra_op)?;
+        if intra_op && inner.stay_awake_wanted() {
+            // As an execution runs: on a pool worker with the others spinning, so a kernel's
+            // parallel region is not timed with the wake-up of sleeping workers in it.
+            let awake = inner.runtime.keep_awake().enter();
+            let result = inner.runtime.submitter().run(|| {
+                let result = (0..runs.max(1)).try_for_each(|_| inner.run_inline_timed(&mut costs, true));
+                awake.finishing();
+                result
+            });
+            drop(awake);
+            result?;
+        } else {
+            for _ in 0..runs.max(1) {
+                inner.run_inline_timed(&mut costs, intra_op)?;
+            }
         }
         Ok(costs)
     }
@@ -894,13 +909,6 @@ impl Drop for BusyGuard<'_> {
 }
 
 impl Inner<'_> {
-    fn pool(&self) -> Arc<rayon::ThreadPool> {
-        match &self.parallel {
-            Some(p) => p.pool.clone(),
-            None => crate::program::Runtime::global().pool(),
-        }
-    }
-
     fn site(&self, instruction: usize) -> InstructionSite {
         let (operator, byte_offset) = self.sites.get(instruction).cloned().unwrap_or_else(|| ("?".into(), 0));
         InstructionSite { method: self.name.clone(), instruction, byte_offset, operator }

@@ -185,6 +185,7 @@ pub struct Runtime {
     threads: usize,
     pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
     awake: Arc<OnceLock<Arc<crate::awake::KeepAwake>>>,
+    submit: Arc<OnceLock<Arc<crate::submit::Submitter>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -209,6 +210,7 @@ impl Runtime {
             threads: 0,
             pool: Arc::default(),
             awake: Arc::default(),
+            submit: Arc::default(),
         }
     }
 
@@ -253,7 +255,7 @@ impl Runtime {
         if on == self.pinning {
             return self.clone();
         }
-        Runtime { pinning: on, pool: Arc::default(), awake: Arc::default(), ..self.clone() }
+        Runtime { pinning: on, pool: Arc::default(), awake: Arc::default(), submit: Arc::default(), ..self.clone() }
     }
 
     pub fn pinning(&self) -> bool {
@@ -262,7 +264,7 @@ impl Runtime {
 
     /// The same registries with a pool of `threads` worker threads (0: one per core).
     pub fn with_threads(&self, threads: usize) -> Runtime {
-        Runtime { threads, pool: Arc::default(), awake: Arc::default(), ..self.clone() }
+        Runtime { threads, pool: Arc::default(), awake: Arc::default(), submit: Arc::default(), ..self.clone() }
     }
 
     /// Worker threads of the pool (after it was created, the actual number).
@@ -314,6 +316,11 @@ impl Runtime {
     /// Keeps the pool's workers from falling asleep while executions run (see `awake`).
     pub(crate) fn keep_awake(&self) -> Arc<crate::awake::KeepAwake> {
         self.awake.get_or_init(|| crate::awake::KeepAwake::new(self.pool())).clone()
+    }
+
+    /// Hands executions to the pool from outside it (see `submit`).
+    pub(crate) fn submitter(&self) -> Arc<crate::submit::Submitter> {
+        self.submit.get_or_init(|| crate::submit::Submitter::new(self.pool())).clone()
     }
 
     /// Portable kernels only, single-threaded operators: the reference configuration, and the
