@@ -125,6 +125,36 @@ fn check_against_expected(case: &common::Case, method: &mut etch::Method<'_>) {
     }
 }
 
+/// Methods of one program loaded the same way share what the load derived (mlp_towers' folded
+/// weight transposes, res_block's packed convolution weights), a method outlives the one whose
+/// load made it, and each still matches PyTorch. Other kernels or fusion settings get their own.
+#[test]
+fn methods_share_derived_data_and_outlive_the_first() {
+    let cases = common::manifest();
+    for name in ["mlp_towers", "res_block"] {
+        let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no fixture {name}"));
+        let program = Program::load_file(&case.program).unwrap();
+        let optimized = MethodConfig::parallel(Runtime::optimized().with_threads(2));
+        let first = program.load_method_configured(&case.method, &optimized, None).unwrap();
+        let mut second = program.load_method_configured(&case.method, &optimized, None).unwrap();
+        assert!(first.shares_derived_data_with(&second), "{name}");
+        let unfused = MethodConfig { plan: PlanChoice::Exporter, ..optimized.clone() };
+        let mut third = program.load_method_configured(&case.method, &unfused, None).unwrap();
+        assert!(!third.shares_derived_data_with(&second), "{name}: fused and unfused share");
+        let portable = MethodConfig::parallel(Runtime::portable().with_threads(2));
+        let fourth = program.load_method_configured(&case.method, &portable, None).unwrap();
+        assert!(!fourth.shares_derived_data_with(&second), "{name}: two kernel registries share");
+        drop(first);
+        check_against_expected(case, &mut second);
+        check_against_expected(case, &mut third);
+        // Loaded while `second` lives: shares with it.
+        let mut fifth = program.load_method_configured(&case.method, &optimized, None).unwrap();
+        assert!(fifth.shares_derived_data_with(&second), "{name}");
+        drop(second);
+        check_against_expected(case, &mut fifth);
+    }
+}
+
 #[test]
 fn stress_many_methods_of_several_programs_at_once() {
     // Several programs shared by threads; each thread loads its own methods (sequential and

@@ -16,6 +16,7 @@ mod awake;
 pub mod bundled;
 mod config;
 mod dag;
+mod derived;
 mod error;
 mod exec;
 mod fuse;

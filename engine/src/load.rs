@@ -295,7 +295,9 @@ impl Builder<'_> {
     }
 
     /// Creates every tensor: placement (the exporter's offsets, or `plan`'s), alignment, initial
-    /// data.
+    /// data. Memory for data derived at load (folded results, fused constants, aligned copies of
+    /// constants) comes from `derived`: shared with an earlier load, those tensors are read-only
+    /// from the start and their data is already there (folded calls must then not run).
     #[allow(clippy::type_complexity)]
     pub(crate) fn tensors(
         &self,
@@ -303,7 +305,9 @@ impl Builder<'_> {
         plan: Option<&Replan>,
         folded: &BTreeSet<TensorId>,
         fused: crate::fuse::FusedConstants,
+        derived: &mut crate::derived::BufferSource<'_>,
     ) -> Result<(Vec<TensorImpl>, Vec<Region>, Vec<Option<TensorId>>, Vec<AlignedBuf>)> {
+        let shared = derived.is_shared();
         let file = self.program.bytes();
         let inputs: BTreeSet<u32> = self.def.inputs.iter().copied().collect();
         let (mut tensors, mut regions, mut of_value, mut owned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -324,11 +328,10 @@ impl Builder<'_> {
             let (ptr, writable, region) = match &t.data {
                 // Computed once at load: memory of its own, read-only afterwards.
                 TensorData::Planned { .. } if folded.contains(&TensorId(tensors.len() as u32)) => {
-                    let mut buf = AlignedBuf::for_writing(t.nbytes)
+                    let p = derived
+                        .take(t.nbytes, || AlignedBuf::for_writing(t.nbytes))
                         .ok_or_else(|| bad("folded constant too large".into(), ErrorKind::MemoryAllocationFailed))?;
-                    let p = buf.as_mut_ptr();
-                    owned.push(buf);
-                    (p, true, Region::Constant)
+                    (p, !shared, Region::Constant)
                 }
                 TensorData::Planned { buffer, offset, initial } => {
                     let id = tensors.len();
@@ -369,11 +372,9 @@ impl Builder<'_> {
                         src.as_ptr().cast_mut()
                     } else {
                         // Misaligned in the file (legacy layouts): use an aligned copy.
-                        let mut buf = AlignedBuf::copy_of(src)
-                            .ok_or_else(|| bad("constant too large".into(), ErrorKind::MemoryAllocationFailed))?;
-                        let p = buf.as_mut_ptr();
-                        owned.push(buf);
-                        p
+                        derived
+                            .take(src.len(), || AlignedBuf::copy_of(src))
+                            .ok_or_else(|| bad("constant too large".into(), ErrorKind::MemoryAllocationFailed))?
                     };
                     (ptr, false, Region::Constant)
                 }
@@ -398,7 +399,8 @@ impl Builder<'_> {
             );
             // SAFETY: `ptr` is null, or valid for `capacity` bytes: planned memory owned by the
             // manager, program bytes kept alive by the Program the method holds (read-only: not
-            // writable), or an AlignedBuf the method keeps in `_owned`. Only tensor views derived
+            // writable), or an AlignedBuf the method keeps in `_owned` or in its derived data
+            // (read-only when shared with other methods: not writable). Only tensor views derived
             // from this TensorImpl access those bytes, under the method's alias rules.
             let imp = unsafe {
                 TensorImpl::new(dtype, shape, order, t.dynamism == ShapeDynamism::DynamicBound, writable, ptr, capacity)
@@ -408,10 +410,11 @@ impl Builder<'_> {
             of_value.push(Some(id));
         }
         // Constants made by fusion: values appended after the program's, in tensor id order.
-        if let Some(mut arena) = fused.arena {
-            let base = arena.as_mut_ptr();
+        if let Some(arena) = fused.arena {
             let arena_len = arena.len();
-            owned.push(arena);
+            let base = derived.take(arena_len, || Some(arena)).ok_or_else(|| {
+                self.invalid("fused constants differ from the shared ones".into(), ErrorKind::Internal)
+            })?;
             for c in fused.items {
                 let bad = || self.invalid("fused constant".into(), ErrorKind::Internal);
                 let shape = Shape::new(&c.sizes).ok_or_else(bad)?;
@@ -421,8 +424,8 @@ impl Builder<'_> {
                 }
                 let (ptr, len) = (base.wrapping_add(c.range.start), c.range.end - c.range.start);
                 // SAFETY: `ptr..ptr + len` is inside the arena (range checked just above), an
-                // AlignedBuf the method keeps in `_owned` (moving the buffer does not move its
-                // memory); the tensor is read-only.
+                // AlignedBuf the method keeps alive in its derived data (moving the buffer does
+                // not move its memory); the tensor is read-only.
                 let imp = unsafe {
                     TensorImpl::new(c.dtype, shape, DimOrder::contiguous(c.sizes.len()), false, false, ptr, len)
                 };

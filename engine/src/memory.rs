@@ -106,6 +106,14 @@ impl AlignedBuf {
         }
     }
 
+    /// Base pointer for read-only tensors (see [`AlignedBuf::as_mut_ptr`]).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        match &self.storage {
+            Storage::Heap(lines) => lines.as_ptr().cast(),
+            Storage::Mapped(map) => map.as_ptr(),
+        }
+    }
+
     /// Base pointer for tensors. Neither the heap block nor the mapping moves when the
     /// `AlignedBuf` moves.
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {

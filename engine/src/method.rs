@@ -223,8 +223,10 @@ struct Inner<'mem> {
     name: Arc<str>,
     values: ValueTable,
     steps: Box<[Step]>,
-    /// State the kernels prepared at init, indexed by `Step::Kernel::prepared`.
-    prepared: Box<[PreparedState]>,
+    /// What the load derived (shared with other methods of the program loaded the same way):
+    /// folded and fused constants' memory, and the kernels' prepared state, indexed by
+    /// `Step::Kernel::prepared`.
+    derived: Arc<crate::derived::Derived>,
     arg_pool: Box<[u32]>,
     /// Per instruction: operator name (or backend id / instruction kind) and byte offset.
     sites: Box<[(Arc<str>, usize)]>,
@@ -446,8 +448,23 @@ impl<'mem> Method<'mem> {
             }
         }
         memory.zero();
+        // Data derived at load: an earlier load's, if one matches (see `derived`).
+        let derived_key = crate::derived::DerivedKey {
+            method: name.into(),
+            kernels: std::ptr::from_ref(config.runtime.kernels()) as usize,
+            fused: can_fuse,
+        };
+        let earlier = shared.derived_cache().get(&derived_key);
+        let mut source = match &earlier {
+            Some(d) => crate::derived::BufferSource::Shared { from: d, next: 0 },
+            None => crate::derived::BufferSource::Fresh(Vec::new()),
+        };
         let (tensors, regions, tensor_of_value, owned) =
-            b.tensors(&mut memory, replan.as_ref(), &folded_tensors, fused_constants)?;
+            b.tensors(&mut memory, replan.as_ref(), &folded_tensors, fused_constants, &mut source)?;
+        let fresh_buffers = match source {
+            crate::derived::BufferSource::Fresh(made) => made,
+            crate::derived::BufferSource::Shared { .. } => Vec::new(),
+        };
         debug_assert_eq!(tensor_of_value, ids);
 
         // The precondition of KernelArgs::new: no call can alias a written argument.
@@ -519,7 +536,8 @@ impl<'mem> Method<'mem> {
         };
 
         let mut values = ValueTable::new(values, tensors, pool);
-        {
+        // Folded calls write their results once, in the first load; later ones share them.
+        if earlier.is_none() {
             let env =
                 StepEnv { arg_pool: &arg_pool, delegates: &delegates, names: &sites, traced: false, prepared: &[] };
             let mut context = KernelContext::new();
@@ -541,8 +559,26 @@ impl<'mem> Method<'mem> {
                 }
             }
         }
-        let prepared = prepare_calls(&mut steps, &values, &arg_pool, &sites, &config.runtime)
-            .map_err(|(i, source)| Error::Kernel { at: b.site(i, &sites[i].0), source })?;
+        let derived = match earlier {
+            Some(d) => d,
+            None => {
+                let (prepared, links) = prepare_calls(&steps, &values, &arg_pool, &sites, &config.runtime)
+                    .map_err(|(i, source)| Error::Kernel { at: b.site(i, &sites[i].0), source })?;
+                let d = Arc::new(crate::derived::Derived { buffers: fresh_buffers, prepared, links });
+                shared.derived_cache().keep(derived_key, &d);
+                d
+            }
+        };
+        for &(i, slot) in &derived.links {
+            match steps.get_mut(i) {
+                Some(Step::Kernel { prepared, .. }) => *prepared = slot,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "method '{name}': prepared state for instruction {i}, not a call"
+                    )));
+                }
+            }
+        }
         let folded = fold.iter().filter(|f| **f).count();
 
         Ok(Method {
@@ -551,7 +587,7 @@ impl<'mem> Method<'mem> {
                 name: name.into(),
                 values,
                 steps: steps.into(),
-                prepared: prepared.into(),
+                derived,
                 arg_pool: arg_pool.into(),
                 sites: sites.into(),
                 delegates: delegates.into(),
@@ -586,6 +622,13 @@ impl<'mem> Method<'mem> {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Whether this method and `other` use the same data derived at load: folded and fused
+    /// constants and packed weights, made once per program, method, kernel registry and fusion
+    /// setting, and shared by every method loaded that way while one of them lives.
+    pub fn shares_derived_data_with(&self, other: &Method<'_>) -> bool {
+        Arc::ptr_eq(&self.inner.derived, &other.inner.derived)
     }
 
     pub fn program(&self) -> &Program {
@@ -934,7 +977,7 @@ impl Inner<'_> {
             delegates: &self.delegates,
             names: &self.sites,
             traced: tracing::dispatcher::has_been_set(),
-            prepared: &self.prepared,
+            prepared: &self.derived.prepared,
         }
     }
 
@@ -1270,18 +1313,19 @@ static EMPTY_METHOD: MethodDef = MethodDef {
     planned_buffer_sizes: Vec::new(),
 };
 
-/// Runs the prepare function of every kernel call that has one (pre-packing constant weights),
-/// links each call to its state, and returns the states. On a pool of 2+ threads the calls are
+/// Runs the prepare function of every kernel call that has one (pre-packing constant weights)
+/// and returns the states with, for each, the instruction it belongs to. On a pool of 2+ threads the calls are
 /// prepared concurrently: packing mobilenet_v2's 14 MB of weights (mostly the kernel populating
 /// fresh pages) is the largest part of its load. Fails with the first failing instruction's
 /// index, as one after another would.
+#[allow(clippy::type_complexity)]
 fn prepare_calls(
-    steps: &mut [Step],
+    steps: &[Step],
     values: &ValueTable,
     arg_pool: &[u32],
     sites: &[(Arc<str>, usize)],
     runtime: &Runtime,
-) -> std::result::Result<Vec<PreparedState>, (usize, KernelError)> {
+) -> std::result::Result<(Vec<PreparedState>, Vec<(usize, u32)>), (usize, KernelError)> {
     let kernels = runtime.kernels();
     let jobs: Vec<(usize, PrepareFn, Span)> = steps
         .iter()
@@ -1306,14 +1350,15 @@ fn prepare_calls(
     } else {
         jobs.iter().map(run).collect()
     };
-    let mut prepared = Vec::new();
+    let (mut prepared, mut links) = (Vec::new(), Vec::new());
     for (&(i, _, _), state) in jobs.iter().zip(states) {
-        let (Some(state), Some(Step::Kernel { prepared: slot, .. })) = (state?, steps.get_mut(i)) else { continue };
-        *slot =
+        let Some(state) = state? else { continue };
+        let slot =
             u32::try_from(prepared.len()).map_err(|_| (i, KernelError::NotImplemented("too many prepared calls")))?;
+        links.push((i, slot));
         prepared.push(state);
     }
-    Ok(prepared)
+    Ok((prepared, links))
 }
 
 #[cfg(test)]

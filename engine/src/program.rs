@@ -33,6 +33,8 @@ impl Bytes {
 struct ProgramInner {
     bytes: Bytes,
     def: ProgramDef,
+    /// What its methods derived at load, shared between them (see `derived`).
+    derived: crate::derived::DerivedCache,
 }
 
 /// A verified program. Cheap to clone (shared), `Send + Sync`: many methods, on many threads, may
@@ -57,7 +59,11 @@ impl std::fmt::Debug for Program {
 impl Program {
     fn new(bytes: Bytes) -> Result<Program> {
         let def = parse_program(bytes.as_slice())?;
-        Ok(Program { inner: Arc::new(ProgramInner { bytes, def }) })
+        Ok(Program { inner: Arc::new(ProgramInner { bytes, def, derived: Default::default() }) })
+    }
+
+    pub(crate) fn derived_cache(&self) -> &crate::derived::DerivedCache {
+        &self.inner.derived
     }
 
     /// Loads from a copy of `bytes` (into 64-byte aligned memory, so constants can be used in place).
