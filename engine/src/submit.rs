@@ -18,10 +18,11 @@
 //!   many requests on mlp_towers, which falls from 4 requests to 8 for another reason: each
 //!   Method holds its own copy of the load-time transposed weights, 3 MB each.)
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use etch_scheduler::Admission;
 
 /// How long a caller whose execution started at once waits runnable before it parks. Callers
 /// whose execution was queued park at once: they would only take CPU time from the workers.
@@ -31,15 +32,9 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 pub(crate) struct Submitter {
     pool: Arc<rayon::ThreadPool>,
-    queue: Mutex<Queue>,
-}
-
-#[derive(Default)]
-struct Queue {
-    /// Executions on the pool (started, not finished).
-    running: usize,
-    /// Executions waiting for a turn, first come first served.
-    waiting: VecDeque<Job>,
+    /// At most one execution per worker, the rest waiting in arrival order (model-checked in
+    /// `etch_scheduler`).
+    admission: Admission<Job>,
 }
 
 /// What a job and its caller share.
@@ -51,7 +46,8 @@ struct Completion<R> {
 
 impl Submitter {
     pub(crate) fn new(pool: Arc<rayon::ThreadPool>) -> Arc<Submitter> {
-        Arc::new(Submitter { pool, queue: Mutex::default() })
+        let admission = Admission::new(pool.current_num_threads());
+        Arc::new(Submitter { pool, admission })
     }
 
     /// Runs `f` on a worker of the pool (in place when called on one) and returns its result;
@@ -102,16 +98,12 @@ impl Submitter {
     /// Starts `job` on the pool if it runs fewer executions than it has workers, otherwise queues
     /// it. True when it started.
     pub(crate) fn submit(self: &Arc<Self>, job: Job) -> bool {
-        let limit = self.pool.current_num_threads().max(1);
-        let mut q = self.lock();
-        if q.running < limit && q.waiting.is_empty() {
-            q.running += 1;
-            drop(q);
-            self.spawn(job);
-            true
-        } else {
-            q.waiting.push_back(job);
-            false
+        match self.admission.arrive(job) {
+            Some(job) => {
+                self.spawn(job);
+                true
+            }
+            None => false,
         }
     }
 
@@ -119,24 +111,14 @@ impl Submitter {
     fn spawn(self: &Arc<Self>, job: Job) {
         let me = Arc::clone(self);
         self.pool.spawn(move || {
-            job();
-            let next = {
-                let mut q = me.lock();
-                let next = q.waiting.pop_front();
-                if next.is_none() {
-                    q.running = q.running.saturating_sub(1);
-                }
-                next
-            };
-            if let Some(next) = next {
+            // A panic must not keep the place (every later execution would queue behind it);
+            // the job's owner learns of it through its own channel (`run` catches its panics,
+            // `execute_async` sees its sender dropped).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            if let Some(next) = me.admission.finish() {
                 me.spawn(next);
             }
         });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // The queue's invariants hold between statements; a panic cannot leave it half-changed.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -153,11 +135,8 @@ mod tests {
     fn wait_until_idle(s: &Submitter) {
         let t = Instant::now();
         loop {
-            {
-                let q = s.lock();
-                if q.running == 0 && q.waiting.is_empty() {
-                    return;
-                }
+            if s.admission.load() == (0, 0) {
+                return;
             }
             assert!(t.elapsed() < Duration::from_secs(10), "the pool's places were not freed");
             std::thread::sleep(Duration::from_micros(100));

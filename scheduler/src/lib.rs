@@ -9,10 +9,14 @@
 //! straight-line blocks that run one after another; inside a block, a task becomes ready when its
 //! predecessors (data and memory-hazard edges computed by the engine) have finished
 //! ([`TaskGraph`], [`GraphRun`]).
+//!
+//! [`Admission`] bounds how many jobs (whole executions) a pool takes at once.
 
+mod admission;
 mod graph;
 mod sync;
 
+pub use admission::Admission;
 pub use graph::{BadEdge, GraphRun, TaskGraph};
 
 /// What to do after a task ran.
