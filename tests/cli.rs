@@ -122,3 +122,41 @@ fn verify_reports_each_bundled_case() {
     stderr_line(&o);
     assert!(Path::new(&fixture("programs/add_broadcast.bpte")).exists());
 }
+
+/// `etch bench --trace` writes a Chrome trace with one complete event per executed instruction of
+/// every timed run (mlp_towers runs 25 of its 37 instructions: the 12 weight transposes are
+/// folded at load), each with its index, operator and thread.
+#[test]
+fn bench_trace_has_one_event_per_instruction_and_run() {
+    let path = std::env::temp_dir().join(format!("etch-trace-{}.json", std::process::id()));
+    let program = fixture("programs/mlp_towers.pte");
+    let o = etch(&[
+        "bench",
+        &program,
+        "--mode",
+        "parallel",
+        "--threads",
+        "2",
+        "--iters",
+        "20",
+        "--trace",
+        &path.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let events = trace["traceEvents"].as_array().unwrap();
+    let spans: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(spans.len(), 20 * 25);
+    let threads: Vec<_> = events.iter().filter(|e| e["ph"] == "M").map(|e| e["tid"].clone()).collect();
+    let mut per_index = std::collections::BTreeMap::new();
+    for s in &spans {
+        assert!(threads.contains(&s["tid"]), "{s}");
+        assert!(s["dur"].as_f64().unwrap() >= 0.0 && s["ts"].as_f64().unwrap() >= 0.0, "{s}");
+        let op = s["args"]["op"].as_str().unwrap();
+        assert!(["aten::addmm.out", "aten::relu.out", "aten::cat.out"].contains(&op), "{op}");
+        *per_index.entry(s["args"]["index"].as_u64().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(per_index.len(), 25);
+    assert!(per_index.values().all(|&n| n == 20), "{per_index:?}");
+}

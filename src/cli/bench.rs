@@ -23,14 +23,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Installs a Chrome-trace subscriber for the rest of the process; the guard flushes the file.
-fn start_trace(path: &Path) -> tracing_chrome::FlushGuard {
-    use tracing_subscriber::prelude::*;
-    let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
-    let _ = tracing_subscriber::registry().with(layer).try_init();
-    guard
-}
-
 /// Round trips of a cache line between two threads, in nanoseconds (median of five runs of
 /// 20,000): printed by `etch bench` with two or more threads, because kernels split over threads
 /// read what the other threads wrote. On this project's 2-vCPU VM it measured 80-175 ns most of
@@ -151,7 +143,7 @@ pub fn bench(
         method.execute().map_err(|e| e.to_string())?;
         warm_ups += 1;
     }
-    let guard = trace.map(start_trace);
+    let guard = trace.map(super::trace::start);
     let mut samples = Vec::with_capacity(iters);
     for _ in 0..iters {
         set(&mut method)?;

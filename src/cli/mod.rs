@@ -5,6 +5,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod ops;
 pub mod run;
+pub mod trace;
 pub mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
