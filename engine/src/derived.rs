@@ -7,7 +7,7 @@
 //! program with a Method per request thread. With a copy each, mlp_towers' 3 MB of transposed
 //! weights came eight times over with eight requests at once, more than the cache holds; the
 //! GEMM tiles then took four times the CPU time per execution (`perf record`), and throughput
-//! fell to a third of that with four requests. mobilenet_v2 has 14 MB of packed weights.
+//! fell to a quarter of that with four requests. mobilenet_v2 has 14 MB of packed weights.
 //!
 //! What must match for two loads to share: the method, the kernel registry (folding runs its
 //! kernels, and prepared state is theirs), and whether the method was fused. Given those, loading

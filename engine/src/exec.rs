@@ -197,6 +197,8 @@ pub(crate) struct Block {
     pub range: BlockRange,
     /// Instruction index of each graph node; the node order is a topological order.
     pub instructions: Vec<usize>,
+    /// `instructions` is `range.start..range.end` in order: inline runs walk the steps directly.
+    pub in_program_order: bool,
     pub graph: TaskGraph,
     pub run: GraphRun,
 }

@@ -14,9 +14,9 @@
 //!   executions other callers queued, and returns to its own only when those nested ones end
 //!   (the test below counts them). So the pool takes at most one execution per worker; the others
 //!   wait here, in arrival order, and a finishing execution starts the next one itself, without
-//!   waiting for its caller to wake. (This bounds latency; it did not change throughput with
-//!   many requests on mlp_towers, which falls from 4 requests to 8 for another reason: each
-//!   Method holds its own copy of the load-time transposed weights, 3 MB each.)
+//!   waiting for its caller to wake. (This bounds latency. The collapse of throughput with many
+//!   requests measured alongside had another cause, see `derived`: each Method held its own
+//!   copy of the weights derived at load.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
