@@ -68,7 +68,7 @@ impl KeepAwake {
         if self.spinners.load(Ordering::Acquire) < self.pool.current_num_threads() {
             self.broadcast_spinners();
         }
-        Awake(Arc::clone(self), std::sync::atomic::AtomicBool::new(false))
+        Awake { keep: Arc::clone(self), finished: std::sync::atomic::AtomicBool::new(false) }
     }
 
     fn now_ns(&self) -> u64 {
@@ -130,7 +130,11 @@ impl KeepAwake {
 }
 
 /// An execution in progress (see [`KeepAwake::enter`]).
-pub(crate) struct Awake(Arc<KeepAwake>, std::sync::atomic::AtomicBool);
+pub(crate) struct Awake {
+    keep: Arc<KeepAwake>,
+    /// [`Awake::finishing`] was called; dropping the guard then counts the caller as resumed.
+    finished: std::sync::atomic::AtomicBool,
+}
 
 impl Awake {
     /// Called on the pool as an execution ends, before its caller's thread is woken: spinners
@@ -138,19 +142,19 @@ impl Awake {
     /// spin, waited for the scheduler to preempt one (`perf sched timehist`: up to ~1 ms at the
     /// 90th percentile), and that wait counted in every execution's latency.
     pub(crate) fn finishing(&self) {
-        if !self.1.swap(true, Ordering::AcqRel) {
-            self.0.finished.fetch_add(1, Ordering::AcqRel);
+        if !self.finished.swap(true, Ordering::AcqRel) {
+            self.keep.finished.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Drop for Awake {
     fn drop(&mut self) {
-        let k = &self.0;
+        let k = &self.keep;
         let until = k.now_ns().saturating_add(u64::try_from(LINGER.as_nanos()).unwrap_or(u64::MAX));
         k.until_ns.fetch_max(until, Ordering::AcqRel);
         k.running.fetch_sub(1, Ordering::AcqRel);
-        if self.1.load(Ordering::Acquire) {
+        if self.finished.load(Ordering::Acquire) {
             k.resumed.fetch_add(1, Ordering::AcqRel);
         }
     }

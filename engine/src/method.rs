@@ -762,14 +762,7 @@ impl<'mem> Method<'mem> {
             // waits and how many executions the pool takes at once), with the other workers
             // kept awake: kernels' parallel regions and graph tasks then start without waking
             // sleeping threads (see `awake`).
-            let awake = inner.runtime.keep_awake().enter();
-            let result = inner.runtime.submitter().run(|| {
-                let result = run(inner);
-                awake.finishing();
-                result
-            });
-            drop(awake);
-            result
+            inner.runtime.submitter().run_awake(&inner.runtime.keep_awake(), || run(inner))
         } else if choosing {
             inner.execute_sequential(false)
         } else {
@@ -840,14 +833,10 @@ impl<'mem> Method<'mem> {
         if intra_op && inner.stay_awake_wanted() {
             // As an execution runs: on a pool worker with the others spinning, so a kernel's
             // parallel region is not timed with the wake-up of sleeping workers in it.
-            let awake = inner.runtime.keep_awake().enter();
-            let result = inner.runtime.submitter().run(|| {
-                let result = (0..runs.max(1)).try_for_each(|_| inner.run_inline_timed(&mut costs, true));
-                awake.finishing();
-                result
-            });
-            drop(awake);
-            result?;
+            let (submitter, keep_awake) = (inner.runtime.submitter(), inner.runtime.keep_awake());
+            submitter.run_awake(&keep_awake, || {
+                (0..runs.max(1)).try_for_each(|_| inner.run_inline_timed(&mut costs, true))
+            })?;
         } else {
             for _ in 0..runs.max(1) {
                 inner.run_inline_timed(&mut costs, intra_op)?;

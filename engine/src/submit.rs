@@ -64,9 +64,8 @@ impl Submitter {
         let shared = Arc::clone(&completion);
         let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            if let Ok(mut slot) = shared.result.lock() {
-                *slot = Some(r);
-            }
+            // Nothing panics while holding the slot's lock; a poisoned one is still usable.
+            *shared.result.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(r);
             shared.done.store(true, Ordering::Release);
             shared.caller.unpark();
         });
@@ -85,14 +84,30 @@ impl Submitter {
                 std::thread::park_timeout(Duration::from_millis(1));
             }
         }
-        let result = completion.result.lock().ok().and_then(|mut slot| slot.take());
+        let result = completion.result.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         match result {
             Some(Ok(r)) => r,
             Some(Err(panic)) => std::panic::resume_unwind(panic),
-            // `done` is set only after the result was stored; a poisoned slot cannot happen (the
-            // job stores it outside `catch_unwind` with no code that panics).
+            // Unreachable: the job stores its result unconditionally before it sets `done`.
             None => panic!("a pool job finished without a result"),
         }
+    }
+
+    /// [`Submitter::run`] with the pool's workers kept awake meanwhile, and the spinners told
+    /// when `f` is done, so that the waiting caller gets a CPU (see `awake`).
+    pub(crate) fn run_awake<R: Send>(
+        self: &Arc<Self>,
+        keep_awake: &Arc<crate::awake::KeepAwake>,
+        f: impl FnOnce() -> R + Send,
+    ) -> R {
+        let awake = keep_awake.enter();
+        let result = self.run(|| {
+            let result = f();
+            awake.finishing();
+            result
+        });
+        drop(awake);
+        result
     }
 
     /// Starts `job` on the pool if it runs fewer executions than it has workers, otherwise queues

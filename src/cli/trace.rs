@@ -43,8 +43,7 @@ thread_local! {
 
 /// The span's fields and start, kept in its extensions.
 struct Open {
-    index: u64,
-    op: String,
+    fields: Fields,
     start: Option<Instant>,
 }
 
@@ -89,7 +88,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Open { index: fields.index, op: fields.op, start: None });
+            span.extensions_mut().insert(Open { fields, start: None });
         }
     }
 
@@ -111,8 +110,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
         let Some(open) = ext.get_mut::<Open>() else { return };
         let Some(start) = open.start.take() else { return };
         let ns = |t: Instant| u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let event =
-            Event { index: open.index, op: std::mem::take(&mut open.op).into(), start_ns: ns(start), end_ns: ns(end) };
+        let op = std::mem::take(&mut open.fields.op).into();
+        let event = Event { index: open.fields.index, op, start_ns: ns(start), end_ns: ns(end) };
         BUFFER.with(|b| {
             let mut b = b.borrow_mut();
             let buffer = b.get_or_insert_with(|| {

@@ -9,7 +9,7 @@
 //! 1,024 elements took 16 µs, its `logical_not` 9 µs, its `eq` 1.7 µs and `any` 2.0 µs.
 
 use crate::args::KernelArgs;
-use crate::dtype::{Bool, DType};
+use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
 use crate::portable;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
@@ -81,14 +81,23 @@ pub fn logical_not_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result
     if !(contiguous(args, 0, DType::Bool) && contiguous(args, 1, DType::Bool)) {
         return portable::unary::logical_not_out(ctx, args);
     }
+    map_elements(args, 1, |s: Bool| Bool(u8::from(s.0 == 0)))
+}
+
+/// `out[i] = f(input[i])` for contiguous argument 0 and output `out_arg` of its shape.
+fn map_elements<S: Element, D: Element>(
+    args: &KernelArgs<'_>,
+    out_arg: usize,
+    f: impl Fn(S) -> D,
+) -> Result<(), KernelError> {
     let x = args.tensor(0)?;
-    let mut out = args.tensor_mut(1)?;
+    let mut out = args.tensor_mut(out_arg)?;
     out.resize(x.sizes())?;
     let n = out.numel();
-    let src = x.data::<Bool>()?.get(..n).ok_or(short(0))?;
-    let dst = out.data_mut::<Bool>()?.get_mut(..n).ok_or(short(1))?;
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = Bool(u8::from(s.0 == 0));
+    let src = x.data::<S>()?.get(..n).ok_or(short(0))?;
+    let dst = out.data_mut::<D>()?.get_mut(..n).ok_or(short(out_arg))?;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f(s);
     }
     Ok(())
 }
@@ -105,18 +114,7 @@ fn compare_scalar(args: &KernelArgs<'_>, op: fn(f32, f32) -> bool) -> Option<Res
         Scalar::Int(i) if i.unsigned_abs() <= 1 << f32::MANTISSA_DIGITS => i as f32,
         _ => return None,
     };
-    Some((|| {
-        let x = args.tensor(0)?;
-        let mut out = args.tensor_mut(2)?;
-        out.resize(x.sizes())?;
-        let n = out.numel();
-        let src = x.data::<f32>()?.get(..n).ok_or(short(0))?;
-        let dst = out.data_mut::<Bool>()?.get_mut(..n).ok_or(short(2))?;
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = Bool(u8::from(op(v, y)));
-        }
-        Ok(())
-    })())
+    Some(map_elements(args, 2, |v: f32| Bool(u8::from(op(v, y)))))
 }
 
 macro_rules! scalar_comparison {
