@@ -274,11 +274,22 @@ pub(crate) struct Replan {
 /// Alignment of re-planned tensors (the exporter's own is 16).
 const REPLAN_ALIGN: u64 = 16;
 
-/// A list schedule of `graph` on `workers` identical workers: highest "bottom level" (longest
-/// remaining path) first, each task on the worker that frees up first. Returns `(start, finish)`
-/// per task. Its makespan is close to `max(critical path, work / workers)`; tensors whose lifetimes
-/// do not overlap in it can share bytes without costing that parallelism.
-pub(crate) fn list_schedule(graph: &TaskGraph, cost: &[f64], workers: usize) -> Vec<(f64, f64)> {
+/// Which ready task a list schedule starts when a worker frees up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// The one with the longest remaining path ("bottom level"): the shortest makespan, but it
+    /// starts every branch early, so more tensors are live at once.
+    LongestPath,
+    /// The first in program order: the exporter's order with a worker's worth of lookahead, so
+    /// about the exporter's live tensors (moe: 0.82 of its bytes against 1.54 with the above).
+    ProgramOrder,
+}
+
+/// A list schedule of `graph` on `workers` identical workers: tasks by `priority`, each on the
+/// worker that frees up first. Returns `(start, finish)` per task. With
+/// [`Priority::LongestPath`] its makespan is close to `max(critical path, work / workers)`;
+/// tensors whose lifetimes do not overlap in it can share bytes without costing that parallelism.
+pub(crate) fn list_schedule(graph: &TaskGraph, cost: &[f64], workers: usize, priority: Priority) -> Vec<(f64, f64)> {
     let n = graph.len();
     let c = |i: usize| cost.get(i).copied().unwrap_or(0.0).max(1e-9);
     // Bottom level: cost of the longest path from the task to the end.
@@ -293,14 +304,18 @@ pub(crate) fn list_schedule(graph: &TaskGraph, cost: &[f64], workers: usize) -> 
     let mut free = vec![0f64; workers.max(1)];
     let mut when = vec![(0f64, 0f64); n];
     for _ in 0..n {
-        // The worker that frees first takes the ready task with the highest level (ties: program
-        // order), starting when both are available.
+        // The worker that frees first takes the ready task that comes first by priority (ties:
+        // program order), starting when both are available.
         let (w, &t_free) = free.iter().enumerate().fold((0, &f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
         let Some(pos) = (0..ready.len()).max_by(|&a, &b| {
             let (ta, tb) = (ready[a], ready[b]);
             // Prefer tasks already ready when the worker frees, then the longest remaining path.
             let (ra, rb) = (ready_at[ta] <= t_free, ready_at[tb] <= t_free);
-            ra.cmp(&rb).then(level[ta].total_cmp(&level[tb])).then(tb.cmp(&ta))
+            let by_priority = match priority {
+                Priority::LongestPath => level[ta].total_cmp(&level[tb]),
+                Priority::ProgramOrder => std::cmp::Ordering::Equal,
+            };
+            ra.cmp(&rb).then(by_priority).then(tb.cmp(&ta))
         }) else {
             break;
         };
@@ -491,13 +506,23 @@ mod tests {
     fn list_schedule_uses_the_workers() {
         // Two independent chains of two tasks, then a join: two workers run the chains side by side.
         let g = TaskGraph::new(5, [(0, 1), (2, 3), (1, 4), (3, 4)]).unwrap();
-        let w = list_schedule(&g, &[1.0; 5], 2);
+        let w = list_schedule(&g, &[1.0; 5], 2, Priority::LongestPath);
         assert_eq!(w[4], (2.0, 3.0));
         assert_eq!(w[0].0, 0.0);
         assert_eq!(w[2].0, 0.0);
         // One worker: everything in sequence.
-        let w = list_schedule(&g, &[1.0; 5], 1);
+        let w = list_schedule(&g, &[1.0; 5], 1, Priority::LongestPath);
         assert_eq!(w.iter().map(|x| x.1).fold(0.0, f64::max), 5.0);
+    }
+
+    #[test]
+    fn program_order_priority_follows_the_program() {
+        // Tasks 0 and 1 stand alone; 2 heads the chain 2 -> 3 -> 4. One worker: the longest path
+        // first starts the chain, program order starts task 0.
+        let g = TaskGraph::new(5, [(2, 3), (3, 4)]).unwrap();
+        let first = |p| list_schedule(&g, &[1.0; 5], 1, p).iter().position(|w| w.0 == 0.0);
+        assert_eq!(first(Priority::LongestPath), Some(2));
+        assert_eq!(first(Priority::ProgramOrder), Some(0));
     }
 
     #[test]

@@ -748,6 +748,23 @@ impl Analysis {
         dag::edges(&acc, self.tensor_count, self.value_count, overlaps)
     }
 
+    /// The critical path (in `costs`, indexed by instruction) of block `block` run as a graph in
+    /// `r`'s order, with hazard edges wherever `r` gives two of `planned` the same bytes.
+    fn placement_critical_path(&self, block: &BlockRange, r: &Replan, planned: &[PlannedTensor], costs: &[f64]) -> f64 {
+        let mut regions = vec![Region::Private; self.tensor_count];
+        for p in planned {
+            if let (Some(slot), Some(&Some(start))) =
+                (regions.get_mut(p.tensor.0 as usize), r.offsets.get(p.tensor.0 as usize))
+            {
+                *slot = Region::Planned { buffer: p.buffer, start, end: start + p.nbytes };
+            }
+        }
+        let edges = self.block_edges_in(block, &r.order, &dag::overlaps(&regions));
+        let graph = dag::block_graph(edges, block.end - block.start);
+        let ordered: Vec<f64> = r.order.iter().map(|&i| costs.get(i as usize).copied().unwrap_or(0.0)).collect();
+        graph.critical_path(&ordered)
+    }
+
     /// A concurrency-aware placement, or `None` when the method has control flow (several blocks)
     /// or no planned tensors.
     pub(crate) fn replan(
@@ -781,7 +798,6 @@ impl Analysis {
                 1.0 + a.tensors().map(|t| tensor_bytes.get(t.0 as usize).copied().unwrap_or(0) as f64).sum::<f64>()
             })
             .collect();
-        let when = dag::list_schedule(&graph, &costs, workers);
         // Accesses per tensor, in block-relative instruction indices.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); self.tensor_count];
         let mut first_is_read = vec![None::<bool>; self.tensor_count];
@@ -815,6 +831,8 @@ impl Analysis {
             end: u64,
             live_in: bool,
             live_out: bool,
+            /// Holds a method input (see `keep_inputs` below).
+            input: bool,
         }
         let mut classes: Vec<Option<Class>> = (0..self.tensor_count).map(|_| None).collect();
         let mut members: Vec<(TensorId, TensorId, u64)> = Vec::new(); // (tensor, class, exporter offset)
@@ -832,14 +850,13 @@ impl Analysis {
             let state = initial.is_some() || (read_first && written.get(k).copied().unwrap_or(false));
             let is_input = inputs.contains(&(vi as u32));
             let live_in = is_input || read_first || state;
-            // A method input keeps its bytes to the end: a caller sets it once and may execute
-            // again, as with ONNX Runtime or tract. Given to another tensor after its last read,
-            // resnet18_narrow's second execution computed on overwritten pixels.
-            let live_out = outputs_live.contains(&c) || state || is_input;
+            let live_out = outputs_live.contains(&c) || state;
             let end = offset.saturating_add(t.nbytes as u64);
             let Some(slot) = classes.get_mut(k) else { continue };
             match slot {
-                None => *slot = Some(Class { buffer: *buffer, start: *offset, end, live_in, live_out }),
+                None => {
+                    *slot = Some(Class { buffer: *buffer, start: *offset, end, live_in, live_out, input: is_input })
+                }
                 Some(cl) => {
                     if cl.buffer != *buffer {
                         // Views never cross buffers; a class that does cannot be re-placed.
@@ -849,45 +866,71 @@ impl Analysis {
                     cl.end = cl.end.max(end);
                     cl.live_in |= live_in;
                     cl.live_out |= live_out;
+                    cl.input |= is_input;
                 }
             }
             members.push((*id, c, *offset));
         }
-        let planned: Vec<PlannedTensor> = classes
-            .iter()
-            .enumerate()
-            .filter_map(|(k, c)| {
-                let c = c.as_ref()?;
-                Some(PlannedTensor {
-                    tensor: TensorId(k as u32),
-                    buffer: c.buffer,
-                    nbytes: c.end - c.start,
-                    live_in: c.live_in,
-                    live_out: c.live_out,
+        // Whether inputs keep their bytes to the end. Kept, a caller may set an input once and
+        // execute again (as with ONNX Runtime or tract); given to another tensor after its last
+        // read, as the exporter's plan does, the input must be set before each execution (as in
+        // ExecuTorch; the method then asks for it, see `Method::input_is_kept`).
+        let planned_with = |keep_inputs: bool| -> Vec<PlannedTensor> {
+            classes
+                .iter()
+                .enumerate()
+                .filter_map(|(k, c)| {
+                    let c = c.as_ref()?;
+                    Some(PlannedTensor {
+                        tensor: TensorId(k as u32),
+                        buffer: c.buffer,
+                        nbytes: c.end - c.start,
+                        live_in: c.live_in,
+                        live_out: c.live_out || (keep_inputs && c.input),
+                    })
                 })
-            })
-            .collect();
-        if planned.is_empty() {
+                .collect()
+        };
+        let kept = planned_with(true);
+        let freed = planned_with(false);
+        if kept.is_empty() {
             return None;
         }
-        // Sharing only what the graph orders keeps every schedule open; the schedule's sharing
-        // adds edges that bind the dynamic scheduler to the static cost model's guess (on
-        // mlp_towers it held one tower's last layer behind another's). The first whenever its
-        // bytes stay within what the automatic choice accepts over the exporter's plan.
-        let place = |by_schedule: bool| {
-            dag::replan(
-                &planned,
-                &lists,
-                &before,
-                &when,
-                by_schedule,
-                def.planned_buffer_sizes.len(),
-                self.tensor_count,
-            )
-        };
+        // Candidates, best first when the critical paths tie: sharing only what the graph orders
+        // keeps every schedule open; sharing what a schedule orders too binds the dynamic
+        // scheduler to the static cost model's guess (on mlp_towers it held one tower's last
+        // layer behind another's), and a schedule in program order keeps fewer tensors live than
+        // one that starts every branch early. Kept inputs before freed ones.
+        let schedules = [dag::Priority::LongestPath, dag::Priority::ProgramOrder]
+            .map(|priority| dag::list_schedule(&graph, &costs, workers, priority));
+        let mut candidates = Vec::new();
+        for planned in [&kept, &freed] {
+            let place = |when: &[(f64, f64)], by_schedule: bool| {
+                let r = dag::replan(
+                    planned,
+                    &lists,
+                    &before,
+                    when,
+                    by_schedule,
+                    def.planned_buffer_sizes.len(),
+                    self.tensor_count,
+                );
+                let critical_path = self.placement_critical_path(&block, &r, planned, &costs);
+                (r, critical_path)
+            };
+            candidates.push(place(&schedules[0], false));
+            candidates.extend(schedules.iter().map(|when| place(when, true)));
+        }
+        // Within the bytes the automatic choice accepts over the exporter's plan, the shortest
+        // critical path (within 1%); the fewest bytes when none fits.
         let budget = crate::config::AUTO_REPLAN_MAX_GROWTH * def.planned_buffer_sizes.iter().sum::<u64>() as f64;
-        let graph_only = place(false);
-        let mut r = if graph_only.buffer_sizes.iter().sum::<u64>() as f64 <= budget { graph_only } else { place(true) };
+        let bytes = |r: &Replan| r.buffer_sizes.iter().sum::<u64>();
+        let fitting: Vec<&(Replan, f64)> = candidates.iter().filter(|(r, _)| bytes(r) as f64 <= budget).collect();
+        let chosen = match fitting.iter().map(|c| c.1).reduce(f64::min) {
+            Some(shortest) => fitting.into_iter().find(|c| c.1 <= shortest * 1.01),
+            None => candidates.iter().min_by_key(|(r, _)| bytes(r)),
+        };
+        let mut r = chosen?.0.clone();
         let class_offsets = r.offsets.clone();
         for (id, c, offset) in members {
             let (Some(Some(base)), Some(Some(cl))) = (class_offsets.get(c.0 as usize), classes.get(c.0 as usize))

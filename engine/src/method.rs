@@ -233,6 +233,9 @@ struct Inner<'mem> {
     delegates: Box<[Box<dyn DelegateHandle>]>,
     inputs: Box<[u32]>,
     input_set: Box<[bool]>,
+    /// Per input: whether its bytes survive an execution (the placement in use gives them to no
+    /// other tensor). An input that does not must be set again before the next execution.
+    input_kept: Box<[bool]>,
     outputs: Box<[u32]>,
     /// Tensors a FreeCall may clear; their storage is restored before each execution.
     free_targets: Box<[TensorId]>,
@@ -491,6 +494,19 @@ impl<'mem> Method<'mem> {
             }
         }
 
+        // Inputs whose bytes the placement gives to other tensors once they are read (the
+        // exporter's plan does, as may the re-plan when keeping them costs too much memory).
+        let shared_bytes = pt.canonical_overlaps(dag::overlaps(&regions));
+        let input_kept: Box<[bool]> = def
+            .inputs
+            .iter()
+            .map(|&v| {
+                pt.position_tensors(v, &values, &pool)
+                    .iter()
+                    .all(|&t| shared_bytes.get(pt.canonical(t).0 as usize).is_none_or(Vec::is_empty))
+            })
+            .collect();
+
         // Parallel mode: a task graph per block, with hazard edges wherever the placement in use
         // shares bytes.
         // A sequential method with a re-plan needs the blocks too, for their order (it never runs
@@ -594,6 +610,7 @@ impl<'mem> Method<'mem> {
                 delegates: delegates.into(),
                 inputs: def.inputs.clone().into(),
                 input_set: vec![false; def.inputs.len()].into(),
+                input_kept,
                 outputs: def.outputs.clone().into(),
                 free_targets: free_targets.into_iter().collect(),
                 mode: config.mode,
@@ -673,6 +690,14 @@ impl<'mem> Method<'mem> {
         (&self.inner.planned_sizes, self.inner.replanned)
     }
 
+    /// Whether input `index` keeps its value across executions, so that a caller may set it once
+    /// and execute again. When not (the memory plan gives its bytes to other tensors once it is
+    /// read, as the exporter's plan may, as in ExecuTorch), set it before each execution: an
+    /// execution without it fails with [`Error::Input`]. `None` when out of range.
+    pub fn keeps_input(&self, index: usize) -> Option<bool> {
+        self.inner.input_kept.get(index).copied()
+    }
+
     /// Copies a tensor into input `index`. The dtype must match; a dynamic input may take any
     /// shape of the same rank within its planned size, a static one only its own shape.
     pub fn set_input(&mut self, index: usize, input: TensorView<'_>) -> Result<()> {
@@ -741,12 +766,11 @@ impl<'mem> Method<'mem> {
 
     /// Runs the method once, in the mode it was loaded with.
     ///
-    /// Inputs stay as set for the next execution when the method runs on etch's re-plan
-    /// ([`Method::planned_memory`] says which): it never gives an input's bytes to another tensor.
-    /// The exporter's plan may (as in ExecuTorch): with it, set the inputs before each execution.
+    /// Inputs stay as set for the next execution unless the memory plan gives their bytes to other
+    /// tensors ([`Method::keeps_input`] says which); those must be set again first.
     pub fn execute(&mut self) -> Result<()> {
         let inner = self.inner_mut();
-        inner.check_inputs()?;
+        inner.take_inputs()?;
         let run = |inner: &mut Inner<'mem>| match inner.mode {
             ExecutionMode::Sequential => inner.execute_sequential(true),
             ExecutionMode::Parallel => inner.execute_shared(),
@@ -782,7 +806,7 @@ impl<'mem> Method<'mem> {
     where
         'mem: 'static,
     {
-        self.inner_mut().check_inputs()?;
+        self.inner_mut().take_inputs()?;
         let inner = Arc::clone(&self.inner);
         let submitter = self.inner.runtime.submitter();
         let (tx, rx) = futures::channel::oneshot::channel();
@@ -814,8 +838,8 @@ impl<'mem> Method<'mem> {
     /// Times each instruction over `runs` sequential executions (shared-mode code path, program
     /// order) and returns the per-instruction minimum in nanoseconds. Kernels may spread over the
     /// pool as in a normal execution. The executions after the first read the inputs as the one
-    /// before left them: etch's re-plan keeps them, the exporter's plan may reuse their bytes (as
-    /// in ExecuTorch), so with it set the inputs and profile one run at a time.
+    /// before left them: where the memory plan does not keep an input ([`Method::keeps_input`]),
+    /// the times are those of other values, and the input must be set again afterwards.
     pub fn profile_instructions(&mut self, runs: usize) -> Result<Vec<f64>> {
         self.profile(runs, true)
     }
@@ -828,7 +852,7 @@ impl<'mem> Method<'mem> {
 
     fn profile(&mut self, runs: usize, intra_op: bool) -> Result<Vec<f64>> {
         let inner = self.inner_mut();
-        inner.check_inputs()?;
+        inner.take_inputs()?;
         let mut costs = vec![f64::INFINITY; inner.steps.len()];
         if intra_op && inner.stay_awake_wanted() {
             // As an execution runs: on a pool worker with the others spinning, so a kernel's
@@ -971,14 +995,28 @@ impl Inner<'_> {
         }
     }
 
-    fn check_inputs(&self) -> Result<()> {
-        if let Some(k) = self.input_set.iter().position(|s| !s) {
+    /// Checks that every tensor input is set, then marks those the coming execution overwrites
+    /// (inputs the plan does not keep) as unset, so the next execution cannot read what is left.
+    fn take_inputs(&mut self) -> Result<()> {
+        for (k, (&set, &kept)) in self.input_set.iter().zip(&self.input_kept).enumerate() {
+            if set {
+                continue;
+            }
             // Non-tensor inputs carry their exported value; only tensors must be set.
             // SAFETY: no execution runs (callers hold exclusive access), so reading is unshared.
             let v = unsafe { self.values.read(self.inputs[k]) };
             if matches!(v, Some(EValue::Tensor(_))) {
-                return Err(Error::Input { method: self.name.to_string(), index: k, reason: "not set".into() });
+                let reason = if kept {
+                    "not set"
+                } else {
+                    "not set since the last execution (the memory plan gives this input's bytes to \
+                     other tensors once read: set it before each execution)"
+                };
+                return Err(Error::Input { method: self.name.to_string(), index: k, reason: reason.into() });
             }
+        }
+        for (set, &kept) in self.input_set.iter_mut().zip(&self.input_kept) {
+            *set &= kept;
         }
         Ok(())
     }
