@@ -903,9 +903,19 @@ impl Analysis {
         // one that starts every branch early. Kept inputs before freed ones.
         let schedules = [dag::Priority::LongestPath, dag::Priority::ProgramOrder]
             .map(|priority| dag::list_schedule(&graph, &costs, workers, priority));
-        let mut candidates = Vec::new();
-        for planned in [&kept, &freed] {
-            let place = |when: &[(f64, f64)], by_schedule: bool| {
+        // Sharing only what the graph orders adds no edge the data edges do not imply: its
+        // critical path is the data edges' own, the least any placement can have.
+        let shortest_possible = graph.critical_path(&costs);
+        // Within the bytes the automatic choice accepts over the exporter's plan, the shortest
+        // critical path (within 1%; the first in the order above among equals); the fewest bytes
+        // when none fits. Candidates are placed in that order until one reaches the least
+        // possible critical path (most methods stop at the first: load time).
+        let budget = crate::config::AUTO_REPLAN_MAX_GROWTH * def.planned_buffer_sizes.iter().sum::<u64>() as f64;
+        let bytes = |r: &Replan| r.buffer_sizes.iter().sum::<u64>();
+        let mut fitting: Vec<(Replan, f64)> = Vec::new();
+        let mut smallest: Option<Replan> = None;
+        'candidates: for planned in [&kept, &freed] {
+            for (when, by_schedule) in [(&schedules[0], false), (&schedules[0], true), (&schedules[1], true)] {
                 let r = dag::replan(
                     planned,
                     &lists,
@@ -915,22 +925,28 @@ impl Analysis {
                     def.planned_buffer_sizes.len(),
                     self.tensor_count,
                 );
-                let critical_path = self.placement_critical_path(&block, &r, planned, &costs);
-                (r, critical_path)
-            };
-            candidates.push(place(&schedules[0], false));
-            candidates.extend(schedules.iter().map(|when| place(when, true)));
+                if bytes(&r) as f64 > budget {
+                    if smallest.as_ref().is_none_or(|s| bytes(&r) < bytes(s)) {
+                        smallest = Some(r);
+                    }
+                    continue;
+                }
+                let critical_path = if by_schedule {
+                    self.placement_critical_path(&block, &r, planned, &costs)
+                } else {
+                    shortest_possible
+                };
+                fitting.push((r, critical_path));
+                if critical_path <= shortest_possible * 1.01 {
+                    break 'candidates;
+                }
+            }
         }
-        // Within the bytes the automatic choice accepts over the exporter's plan, the shortest
-        // critical path (within 1%); the fewest bytes when none fits.
-        let budget = crate::config::AUTO_REPLAN_MAX_GROWTH * def.planned_buffer_sizes.iter().sum::<u64>() as f64;
-        let bytes = |r: &Replan| r.buffer_sizes.iter().sum::<u64>();
-        let fitting: Vec<&(Replan, f64)> = candidates.iter().filter(|(r, _)| bytes(r) as f64 <= budget).collect();
         let chosen = match fitting.iter().map(|c| c.1).reduce(f64::min) {
-            Some(shortest) => fitting.into_iter().find(|c| c.1 <= shortest * 1.01),
-            None => candidates.iter().min_by_key(|(r, _)| bytes(r)),
+            Some(shortest) => fitting.into_iter().find(|c| c.1 <= shortest * 1.01).map(|c| c.0),
+            None => smallest,
         };
-        let mut r = chosen?.0.clone();
+        let mut r = chosen?;
         let class_offsets = r.offsets.clone();
         for (id, c, offset) in members {
             let (Some(Some(base)), Some(Some(cl))) = (class_offsets.get(c.0 as usize), classes.get(c.0 as usize))
