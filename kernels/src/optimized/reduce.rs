@@ -49,23 +49,15 @@ fn sum_block(args: &KernelArgs<'_>, mean: bool) -> Option<Result<(), KernelError
         let src = x.data::<f32>()?.get(..total).ok_or(short)?;
         let dst = out.data_mut::<f32>()?.get_mut(..outer * inner).ok_or(short)?;
         let scale = if mean { 1.0 / reduced as f64 } else { 1.0 };
-        for (block, o) in src.chunks_exact(reduced * inner).zip(dst.chunks_exact_mut(inner)) {
-            if inner == 1 {
-                // Eight f64 partial sums (one vector register; a single running sum is a chain of
-                // dependent adds, 4 cycles each): the result differs from the portable kernel's
-                // sequential f64 sum only in f64 rounding, far below the f32 result's precision.
-                let mut lanes = [0f64; 8];
-                let mut chunks = block.chunks_exact(8);
-                for chunk in &mut chunks {
-                    for (l, &v) in lanes.iter_mut().zip(chunk) {
-                        *l += f64::from(v);
-                    }
-                }
-                let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
-                let s = lanes.iter().sum::<f64>() + tail;
-                o[0] = (s * scale) as f32;
-                continue;
+        if inner == 1 {
+            // One sum per output, on this thread: spread over a pool, mobilenet_v2_w050's global
+            // average pool (1280 rows of 49) cost more than it saved.
+            for (row, o) in src.chunks_exact(reduced).zip(dst.iter_mut()) {
+                *o = (row_sum(row) * scale) as f32;
             }
+            return Ok(());
+        }
+        for (block, o) in src.chunks_exact(reduced * inner).zip(dst.chunks_exact_mut(inner)) {
             for i0 in (0..inner).step_by(INNER_CHUNK) {
                 let width = INNER_CHUNK.min(inner - i0);
                 let mut acc = [0f64; INNER_CHUNK];
@@ -81,6 +73,53 @@ fn sum_block(args: &KernelArgs<'_>, mean: bool) -> Option<Result<(), KernelError
         }
         Ok(())
     })())
+}
+
+/// Partial sums of [`row_sum`]: four vectors of eight f64 (one running sum is a chain of
+/// dependent adds, 4 cycles each; one vector of eight partial sums still is, and took
+/// inception_block's 64x32x32 global mean 8.4 µs).
+const LANES: usize = 32;
+
+/// The f64 sum of `row`, in [`LANES`] partial sums: it differs from the portable kernel's
+/// sequential f64 sum only in f64 rounding, far below the f32 result's precision. The same on
+/// every SIMD level (the lanes and their order are fixed; only the instructions differ).
+fn row_sum(row: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above), all this function requires.
+        return unsafe { row_sum_avx512(row) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), all this function requires.
+        return unsafe { row_sum_avx2(row) };
+    }
+    row_sum_with(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn row_sum_avx512(row: &[f32]) -> f64 {
+    row_sum_with(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_sum_avx2(row: &[f32]) -> f64 {
+    row_sum_with(row)
+}
+
+#[inline(always)]
+fn row_sum_with(row: &[f32]) -> f64 {
+    let mut lanes = [0f64; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f64::from(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// `aten::mean.out(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None,
@@ -115,7 +154,47 @@ pub fn register(r: &mut KernelRegistry) {
 
 #[cfg(test)]
 mod tests {
-    use super::block_of;
+    use super::*;
+    use crate::portable::test_support::{Call, assert_close};
+
+    /// Means and sums over trailing dimensions (rows shorter than, equal to and longer than the
+    /// partial sums) agree with the portable kernels.
+    #[test]
+    fn row_sums_match_portable() {
+        let cases: &[(&[usize], &[i64])] = &[
+            (&[1, 64, 32, 32], &[-1, -2]),
+            (&[3, 7], &[-1]),
+            (&[2, 32], &[1]),
+            (&[5, 33], &[-1]),
+            (&[40, 1000], &[-1]),
+            (&[1, 200_001], &[-1]),
+        ];
+        let kernels: [(KernelFn, KernelFn); 2] =
+            [(mean_out, portable::reduce::mean_out), (sum_intlist_out, portable::reduce::sum_intlist_out)];
+        for &(sizes, dims) in cases {
+            let n: usize = sizes.iter().product();
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.61).sin() * 3.0 + 0.5).collect();
+            let rows = n / sizes.last().copied().unwrap_or(1) / if dims.len() == 2 { sizes[2] } else { 1 };
+            for (fast, slow) in kernels {
+                let run = |kernel: KernelFn| {
+                    let out_sizes = vec![1; sizes.len()];
+                    let (r, mut done) = Call::new()
+                        .tensor(sizes, &x)
+                        .ints(dims)
+                        .bool(true)
+                        .none()
+                        .out(DType::Float, &out_sizes, rows)
+                        .run(kernel);
+                    r.unwrap_or_else(|e| panic!("{sizes:?}: {e}"));
+                    done.tensor::<f32>(4)
+                };
+                let (shape, got) = run(fast);
+                let (want_shape, want) = run(slow);
+                assert_eq!(shape, want_shape, "{sizes:?}");
+                assert_close(&got, &want, 1e-6);
+            }
+        }
+    }
 
     #[test]
     fn reduced_dimensions_must_be_one_run() {
