@@ -239,16 +239,31 @@ pub fn pack_lhs(m: usize, k: usize, a: MatRef<'_>, scale: f32, dst: &mut [f32], 
         let i0 = panel * MR;
         let rows = (m - i0).min(MR);
         if a.col == 1 {
-            // Rows contiguous: read each row once, scatter into the panel.
-            for i in 0..rows {
+            // Rows contiguous: PACK_STEPS columns of the panel's rows at a time into a fixed-size
+            // block (rows past `rows` zero), written out transposed. Fixed sizes leave no bounds
+            // checks in the transpose; element by element, packing was an eighth of
+            // transformer_layer's time (16-row activations packed for every product).
+            let row = |i: usize| {
                 let start = (i0 + i) * a.row;
-                let src = &a.data[start..start + k];
-                for (kk, &v) in src.iter().enumerate() {
-                    out[kk * MR + i] = v * scale;
+                &a.data[start..start + k]
+            };
+            let full = k - k % PACK_STEPS;
+            let mut block = [[0f32; PACK_STEPS]; MR];
+            for (step, dst) in out[..full * MR].chunks_exact_mut(PACK_STEPS * MR).enumerate() {
+                let k0 = step * PACK_STEPS;
+                for (i, b) in block.iter_mut().enumerate().take(rows) {
+                    b.copy_from_slice(&row(i)[k0..k0 + PACK_STEPS]);
+                }
+                for (kk, d) in dst.chunks_exact_mut(MR).enumerate() {
+                    for (d, b) in d.iter_mut().zip(&block) {
+                        *d = b[kk] * scale;
+                    }
                 }
             }
-            for kk in 0..k {
-                out[kk * MR + rows..kk * MR + MR].fill(0.0);
+            for kk in full..k {
+                for (i, d) in out[kk * MR..kk * MR + MR].iter_mut().enumerate() {
+                    *d = if i < rows { row(i)[kk] * scale } else { 0.0 };
+                }
             }
         } else {
             for (kk, dst) in out.chunks_exact_mut(MR).enumerate() {
@@ -260,6 +275,9 @@ pub fn pack_lhs(m: usize, k: usize, a: MatRef<'_>, scale: f32, dst: &mut [f32], 
     }
     Ok(())
 }
+
+/// Columns [`pack_lhs`] transposes at a time.
+const PACK_STEPS: usize = 16;
 
 /// A packed left operand: `m × k` in panels (see [`pack_lhs`]).
 #[derive(Clone, Copy, Debug)]
@@ -1431,6 +1449,30 @@ pub(crate) mod tests {
     }
 
     const SIZES: &[usize] = &[1, 2, 15, 17, 31, 33, 63, 100];
+
+    /// Packing contiguous rows (transposed in blocks) gives the panels that packing the same
+    /// matrix through its strides gives (element by element), scale included.
+    #[test]
+    fn packing_contiguous_rows_matches_strided() {
+        for &m in SIZES {
+            for &k in SIZES {
+                let a = noise(m * k, 3);
+                // The same matrix stored column-major.
+                let mut t = vec![0f32; m * k];
+                for i in 0..m {
+                    for kk in 0..k {
+                        t[kk * m + i] = a[i * k + kk];
+                    }
+                }
+                let len = packed_lhs_len(m, k).unwrap();
+                let (mut rows, mut cols) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                pack_lhs(m, k, MatRef { data: &a, row: k, col: 1 }, 0.5, &mut rows, 0).unwrap();
+                pack_lhs(m, k, MatRef { data: &t, row: 1, col: m }, 0.5, &mut cols, 0).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&rows), bits(&cols), "m={m} k={k}");
+            }
+        }
+    }
 
     /// `sgemm_taps` gives the bits of `sgemm` on the same matrix copied out, with every kernel
     /// (AVX-512 reads the rows in place, the others pack them) and reduction blocks that start
