@@ -756,7 +756,7 @@ impl Analysis {
             if let (Some(slot), Some(&Some(start))) =
                 (regions.get_mut(p.tensor.0 as usize), r.offsets.get(p.tensor.0 as usize))
             {
-                *slot = Region::Planned { buffer: p.buffer, start, end: start + p.nbytes };
+                *slot = Region::Planned { buffer: p.buffer, start, end: start.saturating_add(p.nbytes) };
             }
         }
         let edges = self.block_edges_in(block, &r.order, &dag::overlaps(&regions));
@@ -874,7 +874,7 @@ impl Analysis {
         // Whether inputs keep their bytes to the end. Kept, a caller may set an input once and
         // execute again (as with ONNX Runtime or tract); given to another tensor after its last
         // read, as the exporter's plan does, the input must be set before each execution (as in
-        // ExecuTorch; the method then asks for it, see `Method::input_is_kept`).
+        // ExecuTorch; the method then asks for it, see `Method::keeps_input`).
         let planned_with = |keep_inputs: bool| -> Vec<PlannedTensor> {
             classes
                 .iter()

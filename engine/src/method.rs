@@ -1009,8 +1009,8 @@ impl Inner<'_> {
                 let reason = if kept {
                     "not set"
                 } else {
-                    "not set since the last execution (the memory plan gives this input's bytes to \
-                     other tensors once read: set it before each execution)"
+                    "not set (the memory plan gives this input's bytes to other tensors once it \
+                     is read: set it before every execution)"
                 };
                 return Err(Error::Input { method: self.name.to_string(), index: k, reason: reason.into() });
             }
