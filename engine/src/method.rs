@@ -494,16 +494,17 @@ impl<'mem> Method<'mem> {
             }
         }
 
+        // Per tensor (storage class), the others sharing its bytes in the placement in use.
+        let overlaps = pt.canonical_overlaps(dag::overlaps(&regions));
         // Inputs whose bytes the placement gives to other tensors once they are read (the
         // exporter's plan does, as may the re-plan when keeping them costs too much memory).
-        let shared_bytes = pt.canonical_overlaps(dag::overlaps(&regions));
         let input_kept: Box<[bool]> = def
             .inputs
             .iter()
             .map(|&v| {
                 pt.position_tensors(v, &values, &pool)
                     .iter()
-                    .all(|&t| shared_bytes.get(pt.canonical(t).0 as usize).is_none_or(Vec::is_empty))
+                    .all(|&t| overlaps.get(pt.canonical(t).0 as usize).is_none_or(Vec::is_empty))
             })
             .collect();
 
@@ -514,7 +515,6 @@ impl<'mem> Method<'mem> {
         let parallel = match (config.mode, &replan) {
             (ExecutionMode::Sequential, None) => None,
             _ => {
-                let overlaps = pt.canonical_overlaps(dag::overlaps(&regions));
                 let mut blocks = Vec::new();
                 let mut block_at = vec![usize::MAX; steps.len() + 1];
                 for range in &analysis.blocks {

@@ -11,12 +11,47 @@ pub mod fused;
 pub mod linalg;
 pub mod mask;
 pub mod masked_rows;
-pub mod norm;
 pub mod pixel_gemm;
 pub mod pool;
-pub mod reduce;
 pub mod sgemm;
 pub mod softmax;
+
+/// Defines `fn $name(args) [-> R]` that runs `$body` (an `#[inline(always)]` function of the same
+/// signature) compiled for the widest SIMD level this CPU has: AVX-512F, AVX2, or the baseline.
+/// For loops the compiler vectorizes; the body must compute the same operations in the same
+/// order on every level (no fused multiply-adds are formed without `fma`), so results do not
+/// depend on the CPU.
+macro_rules! widest_simd {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above), all `avx512` requires.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above), all `avx2` requires.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+// After the macro: textual scope.
+pub mod norm;
+pub mod reduce;
 
 use crate::args::KernelArgs;
 use crate::registry::{KernelFn, KernelRegistry};

@@ -100,34 +100,12 @@ struct Rows<'a> {
     bias: Option<&'a [f32]>,
 }
 
-/// Normalizes `rows` on the widest SIMD level this CPU has. Every level computes the same
-/// operations in the same order (no fused multiply-adds; the partial sums fixed by `sum8`), so
-/// the results are the same bits; AVX-512 runs the f64 arithmetic eight lanes wide instead of
-/// SSE2's two (transformer_layer's two layer norms of 16 rows of 64 took 1.2 µs each).
-fn layer_norm_rows(rows: Rows<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above), all this function requires.
-        return unsafe { layer_norm_rows_avx512(rows) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), all this function requires.
-        return unsafe { layer_norm_rows_avx2(rows) };
-    }
-    layer_norm_rows_with(rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn layer_norm_rows_avx512(rows: Rows<'_>) {
-    layer_norm_rows_with(rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn layer_norm_rows_avx2(rows: Rows<'_>) {
-    layer_norm_rows_with(rows)
+widest_simd! {
+    /// Normalizes `rows` on the widest SIMD level this CPU has. Every level computes the same
+    /// operations in the same order (the partial sums fixed by `sum8`), so the results are the
+    /// same bits; AVX-512 runs the f64 arithmetic eight lanes wide instead of SSE2's two
+    /// (transformer_layer's two layer norms of 16 rows of 64 took 1.2 µs each).
+    fn layer_norm_rows(rows: Rows<'_>) => layer_norm_rows_with
 }
 
 #[inline(always)]

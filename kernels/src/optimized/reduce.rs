@@ -80,33 +80,11 @@ fn sum_block(args: &KernelArgs<'_>, mean: bool) -> Option<Result<(), KernelError
 /// inception_block's 64x32x32 global mean 8.4 µs).
 const LANES: usize = 32;
 
-/// The f64 sum of `row`, in [`LANES`] partial sums: it differs from the portable kernel's
-/// sequential f64 sum only in f64 rounding, far below the f32 result's precision. The same on
-/// every SIMD level (the lanes and their order are fixed; only the instructions differ).
-fn row_sum(row: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above), all this function requires.
-        return unsafe { row_sum_avx512(row) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), all this function requires.
-        return unsafe { row_sum_avx2(row) };
-    }
-    row_sum_with(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn row_sum_avx512(row: &[f32]) -> f64 {
-    row_sum_with(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn row_sum_avx2(row: &[f32]) -> f64 {
-    row_sum_with(row)
+widest_simd! {
+    /// The f64 sum of `row`, in [`LANES`] partial sums: it differs from the portable kernel's
+    /// sequential f64 sum only in f64 rounding, far below the f32 result's precision. The same on
+    /// every SIMD level (the lanes and their order are fixed; only the instructions differ).
+    fn row_sum(row: &[f32]) -> f64 => row_sum_with
 }
 
 #[inline(always)]
