@@ -232,6 +232,30 @@ fn hard_activations_fuse_into_one_call() {
     run_case(&case, &parallel).unwrap();
 }
 
+/// A 1x1 expansion whose product (batch norm folded, ReLU6 fused) only a depthwise convolution
+/// reads becomes one call with it when the product is 2 MiB or more: inverted_residual is
+/// mobilenet_v2's second block at 112x112, widening 16 channels to 96 (4.8 MB). Besides: its 3
+/// batch norms folded into convolutions and 2 ReLU6s fused into them. Results stay within
+/// tolerance of PyTorch in both modes (and equal the unfused calls' bit for bit:
+/// `pointwise_depthwise`'s tests); mobilenet_v2_w050's expansions, at most 0.2 MB on its 64x64
+/// input, stay two calls.
+#[test]
+fn large_expansions_fuse_with_their_depthwise_convolution() {
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized.clone() };
+    for (set, name, fused) in
+        [("multibranch", "inverted_residual", 3 + 2 + 1), ("zoo", "mobilenet_v2_w050", 52 + 35 + 1)]
+    {
+        let cases = common::manifest_in(&common::fixtures().join(set));
+        let case = cases.into_iter().find(|c| c.name == name).expect("fixture");
+        let program = Program::load_file(&case.program).unwrap();
+        let method = program.load_method_configured(&case.method, &optimized, None).unwrap();
+        assert_eq!(method.fused_instructions(), fused, "{name}");
+        run_case(&case, &optimized).unwrap_or_else(|e| panic!("{name}: {e}"));
+        run_case(&case, &parallel).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
 /// `nn.SiLU`, exported as `mul(x, sigmoid(x))`, becomes one call: efficientnet_b0_w050 has 65
 /// sigmoids, 16 of them squeeze-excitation gates whose product is with another tensor (not
 /// fused), so 49 SiLUs, each fusing its sigmoid away; besides its 49 batch norms folded into

@@ -9,6 +9,12 @@ Models (random weights, seed 0, eval mode):
 - wide_towers: 6 independent 3-layer MLP towers (batch 32, width 256) concatenated.
 - inception_v1: two GoogLeNet-style inception modules (1x1, 1x1→3x3, 1x1→5x5, pool→1x1 branches).
 - moe: a dense mixture-of-experts layer: 8 expert MLPs weighted by a softmax gate.
+- inverted_residual: not multi-branch: mobilenet_v2's second block at 112x112 (1x1 expansion of
+  16 to 96 channels, 3x3 depthwise at stride 2, 1x1 projection, each with a batch norm of random
+  statistics, ReLU6 after the first two), whose 4.8 MB expansion etch fuses with the depthwise
+  convolution (`pointwise_depthwise`).
+
+usage with names (`... OUT_DIR inverted_residual`) exports only those.
 """
 import json, os, sys
 
@@ -77,10 +83,32 @@ class MoE(nn.Module):
         return out
 
 
+class InvertedResidual(nn.Module):
+    def __init__(self, cin=16, expand=6, cout=24):
+        super().__init__()
+        mid = cin * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                with torch.no_grad():
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.5, 1.5)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        return self.block(x)
+
+
 MODELS = {
     "wide_towers": (WideTowers, lambda: (torch.randn(32, 256),)),
     "inception_v1": (InceptionV1, lambda: (torch.randn(1, 3, 28, 28),)),
     "moe": (MoE, lambda: (torch.randn(64, 128),)),
+    "inverted_residual": (InvertedResidual, lambda: (torch.randn(1, 16, 112, 112),)),
 }
 
 
@@ -88,7 +116,10 @@ def main():
     out = sys.argv[1]
     os.makedirs(os.path.join(out, "programs"), exist_ok=True)
     cases = []
+    only = set(sys.argv[2:])
     for name, (cls, make_inputs) in MODELS.items():
+        if only and name not in only:
+            continue
         torch.manual_seed(0)
         model = cls().eval()
         inputs = make_inputs()

@@ -17,6 +17,11 @@
 //! clamps its results as it stores them ([`etch_kernels::optimized::fused`]): the activation's
 //! pass over memory disappears. This one rounds exactly as the program does.
 //!
+//! Then a 1x1 expansion and the depthwise convolution that alone reads its product (MobileNet's
+//! inverted residual blocks, both with their batch norm and ReLU6 fused as above) become one call
+//! when the product is large ([`expansion_depthwise`]): the product, written out whole, left the
+//! caches between the two calls. Bit-identical to the two calls.
+//!
 //! A batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
 //! reads `W` where the file holds it ([`etch_kernels::optimized::fused::linear`]): the transpose,
 //! otherwise evaluated once at load into a copy of the weight (mobilenet_v2's classifier: 5 MB), is
@@ -440,6 +445,129 @@ pub(crate) fn conv_activation(
         let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
         let Ok(len) = u32::try_from(fused_args.len()) else { continue };
         ins.arg_pool.extend(&fused_args);
+        ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
+        ins.steps[j] = Step::Nop;
+        if let Some(p) = ins.pure.get_mut(j) {
+            *p = false;
+        }
+    }
+}
+
+/// Fuses a 1x1 expansion (a convolution with a folded batch norm and a ReLU6, as
+/// [`conv_batch_norm`] and [`conv_activation`] left it) with the depthwise convolution (also with
+/// its ReLU6) that is the only reader of its product, when the product is large
+/// ([`conv::MIN_FUSED_PRODUCT`](etch_kernels::optimized::conv::MIN_FUSED_PRODUCT) elements or
+/// more): the expansion's call becomes [`conv::pointwise_depthwise`], which never writes the
+/// product out, and the depthwise call a no-op. Bit-identical to the two calls. Checks at load
+/// everything the fused kernel needs of the shapes and parameters, so that it never refuses a
+/// call the two calls would have run.
+pub(crate) fn expansion_depthwise(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+    (constants, first_constant): (&FusedConstants, usize),
+) {
+    use etch_kernels::optimized::conv;
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let conv_of_input = argument_readers(ins, &[CONVOLUTION], 0);
+    let ints = |v: u32| -> Option<Vec<i64>> {
+        let Some(EValue::IntList(items)) = values.get(v as usize) else { return None };
+        pool.indices(*items)
+            .iter()
+            .map(|&i| match values.get(i as usize) {
+                Some(EValue::Int(n)) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    let int = |v: u32| match values.get(v as usize) {
+        Some(EValue::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let is_false = |v: u32| matches!(values.get(v as usize), Some(EValue::Bool(false)));
+    // A contiguous float32 weight's sizes: the program's, or a constant the fusion computed (the
+    // depthwise weights with their batch norm folded in; tensor ids from `first_constant`).
+    let weight_sizes = |v: u32| -> Option<Vec<usize>> {
+        if let Some(t) = tensor_def(b, v) {
+            return (t.scalar_type == DType::Float && is_contiguous(t)).then(|| t.sizes.clone());
+        }
+        let Some(EValue::Tensor(id)) = values.get(v as usize) else { return None };
+        let item = constants.items.get((id.0 as usize).checked_sub(first_constant)?)?;
+        (item.dtype == DType::Float).then(|| item.sizes.clone())
+    };
+    let bound = |v: u32| match values.get(v as usize) {
+        Some(EValue::Double(d)) => !d.is_nan(),
+        Some(EValue::Int(_)) => true,
+        _ => false,
+    };
+    // A static, contiguous 4-D float32 tensor's sizes.
+    let static_f32 = |v: u32| {
+        let t = tensor_def(b, v)?;
+        let ok = t.scalar_type == DType::Float
+            && t.sizes.len() == 4
+            && is_contiguous(t)
+            && t.dynamism == etch_schema::ShapeDynamism::Static;
+        ok.then(|| t.sizes.clone())
+    };
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: pw_span, prepared, .. } = ins.steps[i] else { continue };
+        // A scaled convolution with a fused hardtanh: the convolution's ten arguments, the
+        // scale, the two bounds (the other fused convolutions have 10, 11 or 12).
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) || pw_span.len != 13 {
+            continue;
+        }
+        let pw: Vec<u32> = pool_slice(&ins.arg_pool, pw_span).to_vec();
+        let mid = pw[9];
+        let Some(&j) = conv_of_input.get(&mid) else { continue };
+        let Step::Kernel { args: dw_span, .. } = ins.steps[j] else { continue };
+        let dw: Vec<u32> = pool_slice(&ins.arg_pool, dw_span).to_vec();
+        if dw.len() != 12 || j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
+            continue;
+        }
+        let (Some(x), Some(product), Some(out)) = (static_f32(pw[0]), static_f32(mid), static_f32(dw[9])) else {
+            continue;
+        };
+        let (Some(pw_w), Some(dw_w)) = (weight_sizes(pw[1]), weight_sizes(dw[1])) else { continue };
+        let channels = product[1];
+        let numel: usize = product.iter().product();
+        let expansion = pw_w == [channels, x[1], 1, 1]
+            && ints(pw[3]).is_some_and(|s| s.iter().all(|&v| v == 1))
+            && ints(pw[4]).is_some_and(|p| p.iter().all(|&v| v == 0))
+            && int(pw[8]) == Some(1)
+            && product[0] == x[0]
+            && product[2..] == x[2..]
+            && matches!(values.get(pw[10] as usize), Some(EValue::Tensor(_)))
+            && bound(pw[11])
+            && bound(pw[12]);
+        let depthwise = dw_w.len() == 4
+            && dw_w[..2] == [channels, 1]
+            && int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
+            && ints(dw[3]).is_some_and(|s| (1..=2).contains(&s.len()) && s.iter().all(|&v| (1..=2).contains(&v)))
+            && ints(dw[4]).is_some_and(|p| (1..=2).contains(&p.len()) && p.iter().all(|&v| (0..=4).contains(&v)))
+            && ints(dw[5]).is_some_and(|d| (1..=2).contains(&d.len()) && d.iter().all(|&v| v == 1))
+            && is_false(dw[6])
+            && ints(dw[7]).is_some_and(|p| p.iter().all(|&v| v == 0))
+            && dw_w[2..].iter().all(|&k| (1..=16).contains(&k))
+            && out[..2] == product[..2]
+            && bound(dw[10])
+            && bound(dw[11]);
+        if !expansion || !depthwise || numel < conv::MIN_FUSED_PRODUCT {
+            continue;
+        }
+        let mut args = pw[..9].to_vec();
+        args.extend([dw[9], pw[10], pw[11], pw[12]]);
+        args.extend(&dw[1..=8]);
+        args.extend([dw[10], dw[11]]);
+        debug_assert_eq!(args.len(), conv::pointwise_depthwise::ARGS);
+        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
+        let Ok(len) = u32::try_from(args.len()) else { continue };
+        ins.arg_pool.extend(&args);
+        let run = conv::pointwise_depthwise as etch_kernels::KernelFn;
+        let writable = 1 << 9;
         ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
         ins.steps[j] = Step::Nop;
         if let Some(p) = ins.pure.get_mut(j) {

@@ -362,6 +362,7 @@ impl<'mem> Method<'mem> {
             && config.plan != PlanChoice::Exporter
             && !ins.steps.iter().any(|s| matches!(s, Step::JumpFalse { .. }));
         let fused_constants = if can_fuse {
+            let first_constant = ids.iter().flatten().count();
             let pt = b.points_to(&ins, &values, &pool, &ids);
             let constants =
                 crate::fuse::conv_batch_norm(&b, &mut ins, &mut values, &mut ids, &pool, &pt).ok_or_else(|| {
@@ -369,6 +370,8 @@ impl<'mem> Method<'mem> {
                 })?;
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::conv_activation(&b, &mut ins, &values, &ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::expansion_depthwise(&b, &mut ins, &values, &ids, &pool, &pt, (&constants, first_constant));
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);

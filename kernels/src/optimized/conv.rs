@@ -32,6 +32,9 @@ use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry, PreparedState};
 use crate::tensor::{Tensor, TensorMut};
 
+pub mod pointwise_depthwise;
+pub use pointwise_depthwise::{MIN_FUSED_PRODUCT, pointwise_depthwise};
+
 /// Argument positions in the schema.
 const INPUT: usize = 0;
 const WEIGHT: usize = 1;
@@ -174,24 +177,36 @@ fn strides_of(sizes: [usize; 4], channels_last: bool) -> [usize; 4] {
 /// reports any invalid argument). Checks everything the portable kernel checks for 2-D inputs.
 fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
     let x = args.tensor(INPUT).ok()?;
-    let w = args.tensor(WEIGHT).ok()?;
-    let bias = args.opt_tensor(BIAS).ok()?;
-    let f32_only = x.dtype() == DType::Float
-        && w.dtype() == DType::Float
-        && args.tensor_dtype(OUT).ok()? == DType::Float
-        && bias.as_ref().is_none_or(|b| b.dtype() == DType::Float);
-    if !f32_only || x.dim() != 4 || w.dim() != 4 || args.bool(TRANSPOSED).ok()? {
+    if x.dtype() != DType::Float || args.tensor_dtype(OUT).ok()? != DType::Float || x.dim() != 4 {
         return None;
     }
     let x_channels_last = x.dim_order().is_channels_last();
     if !x_channels_last && !x.dim_order().is_contiguous() {
         return None;
     }
-    let param = |arg, min| spatial_param(args, arg, 2, min, None).ok().map(|p| [p[1], p[2]]);
+    // Empty tensors are the portable kernel's business (`plan_with` refuses them too).
+    if x.numel() != x.data::<f32>().ok()?.len() {
+        return None;
+    }
+    let xs = x.sizes();
+    plan_with(args, 0, [xs[0], xs[1], xs[2], xs[3]], x_channels_last)
+}
+
+/// [`plan`] for an input of `sizes` (`[N, C, H, W]`, contiguous or channels-last), its other
+/// arguments at `base` plus their schema position ([`WEIGHT`] .. [`GROUPS`]): the convolution
+/// [`pointwise_depthwise`] applies to a product it never writes out.
+fn plan_with(args: &KernelArgs<'_>, base: usize, xs: [usize; 4], x_channels_last: bool) -> Option<Conv> {
+    let w = args.tensor(base + WEIGHT).ok()?;
+    let bias = args.opt_tensor(base + BIAS).ok()?;
+    let f32_only = w.dtype() == DType::Float && bias.as_ref().is_none_or(|b| b.dtype() == DType::Float);
+    if !f32_only || w.dim() != 4 || args.bool(base + TRANSPOSED).ok()? {
+        return None;
+    }
+    let param = |arg, min| spatial_param(args, base + arg, 2, min, None).ok().map(|p| [p[1], p[2]]);
     let (stride, padding, dilation) = (param(STRIDE, 1)?, param(PADDING, 0)?, param(DILATION, 1)?);
-    spatial_param(args, OUTPUT_PADDING, 2, 0, Some([0; 3])).ok()?;
-    let groups = usize::try_from(args.int(GROUPS).ok()?).ok().filter(|&g| g >= 1)?;
-    let (xs, ws) = (x.sizes(), w.sizes());
+    spatial_param(args, base + OUTPUT_PADDING, 2, 0, Some([0; 3])).ok()?;
+    let groups = usize::try_from(args.int(base + GROUPS).ok()?).ok().filter(|&g| g >= 1)?;
+    let ws = w.sizes();
     let (batch, in_channels, height, width) = (xs[0], xs[1], xs[2], xs[3]);
     let out_channels = ws[0];
     if out_channels % groups != 0 || ws[1].checked_mul(groups)? != in_channels {
@@ -242,7 +257,7 @@ fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
     // Empty tensors, and sizes whose products overflow, are the portable kernel's business.
     let dims = [batch, in_channels, height, width, out_channels, out[0], out[1], kernel[0], kernel[1]];
     let total = dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
-    if dims.contains(&0) || total.is_none() || x.numel() != x.data::<f32>().ok()?.len() {
+    if dims.contains(&0) || total.is_none() {
         return None;
     }
     Some(conv)
@@ -348,7 +363,7 @@ fn convolve(
             return depthwise_in_lanes(ctx, &conv, xd, taps, bd, out);
         }
         if depthwise_fits(&conv) {
-            return depthwise_contiguous(ctx, &conv, xd, wd, bd, out);
+            return depthwise_contiguous(ctx, &conv, xd, wd, bd, out, ctx.threads());
         }
     }
     if conv.in_per_group == 1 && conv.out_per_group == 1 && same_layout && out_channels_last {
@@ -1632,8 +1647,9 @@ fn depthwise_fits(c: &Conv) -> bool {
 }
 
 /// Depthwise convolution of contiguous tensors: every output plane `(n, oc)` from input plane
-/// `(n, oc / multiplier)`, planes spread over the pool. On AVX-512 straight from the input
-/// ([`depthwise_avx512`]), else through a zero-padded band copy.
+/// `(n, oc / multiplier)`, planes spread over the pool when `threads` (at most the pool's) is more
+/// than one. On AVX-512 straight from the input ([`depthwise_avx512`]), else through a zero-padded
+/// band copy.
 fn depthwise_contiguous(
     ctx: &KernelContext,
     c: &Conv,
@@ -1641,6 +1657,7 @@ fn depthwise_contiguous(
     w: &[f32],
     bias: Option<&[f32]>,
     out: Output<'_>,
+    threads: usize,
 ) -> Result<(), KernelError> {
     let direct = depthwise_avx512::PlaneGeometry {
         height: c.height,
@@ -1769,7 +1786,7 @@ fn depthwise_contiguous(
     };
     let macs = c.macs();
     let group_len = plane_out * group;
-    if ctx.threads() > 1 && macs >= PARALLEL_MIN_MACS {
+    if threads > 1 && macs >= PARALLEL_MIN_MACS {
         // Enough planes per task that each is worth a steal; one band buffer per task.
         let per_group = (macs / (c.batch * c.out_channels)).max(1) * group;
         let min_len = (PARALLEL_MIN_MACS / 4 / per_group).max(1);
