@@ -232,15 +232,17 @@ fn hard_activations_fuse_into_one_call() {
     run_case(&case, &parallel).unwrap();
 }
 
-/// A 1x1 expansion whose product (batch norm folded, ReLU6 fused) only a depthwise convolution
-/// reads becomes one call with it when the product is 2 MiB or more: inverted_residual is
-/// mobilenet_v2's second block at 112x112, widening 16 channels to 96 (4.8 MB). Besides: its 3
-/// batch norms folded into convolutions and 2 ReLU6s fused into them. Results stay within
-/// tolerance of PyTorch in both modes (and equal the unfused calls' bit for bit:
-/// `pointwise_depthwise`'s tests); mobilenet_v2_w050's expansions, at most 0.2 MB on its 64x64
-/// input, stay two calls.
+/// Depthwise convolutions fuse with the 1x1 convolution on either side when the product between
+/// them is large: inverted_residual is mobilenet_v2's second block at 112x112, whose expansion of
+/// 16 channels to 96 (4.8 MB, 2 MiB or more fuses) becomes one call with the depthwise convolution
+/// after it; depthwise_separable is its first block at 96x96, whose depthwise result (32 channels,
+/// 1.2 MB, 1 MiB or more fuses) becomes one call with the projection after it. Besides: their
+/// batch norms folded into convolutions (3 and 2) and ReLU6s fused into them (2 and 1).
+/// Results stay within tolerance of PyTorch in both modes (and equal the unfused calls' bit for
+/// bit: the kernels' tests); mobilenet_v2_w050's products, at most 0.2 MB on its 64x64 input,
+/// stay between two calls.
 #[test]
-fn large_expansions_fuse_with_their_depthwise_convolution() {
+fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
     let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
     let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized.clone() };
     for (set, name, fused) in

@@ -13,6 +13,9 @@ Models (random weights, seed 0, eval mode):
   16 to 96 channels, 3x3 depthwise at stride 2, 1x1 projection, each with a batch norm of random
   statistics, ReLU6 after the first two), whose 4.8 MB expansion etch fuses with the depthwise
   convolution (`pointwise_depthwise`).
+- depthwise_separable: mobilenet_v2's first block after the stem, at 96x96: 3x3 depthwise on 32
+  channels (batch norm, ReLU6), 1x1 projection to 16 (batch norm), which etch fuses
+  (`depthwise_pointwise`).
 
 usage with names (`... OUT_DIR inverted_residual`) exports only those.
 """
@@ -92,16 +95,35 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
             nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
         )
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                with torch.no_grad():
-                    m.running_mean.uniform_(-0.5, 0.5)
-                    m.running_var.uniform_(0.5, 1.5)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
+        random_statistics(self)
 
     def forward(self, x):
         return self.block(x)
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, channels=32, cout=16):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        random_statistics(self)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+def random_statistics(model):
+    """Batch norms with random statistics and affine parameters (not the identity they start as)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
 
 
 MODELS = {
@@ -109,6 +131,7 @@ MODELS = {
     "inception_v1": (InceptionV1, lambda: (torch.randn(1, 3, 28, 28),)),
     "moe": (MoE, lambda: (torch.randn(64, 128),)),
     "inverted_residual": (InvertedResidual, lambda: (torch.randn(1, 16, 112, 112),)),
+    "depthwise_separable": (DepthwiseSeparable, lambda: (torch.randn(1, 32, 96, 96),)),
 }
 
 

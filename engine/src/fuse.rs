@@ -19,8 +19,9 @@
 //!
 //! Then a 1x1 expansion and the depthwise convolution that alone reads its product (MobileNet's
 //! inverted residual blocks, both with their batch norm and ReLU6 fused as above) become one call
-//! when the product is large ([`expansion_depthwise`]): the product, written out whole, left the
-//! caches between the two calls. Bit-identical to the two calls.
+//! when the product is large ([`expansion_depthwise`]), and so do a depthwise convolution and the
+//! 1x1 projection that alone reads its result ([`depthwise_projection`]): the product, written out
+//! whole, left the caches between the two calls. Bit-identical to the two calls.
 //!
 //! A batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
 //! reads `W` where the file holds it ([`etch_kernels::optimized::fused::linear`]): the transpose,
@@ -474,45 +475,7 @@ pub(crate) fn expansion_depthwise(
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let conv_of_input = argument_readers(ins, &[CONVOLUTION], 0);
-    let ints = |v: u32| -> Option<Vec<i64>> {
-        let Some(EValue::IntList(items)) = values.get(v as usize) else { return None };
-        pool.indices(*items)
-            .iter()
-            .map(|&i| match values.get(i as usize) {
-                Some(EValue::Int(n)) => Some(*n),
-                _ => None,
-            })
-            .collect()
-    };
-    let int = |v: u32| match values.get(v as usize) {
-        Some(EValue::Int(n)) => Some(*n),
-        _ => None,
-    };
-    let is_false = |v: u32| matches!(values.get(v as usize), Some(EValue::Bool(false)));
-    // A contiguous float32 weight's sizes: the program's, or a constant the fusion computed (the
-    // depthwise weights with their batch norm folded in; tensor ids from `first_constant`).
-    let weight_sizes = |v: u32| -> Option<Vec<usize>> {
-        if let Some(t) = tensor_def(b, v) {
-            return (t.scalar_type == DType::Float && is_contiguous(t)).then(|| t.sizes.clone());
-        }
-        let Some(EValue::Tensor(id)) = values.get(v as usize) else { return None };
-        let item = constants.items.get((id.0 as usize).checked_sub(first_constant)?)?;
-        (item.dtype == DType::Float).then(|| item.sizes.clone())
-    };
-    let bound = |v: u32| match values.get(v as usize) {
-        Some(EValue::Double(d)) => !d.is_nan(),
-        Some(EValue::Int(_)) => true,
-        _ => false,
-    };
-    // A static, contiguous 4-D float32 tensor's sizes.
-    let static_f32 = |v: u32| {
-        let t = tensor_def(b, v)?;
-        let ok = t.scalar_type == DType::Float
-            && t.sizes.len() == 4
-            && is_contiguous(t)
-            && t.dynamism == etch_schema::ShapeDynamism::Static;
-        ok.then(|| t.sizes.clone())
-    };
+    let shapes = ConvShapes { b, values, pool, constants, first_constant };
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: pw_span, prepared, .. } = ins.steps[i] else { continue };
         // A scaled convolution with a fused hardtanh: the convolution's ten arguments, the
@@ -528,33 +491,35 @@ pub(crate) fn expansion_depthwise(
         if dw.len() != 12 || j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
             continue;
         }
-        let (Some(x), Some(product), Some(out)) = (static_f32(pw[0]), static_f32(mid), static_f32(dw[9])) else {
+        let (Some(x), Some(product), Some(out)) =
+            (shapes.static_f32(pw[0]), shapes.static_f32(mid), shapes.static_f32(dw[9]))
+        else {
             continue;
         };
-        let (Some(pw_w), Some(dw_w)) = (weight_sizes(pw[1]), weight_sizes(dw[1])) else { continue };
+        let (Some(pw_w), Some(dw_w)) = (shapes.weight(pw[1]), shapes.weight(dw[1])) else { continue };
         let channels = product[1];
         let numel: usize = product.iter().product();
         let expansion = pw_w == [channels, x[1], 1, 1]
-            && ints(pw[3]).is_some_and(|s| s.iter().all(|&v| v == 1))
-            && ints(pw[4]).is_some_and(|p| p.iter().all(|&v| v == 0))
-            && int(pw[8]) == Some(1)
+            && shapes.ints_in(pw[3], 1..=1)
+            && shapes.ints_in(pw[4], 0..=0)
+            && shapes.int(pw[8]) == Some(1)
             && product[0] == x[0]
             && product[2..] == x[2..]
             && matches!(values.get(pw[10] as usize), Some(EValue::Tensor(_)))
-            && bound(pw[11])
-            && bound(pw[12]);
+            && shapes.bound(pw[11])
+            && shapes.bound(pw[12]);
         let depthwise = dw_w.len() == 4
             && dw_w[..2] == [channels, 1]
-            && int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
-            && ints(dw[3]).is_some_and(|s| (1..=2).contains(&s.len()) && s.iter().all(|&v| (1..=2).contains(&v)))
-            && ints(dw[4]).is_some_and(|p| (1..=2).contains(&p.len()) && p.iter().all(|&v| (0..=4).contains(&v)))
-            && ints(dw[5]).is_some_and(|d| (1..=2).contains(&d.len()) && d.iter().all(|&v| v == 1))
-            && is_false(dw[6])
-            && ints(dw[7]).is_some_and(|p| p.iter().all(|&v| v == 0))
-            && dw_w[2..].iter().all(|&k| (1..=16).contains(&k))
+            && shapes.int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
+            && shapes.ints_in(dw[3], 1..=2)
+            && shapes.ints_in(dw[4], 0..=4)
+            && shapes.ints_in(dw[5], 1..=1)
+            && shapes.is_false(dw[6])
+            && shapes.ints_in(dw[7], 0..=0)
+            && small_kernel(&dw_w)
             && out[..2] == product[..2]
-            && bound(dw[10])
-            && bound(dw[11]);
+            && shapes.bound(dw[10])
+            && shapes.bound(dw[11]);
         if !expansion || !depthwise || numel < conv::MIN_FUSED_PRODUCT {
             continue;
         }
@@ -573,6 +538,164 @@ pub(crate) fn expansion_depthwise(
         if let Some(p) = ins.pure.get_mut(j) {
             *p = false;
         }
+    }
+}
+
+/// Fuses a depthwise convolution (batch norm folded, ReLU6 fused) with the 1x1 projection (batch
+/// norm folded, no activation) that is the only reader of its result, when the result is large
+/// ([`conv::depthwise_pointwise::MIN_FUSED_DEPTHWISE`] elements or more) and the projection's
+/// weights small (they are packed per call): the projection's call becomes
+/// [`conv::depthwise_pointwise`], the depthwise call a no-op. Bit-identical to the two calls.
+/// Run after [`expansion_depthwise`] (a depthwise convolution fused with its expansion is not
+/// fused again).
+pub(crate) fn depthwise_projection(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+    (constants, first_constant): (&FusedConstants, usize),
+) {
+    use etch_kernels::optimized::conv::{self, depthwise_pointwise as dp};
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let conv_of_input = argument_readers(ins, &[CONVOLUTION], 0);
+    let shapes = ConvShapes { b, values, pool, constants, first_constant };
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: dw_span, .. } = ins.steps[i] else { continue };
+        // A convolution with a fused hardtanh and no scale (depthwise weights are folded into a
+        // copy): its ten arguments and the two bounds.
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) || dw_span.len != 12 {
+            continue;
+        }
+        let dw: Vec<u32> = pool_slice(&ins.arg_pool, dw_span).to_vec();
+        let mid = dw[9];
+        let Some(&j) = conv_of_input.get(&mid) else { continue };
+        let Step::Kernel { run: pw_run, args: pw_span, prepared, .. } = ins.steps[j] else { continue };
+        // A scaled convolution without activation (`convolution_scaled_relu` has as many
+        // arguments: the kernel tells them apart; a false negative only leaves the pair unfused).
+        let scaled = etch_kernels::optimized::fused::convolution_scaled as etch_kernels::KernelFn;
+        if pw_span.len != 11 || pw_run as usize != scaled as usize {
+            continue;
+        }
+        let pw: Vec<u32> = pool_slice(&ins.arg_pool, pw_span).to_vec();
+        if j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
+            continue;
+        }
+        let (Some(x), Some(result), Some(out)) =
+            (shapes.static_f32(dw[0]), shapes.static_f32(mid), shapes.static_f32(pw[9]))
+        else {
+            continue;
+        };
+        let (Some(dw_w), Some(pw_w)) = (shapes.weight(dw[1]), shapes.weight(pw[1])) else { continue };
+        let channels = x[1];
+        let depthwise = dw_w.len() == 4
+            && dw_w[..2] == [channels, 1]
+            && small_kernel(&dw_w)
+            && shapes.int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
+            && shapes.ints_in(dw[3], 1..=2)
+            && shapes.ints_in(dw[4], 0..=4)
+            && shapes.ints_in(dw[5], 1..=1)
+            && shapes.is_false(dw[6])
+            && shapes.ints_in(dw[7], 0..=0)
+            && result[..2] == [x[0], channels]
+            && shapes.bound(dw[10])
+            && shapes.bound(dw[11]);
+        let projection = pw_w.len() == 4
+            && pw_w[1..] == [channels, 1, 1]
+            && shapes.ints_in(pw[3], 1..=1)
+            && shapes.ints_in(pw[4], 0..=0)
+            && shapes.ints_in(pw[5], 1..=1)
+            && shapes.is_false(pw[6])
+            && shapes.int(pw[8]) == Some(1)
+            && out[..2] == [x[0], pw_w[0]]
+            && out[2..] == result[2..]
+            && matches!(values.get(pw[10] as usize), Some(EValue::Tensor(_)));
+        let result_numel: usize = result.iter().product();
+        let weights: usize = pw_w.iter().product();
+        if !depthwise || !projection || result_numel < dp::MIN_FUSED_DEPTHWISE || weights > dp::MAX_FUSED_PROJECTION {
+            continue;
+        }
+        let mut args = dw[..9].to_vec();
+        args.extend([pw[9], dw[10], dw[11]]);
+        args.extend(&pw[1..=8]);
+        args.push(pw[10]);
+        debug_assert_eq!(args.len(), dp::ARGS);
+        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
+        let Ok(len) = u32::try_from(args.len()) else { continue };
+        ins.arg_pool.extend(&args);
+        let run = conv::depthwise_pointwise as etch_kernels::KernelFn;
+        ins.steps[j] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable: 1 << 9, prepared };
+        ins.steps[i] = Step::Nop;
+        if let Some(p) = ins.pure.get_mut(i) {
+            *p = false;
+        }
+    }
+}
+
+/// A depthwise kernel of at most 8x8 taps: what the fused calls' depthwise kernels cover (64 taps
+/// at most, `depthwise_fits`), so that they never refuse a call the unfused ones would run.
+fn small_kernel(weight_sizes: &[usize]) -> bool {
+    weight_sizes.get(2..).is_some_and(|k| k.iter().all(|&k| (1..=8).contains(&k)))
+}
+
+/// What the convolution fusions read of values: constant shapes and scalar parameters.
+struct ConvShapes<'a, 'p> {
+    b: &'a Builder<'p>,
+    values: &'a [EValue],
+    pool: &'a ListPool,
+    constants: &'a FusedConstants,
+    first_constant: usize,
+}
+
+impl ConvShapes<'_, '_> {
+    fn int(&self, v: u32) -> Option<i64> {
+        match self.values.get(v as usize) {
+            Some(EValue::Int(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// An int list of one or two items, each in `range`.
+    fn ints_in(&self, v: u32, range: std::ops::RangeInclusive<i64>) -> bool {
+        let Some(EValue::IntList(items)) = self.values.get(v as usize) else { return false };
+        let items = self.pool.indices(*items);
+        (1..=2).contains(&items.len()) && items.iter().all(|&i| self.int(i).is_some_and(|n| range.contains(&n)))
+    }
+
+    fn is_false(&self, v: u32) -> bool {
+        matches!(self.values.get(v as usize), Some(EValue::Bool(false)))
+    }
+
+    /// A hardtanh bound: a number, not NaN.
+    fn bound(&self, v: u32) -> bool {
+        match self.values.get(v as usize) {
+            Some(EValue::Double(d)) => !d.is_nan(),
+            Some(EValue::Int(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// A static, contiguous 4-D float32 tensor's sizes.
+    fn static_f32(&self, v: u32) -> Option<Vec<usize>> {
+        let t = tensor_def(self.b, v)?;
+        let ok = t.scalar_type == DType::Float
+            && t.sizes.len() == 4
+            && is_contiguous(t)
+            && t.dynamism == etch_schema::ShapeDynamism::Static;
+        ok.then(|| t.sizes.clone())
+    }
+
+    /// A contiguous float32 weight's sizes: the program's, or a constant the fusion computed (the
+    /// depthwise weights with their batch norm folded in; tensor ids from `first_constant`).
+    fn weight(&self, v: u32) -> Option<Vec<usize>> {
+        if let Some(t) = tensor_def(self.b, v) {
+            return (t.scalar_type == DType::Float && is_contiguous(t)).then(|| t.sizes.clone());
+        }
+        let Some(EValue::Tensor(id)) = self.values.get(v as usize) else { return None };
+        let item = self.constants.items.get((id.0 as usize).checked_sub(self.first_constant)?)?;
+        (item.dtype == DType::Float).then(|| item.sizes.clone())
     }
 }
 

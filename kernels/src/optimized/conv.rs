@@ -32,7 +32,9 @@ use crate::portable::spatial::{spatial_param, valid_range, window_output_size};
 use crate::registry::{KernelContext, KernelFn, KernelRegistry, PreparedState};
 use crate::tensor::{Tensor, TensorMut};
 
+pub mod depthwise_pointwise;
 pub mod pointwise_depthwise;
+pub use depthwise_pointwise::depthwise_pointwise;
 pub use pointwise_depthwise::{MIN_FUSED_PRODUCT, pointwise_depthwise};
 
 /// Argument positions in the schema.
