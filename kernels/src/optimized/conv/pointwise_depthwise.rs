@@ -1,7 +1,7 @@
 //! A 1x1 expansion and the depthwise convolution that reads it, as one call: MobileNet's inverted
 //! residual blocks widen a few channels six times (1x1, batch norm, ReLU6), then filter each wide
 //! channel alone (3x3 depthwise, batch norm, ReLU6). Run as two calls, the wide product is written
-//! out whole and read back: 4.8 MB for mobilenet_v2's first block at 112x112, more than the L2
+//! out whole and read back: 4.8 MB for mobilenet_v2's second block at 112x112, more than the L2
 //! caches, and by the time an inference comes back to those bytes the weights of the layers after
 //! them (14 MB) have pushed them out of L3 too. Those layers took twice as long in a whole
 //! inference as in a loop over the layer alone (`etch bench --trace`, `cargo bench --bench conv`).
@@ -120,7 +120,7 @@ pub fn pointwise_depthwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     if dw_bias.is_some_and(|b| b.len() < channels) {
         return Err(short(DW_BASE + BIAS));
     }
-    if taps.len() < channels * dw.kernel[0] * dw.kernel[1] {
+    if taps.len() < channels.saturating_mul(dw.kernel[0] * dw.kernel[1]) {
         return Err(short(DW_BASE + WEIGHT));
     }
     let numel = out.numel();
