@@ -195,8 +195,9 @@ fn plan(args: &KernelArgs<'_>) -> Option<Conv> {
 }
 
 /// [`plan`] for an input of `sizes` (`[N, C, H, W]`, contiguous or channels-last), its other
-/// arguments at `base` plus their schema position ([`WEIGHT`] .. [`GROUPS`]): the convolution
-/// [`pointwise_depthwise`] applies to a product it never writes out.
+/// arguments at `base` plus their schema position ([`WEIGHT`] .. [`GROUPS`]): the second
+/// convolution of [`pointwise_depthwise`] and [`depthwise_pointwise`], whose input is a product
+/// they never write out.
 fn plan_with(args: &KernelArgs<'_>, base: usize, xs: [usize; 4], x_channels_last: bool) -> Option<Conv> {
     let w = args.tensor(base + WEIGHT).ok()?;
     let bias = args.opt_tensor(base + BIAS).ok()?;
