@@ -11,12 +11,12 @@
 //! only where they are small: few channels on large maps).
 //!
 //! The arithmetic is the two calls': the depthwise rows go through the unfused call's kernel choice
-//! for their band (each output's taps in the same order), the projection is [`sgemm`] with the
+//! for their band (each output's taps in the same order), the projection is [`sgemm`](crate::optimized::sgemm::sgemm) with the
 //! same packing, scale, bias and clamp (each product's sum runs in the same order whatever columns
 //! a call covers), so the results are those of the two calls bit for bit.
 //!
 //! Argument positions ([`ARGS`] in all): the depthwise `aten::convolution.out` arguments 0..=8, the
-//! fused call's output at 9 ([`OUT`]), the depthwise hardtanh bounds at 10 and 11, the projection's
+//! fused call's output at 9 (`OUT`), the depthwise hardtanh bounds at 10 and 11, the projection's
 //! arguments `WEIGHT..=GROUPS` at [`PW_BASE`] plus their schema position, its weight scale (a batch
 //! norm folded into it) at 20.
 

@@ -11,14 +11,14 @@
 //! filters them from there into the output, and the next group reuses the same memory. Tasks take
 //! groups of channels, each task its own product memory.
 //!
-//! The arithmetic is the two calls': the expansion is [`sgemm`] with the same packed weights,
+//! The arithmetic is the two calls': the expansion is [`sgemm`](crate::optimized::sgemm::sgemm) with the same packed weights,
 //! bias and clamp (each product's sum runs in the same order whatever rows a call covers), the
 //! depthwise planes go through the same kernel choice as the unfused call's, so the results are
 //! those of the two calls bit for bit.
 //!
 //! Argument positions ([`ARGS`] in all): the expansion's `aten::convolution.out` arguments 0..=8,
-//! the fused call's output at 9 ([`OUT`], so the expansion's prepared weights apply unchanged), the
-//! expansion's weight scale at 10 ([`SCALE`]: a batch norm folded into it), its hardtanh bounds at
+//! the fused call's output at 9 (`OUT`, so the expansion's prepared weights apply unchanged), the
+//! expansion's weight scale at 10 (`SCALE`: a batch norm folded into it), its hardtanh bounds at
 //! 11 and 12, the depthwise convolution's arguments `WEIGHT..=GROUPS` at [`DW_BASE`] plus their
 //! schema position, its hardtanh bounds at 21 and 22.
 
