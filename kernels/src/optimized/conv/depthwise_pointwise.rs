@@ -250,6 +250,7 @@ mod tests {
     /// A 3x3 depthwise convolution of `channels` channels on `h x w` maps at `stride` (padding 1),
     /// then a 1x1 projection to `cout` channels.
     struct Case {
+        batch: usize,
         channels: usize,
         cout: usize,
         h: usize,
@@ -268,7 +269,7 @@ mod tests {
 
         /// The depthwise convolution's arguments 0..=8.
         fn depthwise(&self) -> Call {
-            let x = [1, self.channels, self.h, self.w];
+            let x = [self.batch, self.channels, self.h, self.w];
             Call::new()
                 .tensor(&x, &noise(x.iter().product(), 1))
                 .constant(&[self.channels, 1, 3, 3], &noise(self.channels * 9, 5))
@@ -297,42 +298,50 @@ mod tests {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
             let mut first = self
                 .depthwise()
-                .out(DType::Float, &[1, 1, 1, 1], self.channels * oh * ow)
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.channels * oh * ow)
                 .double(0.0)
                 .double(6.0)
                 .prepare();
             first.run_prepared(prepare_convolution, fused::convolution_hardtanh, ctx).expect("depthwise");
             let (sizes, result) = first.tensor::<f32>(9);
             let c = self.projection(Call::new().tensor(&sizes, &result));
-            let mut second =
-                c.out(DType::Float, &[1, 1, 1, 1], self.cout * oh * ow).constant(&[self.cout], &self.scale()).prepare();
+            let mut second = c
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.cout * oh * ow)
+                .constant(&[self.cout], &self.scale())
+                .prepare();
             second.run_prepared(prepare_convolution, fused::convolution_scaled, ctx).expect("projection");
             let (sizes, out) = second.tensor::<f32>(9);
-            assert_eq!(sizes, [1, self.cout, oh, ow]);
+            assert_eq!(sizes, [self.batch, self.cout, oh, ow]);
             out
         }
 
         fn fused(&self, ctx: &mut KernelContext) -> Vec<f32> {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
-            let c = self.depthwise().out(DType::Float, &[1, 1, 1, 1], self.cout * oh * ow).double(0.0).double(6.0);
+            let c = self
+                .depthwise()
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.cout * oh * ow)
+                .double(0.0)
+                .double(6.0);
             let mut call = self.projection(c).constant(&[self.cout], &self.scale()).prepare();
             call.run(depthwise_pointwise, ctx).expect("fused");
             let (sizes, out) = call.tensor::<f32>(9);
-            assert_eq!(sizes, [1, self.cout, oh, ow]);
+            assert_eq!(sizes, [self.batch, self.cout, oh, ow]);
             out
         }
     }
 
     const CASES: &[Case] = &[
         // One band.
-        Case { channels: 6, cout: 5, h: 9, w: 11, stride: 1 },
+        Case { batch: 1, channels: 6, cout: 5, h: 9, w: 11, stride: 1 },
         // mobilenet_v2's first block, smaller: bands of 18 rows (14 on two threads), the last
         // one shorter.
-        Case { channels: 32, cout: 16, h: 100, w: 112, stride: 1 },
+        Case { batch: 1, channels: 32, cout: 16, h: 100, w: 112, stride: 1 },
         // Stride 2, bands whose input rows overlap by one; 13 output channels (a partial panel).
-        Case { channels: 40, cout: 13, h: 75, w: 90, stride: 2 },
+        Case { batch: 1, channels: 40, cout: 13, h: 75, w: 90, stride: 2 },
         // Bands of one row (600 channels of 120 columns fill a band).
-        Case { channels: 600, cout: 7, h: 5, w: 120, stride: 1 },
+        Case { batch: 1, channels: 600, cout: 7, h: 5, w: 120, stride: 1 },
+        // Two images.
+        Case { batch: 2, channels: 40, cout: 13, h: 75, w: 90, stride: 2 },
     ];
 
     /// The fused call computes what the two calls compute, bit for bit, on one thread and on a
@@ -368,7 +377,7 @@ mod tests {
         let mut no_scale = case.projection(c).none().prepare();
         assert!(no_scale.run(depthwise_pointwise, &mut KernelContext::new()).is_err());
         let c = case.depthwise().out(DType::Float, &[1, 1, 1, 1], 1 << 12).double(0.0).double(6.0);
-        let wrong = Case { channels: case.channels + 1, ..*case };
+        let wrong = Case { batch: 1, channels: case.channels + 1, ..*case };
         let mut call = wrong.projection(c).constant(&[case.cout], &case.scale()).prepare();
         assert!(call.run(depthwise_pointwise, &mut KernelContext::new()).is_err());
     }

@@ -227,6 +227,7 @@ mod tests {
     /// An expansion of `cin` to `mid` channels on `h x w` maps, then a 3x3 depthwise convolution
     /// at `stride` with padding 1.
     struct Case {
+        batch: usize,
         cin: usize,
         mid: usize,
         h: usize,
@@ -249,7 +250,7 @@ mod tests {
 
         /// The expansion's arguments 0..=8 (ReLU6 bounds are added by the callers).
         fn expansion(&self) -> Call {
-            let x = [1, self.cin, self.h, self.w];
+            let x = [self.batch, self.cin, self.h, self.w];
             Call::new()
                 .tensor(&x, &noise(x.iter().product(), 1))
                 .constant(&[self.mid, self.cin, 1, 1], &self.pw_weight())
@@ -278,7 +279,7 @@ mod tests {
         fn unfused(&self, ctx: &mut KernelContext) -> Vec<f32> {
             let mut first = self
                 .expansion()
-                .out(DType::Float, &[1, 1, 1, 1], self.mid * self.h * self.w)
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.mid * self.h * self.w)
                 .constant(&[self.mid], &self.scale())
                 .double(0.0)
                 .double(6.0)
@@ -289,13 +290,13 @@ mod tests {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
             let mut second = self
                 .depthwise(c)
-                .out(DType::Float, &[1, 1, 1, 1], self.mid * oh * ow)
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.mid * oh * ow)
                 .double(0.0)
                 .double(6.0)
                 .prepare();
             second.run(fused::convolution_hardtanh, ctx).expect("depthwise");
             let (sizes, out) = second.tensor::<f32>(9);
-            assert_eq!(sizes, [1, self.mid, oh, ow]);
+            assert_eq!(sizes, [self.batch, self.mid, oh, ow]);
             out
         }
 
@@ -303,7 +304,7 @@ mod tests {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
             let c = self
                 .expansion()
-                .out(DType::Float, &[1, 1, 1, 1], self.mid * oh * ow)
+                .out(DType::Float, &[1, 1, 1, 1], self.batch * self.mid * oh * ow)
                 .constant(&[self.mid], &self.scale())
                 .double(0.0)
                 .double(6.0);
@@ -311,24 +312,26 @@ mod tests {
             let packed = call.run_prepared(prepare_convolution, pointwise_depthwise, ctx).expect("fused");
             assert!(packed, "the expansion's weights are packed at init");
             let (sizes, out) = call.tensor::<f32>(9);
-            assert_eq!(sizes, [1, self.mid, oh, ow]);
+            assert_eq!(sizes, [self.batch, self.mid, oh, ow]);
             out
         }
     }
 
     const CASES: &[Case] = &[
         // One group, one task: the first block of mobilenet_v2 scaled down.
-        Case { cin: 5, mid: 30, h: 9, w: 11, stride: 1 },
+        Case { batch: 1, cin: 5, mid: 30, h: 9, w: 11, stride: 1 },
         // Two groups (84 channels of 1480 pixels per group), the last one not a whole number of
         // GEMM panels.
-        Case { cin: 16, mid: 150, h: 40, w: 37, stride: 1 },
-        Case { cin: 16, mid: 150, h: 41, w: 37, stride: 2 },
+        Case { batch: 1, cin: 16, mid: 150, h: 40, w: 37, stride: 1 },
+        Case { batch: 1, cin: 16, mid: 150, h: 41, w: 37, stride: 2 },
         // Four groups of 36 channels.
-        Case { cin: 24, mid: 144, h: 56, w: 56, stride: 2 },
+        Case { batch: 1, cin: 24, mid: 144, h: 56, w: 56, stride: 2 },
         // Groups of one panel (planes of 11200 pixels), the last one of 6 channels.
-        Case { cin: 4, mid: 30, h: 112, w: 100, stride: 2 },
+        Case { batch: 1, cin: 4, mid: 30, h: 112, w: 100, stride: 2 },
         // A 17-column map: the GEMM's last columns take its narrow kernel.
-        Case { cin: 8, mid: 200, h: 30, w: 17, stride: 1 },
+        Case { batch: 1, cin: 8, mid: 200, h: 30, w: 17, stride: 1 },
+        // Two images.
+        Case { batch: 2, cin: 16, mid: 150, h: 21, w: 37, stride: 2 },
     ];
 
     /// The fused call computes what the two calls compute, bit for bit, on one thread and on a
