@@ -484,9 +484,9 @@ pub(crate) fn expansion_depthwise(
             continue;
         }
         let pw: Vec<u32> = pool_slice(&ins.arg_pool, pw_span).to_vec();
-        let mid = pw[9];
+        let Some(&mid) = pw.get(9).filter(|_| pw.len() == 13) else { continue };
         let Some(&j) = conv_of_input.get(&mid) else { continue };
-        let Step::Kernel { args: dw_span, .. } = ins.steps[j] else { continue };
+        let Some(&Step::Kernel { args: dw_span, .. }) = ins.steps.get(j) else { continue };
         let dw: Vec<u32> = pool_slice(&ins.arg_pool, dw_span).to_vec();
         if dw.len() != 12 || j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
             continue;
@@ -570,9 +570,9 @@ pub(crate) fn depthwise_projection(
             continue;
         }
         let dw: Vec<u32> = pool_slice(&ins.arg_pool, dw_span).to_vec();
-        let mid = dw[9];
+        let Some(&mid) = dw.get(9).filter(|_| dw.len() == 12) else { continue };
         let Some(&j) = conv_of_input.get(&mid) else { continue };
-        let Step::Kernel { run: pw_run, args: pw_span, prepared, .. } = ins.steps[j] else { continue };
+        let Some(&Step::Kernel { run: pw_run, args: pw_span, prepared, .. }) = ins.steps.get(j) else { continue };
         // A scaled convolution without activation (`convolution_scaled_relu` has as many
         // arguments: the kernel tells them apart; a false negative only leaves the pair unfused).
         let scaled = etch_kernels::optimized::fused::convolution_scaled as etch_kernels::KernelFn;
@@ -580,7 +580,7 @@ pub(crate) fn depthwise_projection(
             continue;
         }
         let pw: Vec<u32> = pool_slice(&ins.arg_pool, pw_span).to_vec();
-        if j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
+        if pw.len() != 11 || j <= i || uses.get(mid as usize) != Some(&2) || !is_unshared(values, &class_size, mid) {
             continue;
         }
         let (Some(x), Some(result), Some(out)) =
