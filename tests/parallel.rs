@@ -11,8 +11,12 @@ use etch::{ExecutionMode, MethodConfig, PlanChoice, Program, Runtime, TensorView
 
 /// Every fixture in the repository that calls no delegate.
 fn portable_cases() -> Vec<common::Case> {
-    let cases: Vec<_> = common::manifest().into_iter().filter(|c| !c.delegated && c.program.exists()).collect();
+    let mut cases: Vec<_> = common::manifest().into_iter().filter(|c| !c.delegated && c.program.exists()).collect();
     assert!(cases.len() >= 30, "only {} portable fixtures found", cases.len());
+    // The programs whose depthwise pairs the optimized runtime fuses into one call.
+    let fused = ["inverted_residual", "depthwise_separable"];
+    let multibranch = common::manifest_in(&common::fixtures().join("multibranch"));
+    cases.extend(multibranch.into_iter().filter(|c| fused.contains(&c.name.as_str())));
     cases
 }
 
