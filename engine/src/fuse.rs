@@ -210,6 +210,25 @@ fn is_contiguous(t: &TensorDef) -> bool {
     t.dim_order.iter().enumerate().all(|(i, &d)| d as usize == i)
 }
 
+/// Appends a fused call's arguments to the pool: their span, or `None` (nothing appended) when
+/// the pool would outgrow 32-bit indices.
+fn append_args(ins: &mut Instructions, args: &[u32]) -> Option<etch_kernels::Span> {
+    let start = u32::try_from(ins.arg_pool.len()).ok()?;
+    let len = u32::try_from(args.len()).ok()?;
+    ins.arg_pool.extend(args);
+    Some(etch_kernels::Span { start, len })
+}
+
+/// Step `j`, whose work a fused call now does, becomes a no-op (and is not folded at load).
+fn remove_step(ins: &mut Instructions, j: usize) {
+    if let Some(step) = ins.steps.get_mut(j) {
+        *step = Step::Nop;
+    }
+    if let Some(p) = ins.pure.get_mut(j) {
+        *p = false;
+    }
+}
+
 /// Folds inference batch norms into the convolutions that feed them. Rewrites `ins` in place
 /// (the batch norm becomes a no-op, the convolution reads new constants and writes the batch
 /// norm's output), appends a value and a tensor id per new constant, and returns the constants in
@@ -245,18 +264,13 @@ pub(crate) fn conv_batch_norm(
                 // The weight scale goes after the convolution's arguments (`fused::SCALE`).
                 let mut args = pool_slice(&ins.arg_pool, conv_span).to_vec();
                 args.push(weight_or_scale);
-                let start = u32::try_from(ins.arg_pool.len()).ok()?;
-                let len = u32::try_from(args.len()).ok()?;
-                ins.arg_pool.extend(&args);
+                let args = append_args(ins, &args)?;
                 let run = etch_kernels::optimized::fused::convolution_scaled as etch_kernels::KernelFn;
-                ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
+                ins.steps[i] = Step::Kernel { run, args, writable, prepared };
             } else {
                 ins.arg_pool[base + 1] = weight_or_scale;
             }
-            ins.steps[j] = Step::Nop;
-            if let Some(p) = ins.pure.get_mut(j) {
-                *p = false;
-            }
+            remove_step(ins, j);
             folds.push(fold);
         }
     }
@@ -443,14 +457,9 @@ pub(crate) fn conv_activation(
             (if scaled { fused::convolution_scaled_hardtanh } else { fused::convolution_hardtanh }, a)
         };
         fused_args[9] = out;
-        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
-        let Ok(len) = u32::try_from(fused_args.len()) else { continue };
-        ins.arg_pool.extend(&fused_args);
-        ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
-        ins.steps[j] = Step::Nop;
-        if let Some(p) = ins.pure.get_mut(j) {
-            *p = false;
-        }
+        let Some(args) = append_args(ins, &fused_args) else { continue };
+        ins.steps[i] = Step::Kernel { run, args, writable, prepared };
+        remove_step(ins, j);
     }
 }
 
@@ -508,18 +517,7 @@ pub(crate) fn expansion_depthwise(
             && matches!(values.get(pw[10] as usize), Some(EValue::Tensor(_)))
             && shapes.bound(pw[11])
             && shapes.bound(pw[12]);
-        let depthwise = dw_w.len() == 4
-            && dw_w[..2] == [channels, 1]
-            && shapes.int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
-            && shapes.ints_in(dw[3], 1..=2)
-            && shapes.ints_in(dw[4], 0..=4)
-            && shapes.ints_in(dw[5], 1..=1)
-            && shapes.is_false(dw[6])
-            && shapes.ints_in(dw[7], 0..=0)
-            && small_kernel(&dw_w)
-            && out[..2] == product[..2]
-            && shapes.bound(dw[10])
-            && shapes.bound(dw[11]);
+        let depthwise = shapes.depthwise_call(&dw, &dw_w, channels) && out[..2] == product[..2];
         if !expansion || !depthwise || numel < conv::MIN_FUSED_PRODUCT {
             continue;
         }
@@ -528,16 +526,10 @@ pub(crate) fn expansion_depthwise(
         args.extend(&dw[1..=8]);
         args.extend([dw[10], dw[11]]);
         debug_assert_eq!(args.len(), conv::pointwise_depthwise::ARGS);
-        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
-        let Ok(len) = u32::try_from(args.len()) else { continue };
-        ins.arg_pool.extend(&args);
+        let Some(args) = append_args(ins, &args) else { continue };
         let run = conv::pointwise_depthwise as etch_kernels::KernelFn;
-        let writable = 1 << 9;
-        ins.steps[i] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable, prepared };
-        ins.steps[j] = Step::Nop;
-        if let Some(p) = ins.pure.get_mut(j) {
-            *p = false;
-        }
+        ins.steps[i] = Step::Kernel { run, args, writable: 1 << 9, prepared };
+        remove_step(ins, j);
     }
 }
 
@@ -590,18 +582,7 @@ pub(crate) fn depthwise_projection(
         };
         let (Some(dw_w), Some(pw_w)) = (shapes.weight(dw[1]), shapes.weight(pw[1])) else { continue };
         let channels = x[1];
-        let depthwise = dw_w.len() == 4
-            && dw_w[..2] == [channels, 1]
-            && small_kernel(&dw_w)
-            && shapes.int(dw[8]).and_then(|g| usize::try_from(g).ok()) == Some(channels)
-            && shapes.ints_in(dw[3], 1..=2)
-            && shapes.ints_in(dw[4], 0..=4)
-            && shapes.ints_in(dw[5], 1..=1)
-            && shapes.is_false(dw[6])
-            && shapes.ints_in(dw[7], 0..=0)
-            && result[..2] == [x[0], channels]
-            && shapes.bound(dw[10])
-            && shapes.bound(dw[11]);
+        let depthwise = shapes.depthwise_call(&dw, &dw_w, channels) && result[..2] == [x[0], channels];
         let projection = pw_w.len() == 4
             && pw_w[1..] == [channels, 1, 1]
             && shapes.ints_in(pw[3], 1..=1)
@@ -622,22 +603,11 @@ pub(crate) fn depthwise_projection(
         args.extend(&pw[1..=8]);
         args.push(pw[10]);
         debug_assert_eq!(args.len(), dp::ARGS);
-        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
-        let Ok(len) = u32::try_from(args.len()) else { continue };
-        ins.arg_pool.extend(&args);
+        let Some(args) = append_args(ins, &args) else { continue };
         let run = conv::depthwise_pointwise as etch_kernels::KernelFn;
-        ins.steps[j] = Step::Kernel { run, args: etch_kernels::Span { start, len }, writable: 1 << 9, prepared };
-        ins.steps[i] = Step::Nop;
-        if let Some(p) = ins.pure.get_mut(i) {
-            *p = false;
-        }
+        ins.steps[j] = Step::Kernel { run, args, writable: 1 << 9, prepared };
+        remove_step(ins, i);
     }
-}
-
-/// A depthwise kernel of at most 8x8 taps: what the fused calls' depthwise kernels cover (64 taps
-/// at most, `depthwise_fits`), so that they never refuse a call the unfused ones would run.
-fn small_kernel(weight_sizes: &[usize]) -> bool {
-    weight_sizes.get(2..).is_some_and(|k| k.iter().all(|&k| (1..=8).contains(&k)))
 }
 
 /// What the convolution fusions read of values: constant shapes and scalar parameters.
@@ -650,6 +620,27 @@ struct ConvShapes<'a, 'p> {
 }
 
 impl ConvShapes<'_, '_> {
+    /// Whether `dw`, the 12 arguments of a convolution with a fused hardtanh and weights of
+    /// `weight` sizes, is a depthwise convolution of `channels` channels the fused kernels cover:
+    /// stride 1 or 2, padding up to 4, no dilation, kernels of at most 8x8 taps (64 taps at most,
+    /// `depthwise_fits`), so that they never refuse a call the unfused ones would run.
+    fn depthwise_call(&self, dw: &[u32], weight: &[usize], channels: usize) -> bool {
+        let &[_, _, _, stride, padding, dilation, transposed, output_padding, groups, _, lo, hi] = dw else {
+            return false;
+        };
+        weight.len() == 4
+            && weight[..2] == [channels, 1]
+            && weight[2..].iter().all(|&k| (1..=8).contains(&k))
+            && self.int(groups).and_then(|g| usize::try_from(g).ok()) == Some(channels)
+            && self.ints_in(stride, 1..=2)
+            && self.ints_in(padding, 0..=4)
+            && self.ints_in(dilation, 1..=1)
+            && self.is_false(transposed)
+            && self.ints_in(output_padding, 0..=0)
+            && self.bound(lo)
+            && self.bound(hi)
+    }
+
     fn int(&self, v: u32) -> Option<i64> {
         match self.values.get(v as usize) {
             Some(EValue::Int(n)) => Some(*n),
@@ -740,10 +731,7 @@ pub(crate) fn linear_weight(b: &Builder<'_>, ins: &mut Instructions, values: &[E
         ins.arg_pool[mm_span.start as usize + 2] = weight;
         let run = etch_kernels::optimized::fused::linear as etch_kernels::KernelFn;
         ins.steps[j] = Step::Kernel { run, args: mm_span, writable, prepared };
-        ins.steps[i] = Step::Nop;
-        if let Some(p) = ins.pure.get_mut(i) {
-            *p = false;
-        }
+        remove_step(ins, i);
     }
 }
 
@@ -874,10 +862,7 @@ pub(crate) fn hard_activations(
         let args = etch_kernels::Span { start, len: fused_args.len() as u32 };
         ins.steps[dv] = Step::Kernel { run, args, writable: 1 << 7, prepared: crate::exec::NOT_PREPARED };
         for &j in &chain {
-            ins.steps[j] = Step::Nop;
-            if let Some(p) = ins.pure.get_mut(j) {
-                *p = false;
-            }
+            remove_step(ins, j);
         }
         if let Some(p) = ins.pure.get_mut(dv) {
             *p = false;

@@ -23,11 +23,17 @@ use crate::registry::KernelContext;
 /// The bounds of a fused hardtanh: the call's last two arguments.
 fn hardtanh_bounds(args: &KernelArgs<'_>) -> Result<(f32, f32), KernelError> {
     let at = args.len().checked_sub(2).ok_or(KernelError::MissingArg { arg: 10, len: args.len() })?;
-    let (min, max) = (args.scalar(at)?.to_f64() as f32, args.scalar(at + 1)?.to_f64() as f32);
-    if min.is_nan() || max.is_nan() {
+    Ok((hardtanh_bound(args, at)?, hardtanh_bound(args, at + 1)?))
+}
+
+/// One bound of a fused hardtanh, the scalar at `arg`; NaN bounds are refused (the engine does
+/// not fuse them).
+pub(crate) fn hardtanh_bound(args: &KernelArgs<'_>, arg: usize) -> Result<f32, KernelError> {
+    let v = args.scalar(arg)?.to_f64() as f32;
+    if v.is_nan() {
         return Err(KernelError::NotImplemented("fused hardtanh with a NaN bound"));
     }
-    Ok((min, max))
+    Ok(v)
 }
 
 /// Convolution then `hardtanh(min, max)` (ReLU6 in MobileNets).

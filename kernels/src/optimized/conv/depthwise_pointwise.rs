@@ -29,6 +29,7 @@ use super::{
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
+use crate::optimized::fused::hardtanh_bound;
 use crate::optimized::sgemm::{Bias, Epilogue, Kernel, MatMut, MatRef, PackedLhs, sgemm_with};
 use crate::registry::KernelContext;
 
@@ -56,18 +57,6 @@ fn band_rows(channels: usize, width: usize) -> usize {
     (BAND_BYTES / 4 / channels.saturating_mul(width).max(1)).max(1)
 }
 
-fn unsupported(what: &'static str) -> KernelError {
-    KernelError::NotImplemented(what)
-}
-
-fn bound(args: &KernelArgs<'_>, arg: usize) -> Result<f32, KernelError> {
-    let v = args.scalar(arg)?.to_f64() as f32;
-    if v.is_nan() {
-        return Err(unsupported("fused hardtanh with a NaN bound"));
-    }
-    Ok(v)
-}
-
 /// The two convolutions' geometry, checked: a depthwise convolution (one input and one output
 /// channel per group) of a contiguous input, and a stride-1 1x1 projection without padding (one
 /// group) of its result.
@@ -75,16 +64,19 @@ fn geometry(args: &KernelArgs<'_>) -> Result<(Conv, Conv), KernelError> {
     if args.len() != ARGS {
         return Err(KernelError::MissingArg { arg: ARGS - 1, len: args.len() });
     }
-    let mut dw = plan(args).ok_or(unsupported("fused depthwise convolution: not one the fast paths cover"))?;
-    (dw.min, dw.max) = (bound(args, DW_MIN)?, bound(args, DW_MAX)?);
+    let mut dw =
+        plan(args).ok_or(KernelError::NotImplemented("fused depthwise convolution: not one the fast paths cover"))?;
+    (dw.min, dw.max) = (hardtanh_bound(args, DW_MIN)?, hardtanh_bound(args, DW_MAX)?);
     if dw.in_per_group != 1 || dw.out_per_group != 1 || dw.x_channels_last || !depthwise_fits(&dw) {
-        return Err(unsupported("fused depthwise convolution: not one channel per group of a contiguous input"));
+        return Err(KernelError::NotImplemented(
+            "fused depthwise convolution: not one channel per group of a contiguous input",
+        ));
     }
     let result = [dw.batch, dw.out_channels, dw.out_height, dw.out_width];
     let pw = plan_with(args, PW_BASE, result, false)
-        .ok_or(unsupported("fused projection: not a float32 convolution the fast paths cover"))?;
+        .ok_or(KernelError::NotImplemented("fused projection: not a float32 convolution the fast paths cover"))?;
     if !pw.is_pointwise() || pw.stride != [1, 1] || pw.groups != 1 {
-        return Err(unsupported("fused projection: not a stride-1 1x1 convolution of one group"));
+        return Err(KernelError::NotImplemented("fused projection: not a stride-1 1x1 convolution of one group"));
     }
     Ok((dw, pw))
 }
@@ -112,7 +104,9 @@ pub fn depthwise_pointwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let mut out = args.tensor_mut(OUT)?;
     out.resize(&[pw.batch, pw.out_channels, pw.out_height, pw.out_width])?;
     if !out.dim_order().is_contiguous() {
-        return Err(unsupported("fused depthwise convolution and projection into a tensor that is not contiguous"));
+        return Err(KernelError::NotImplemented(
+            "fused depthwise convolution and projection into a tensor that is not contiguous",
+        ));
     }
     let xd = x.data::<f32>()?;
     let taps = dw_weight.data::<f32>()?;

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::args::KernelArgs;
 use crate::error::KernelError;
+use crate::optimized::fused::hardtanh_bound;
 use crate::optimized::sgemm::{Bias, Epilogue, Kernel, MatMut, MatRef, PackedLhs, sgemm_with};
 use crate::registry::KernelContext;
 
@@ -55,19 +56,6 @@ const GROUP_BYTES: usize = 512 << 10;
 /// 56x56 246 and 271, its 0.6 MB ones at 28x28 92 and 101.
 pub const MIN_FUSED_PRODUCT: usize = 1 << 19;
 
-fn unsupported(what: &'static str) -> KernelError {
-    KernelError::NotImplemented(what)
-}
-
-/// A hardtanh bound at `arg` (NaN refused, as for the other fused hardtanh calls).
-fn bound(args: &KernelArgs<'_>, arg: usize) -> Result<f32, KernelError> {
-    let v = args.scalar(arg)?.to_f64() as f32;
-    if v.is_nan() {
-        return Err(unsupported("fused hardtanh with a NaN bound"));
-    }
-    Ok(v)
-}
-
 /// The two convolutions' geometry, checked: a stride-1 1x1 expansion without padding of a
 /// contiguous input (one group), and a depthwise convolution (one input and one output channel
 /// per group) of its product, whose weights are contiguous.
@@ -75,18 +63,22 @@ fn geometry(args: &KernelArgs<'_>) -> Result<(Conv, Conv), KernelError> {
     if args.len() != ARGS {
         return Err(KernelError::MissingArg { arg: ARGS - 1, len: args.len() });
     }
-    let mut pw = plan(args).ok_or(unsupported("fused expansion: not a float32 convolution the fast paths cover"))?;
-    (pw.min, pw.max) = (bound(args, PW_MIN)?, bound(args, PW_MAX)?);
+    let mut pw = plan(args)
+        .ok_or(KernelError::NotImplemented("fused expansion: not a float32 convolution the fast paths cover"))?;
+    (pw.min, pw.max) = (hardtanh_bound(args, PW_MIN)?, hardtanh_bound(args, PW_MAX)?);
     if !pw.is_pointwise() || pw.stride != [1, 1] || pw.groups != 1 || pw.x_channels_last {
-        return Err(unsupported("fused expansion: not a stride-1 1x1 convolution of one group"));
+        return Err(KernelError::NotImplemented("fused expansion: not a stride-1 1x1 convolution of one group"));
     }
     let product = [pw.batch, pw.out_channels, pw.out_height, pw.out_width];
-    let mut dw = plan_with(args, DW_BASE, product, false)
-        .ok_or(unsupported("fused depthwise convolution: not a float32 convolution the fast paths cover"))?;
-    (dw.min, dw.max) = (bound(args, DW_MIN)?, bound(args, DW_MAX)?);
+    let mut dw = plan_with(args, DW_BASE, product, false).ok_or(KernelError::NotImplemented(
+        "fused depthwise convolution: not a float32 convolution the fast paths cover",
+    ))?;
+    (dw.min, dw.max) = (hardtanh_bound(args, DW_MIN)?, hardtanh_bound(args, DW_MAX)?);
     let [kh, kw] = dw.kernel;
     if dw.in_per_group != 1 || dw.out_per_group != 1 || dw.w_strides[1..] != [kh * kw, kw, 1] || !depthwise_fits(&dw) {
-        return Err(unsupported("fused depthwise convolution: not one channel per group with contiguous taps"));
+        return Err(KernelError::NotImplemented(
+            "fused depthwise convolution: not one channel per group with contiguous taps",
+        ));
     }
     Ok((pw, dw))
 }
@@ -107,7 +99,9 @@ pub fn pointwise_depthwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let mut out = args.tensor_mut(OUT)?;
     out.resize(&[dw.batch, dw.out_channels, dw.out_height, dw.out_width])?;
     if !out.dim_order().is_contiguous() {
-        return Err(unsupported("fused expansion and depthwise convolution into a tensor that is not contiguous"));
+        return Err(KernelError::NotImplemented(
+            "fused expansion and depthwise convolution into a tensor that is not contiguous",
+        ));
     }
     let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
     let taps = dw_weight.data::<f32>()?;
