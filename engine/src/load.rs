@@ -899,10 +899,14 @@ impl Analysis {
         // Candidates, best first when the critical paths tie: sharing only what the graph orders
         // keeps every schedule open; sharing what a schedule orders too binds the dynamic
         // scheduler to the static cost model's guess (on mlp_towers it held one tower's last
-        // layer behind another's), and a schedule in program order keeps fewer tensors live than
-        // one that starts every branch early. Kept inputs before freed ones.
-        let schedules = [dag::Priority::LongestPath, dag::Priority::ProgramOrder]
-            .map(|priority| dag::list_schedule(&graph, &costs, workers, priority));
+        // layer behind another's); the same schedule run backwards starts each branch as late as
+        // it can (the same makespan, fewer tensors live at once), and a schedule in program order
+        // keeps fewer still but may lengthen the critical path. Kept inputs before freed ones.
+        let schedules = [
+            dag::list_schedule(&graph, &costs, workers, dag::Priority::LongestPath),
+            dag::latest_schedule(&graph, &costs, workers),
+            dag::list_schedule(&graph, &costs, workers, dag::Priority::ProgramOrder),
+        ];
         // Sharing only what the graph orders adds no edge the data edges do not imply: its
         // critical path is the data edges' own, the least any placement can have.
         let shortest_possible = graph.critical_path(&costs);
@@ -915,7 +919,9 @@ impl Analysis {
         let mut fitting: Vec<(Replan, f64)> = Vec::new();
         let mut smallest: Option<Replan> = None;
         'candidates: for planned in [&kept, &freed] {
-            for (when, by_schedule) in [(&schedules[0], false), (&schedules[0], true), (&schedules[1], true)] {
+            for (when, by_schedule) in
+                [(&schedules[0], false), (&schedules[0], true), (&schedules[1], true), (&schedules[2], true)]
+            {
                 let r = dag::replan(
                     planned,
                     &lists,
