@@ -991,16 +991,15 @@ impl PaddedInput {
         let s = self.stride[0];
         let [lead_y, lead_x] = self.lead;
         if s == 1 {
-            // One plane: zeros around rows copied whole.
-            let top = lead_y * self.row + lead_x;
-            planes.get_mut(..top).ok_or(short(INPUT))?.fill(0.0);
-            let mut at = top;
+            // One plane: zeroed whole, then the rows copied in. One pass of zeros costs less than
+            // zeroing each row's few padding columns apart (a call per row: on a 16x16 map,
+            // the zeros and copies were a quarter of a 3x3 convolution's time).
+            planes.fill(0.0);
+            let mut at = lead_y * self.row + lead_x;
             for line in src.chunks_exact(c.width) {
                 planes.get_mut(at..at + c.width).ok_or(short(INPUT))?.copy_from_slice(line);
-                planes.get_mut(at + c.width..at + self.row).ok_or(short(INPUT))?.fill(0.0);
                 at += self.row;
             }
-            planes.get_mut(at..).ok_or(short(INPUT))?.fill(0.0);
             return Ok(());
         }
         planes.fill(0.0);
