@@ -60,8 +60,9 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 16;
 /// thread coming free from another branch of the graph joins only for the tasks not yet taken:
 /// traced on inception_v1 in parallel mode, a 3x3 convolution's product in four tasks of
 /// 160-200 µs left one core waiting 184 µs for the task the other had joined for last.
-pub const TASK_MACS: usize = 1 << 21;
-/// At most this many tasks per thread (each one's share of the packed `A` is read again).
+const TASK_MACS: usize = 1 << 21;
+/// At most this many tasks per thread (each task reads all of the packed `A`, or of `B` when the
+/// panels are split, again).
 const MAX_TASKS_PER_THREAD: usize = 16;
 /// Elements of B (1 MiB of f32) from which a product of at most [`MR`] rows splits over the pool.
 pub const PARALLEL_MIN_STREAMED: usize = 1 << 18;
