@@ -122,22 +122,23 @@ fn bench_conv(c: &mut Criterion) {
 
 /// Keeps every worker of a pool spinning (looping on `rayon::yield_now`) until dropped, as the
 /// engine keeps its pool awake during executions: otherwise each iteration would time waking a
-/// sleeping worker rather than the kernel.
+/// sleeping worker rather than the kernel. One spinner per worker, broadcast as the engine's are
+/// (`engine/src/awake.rs`): spawned as ordinary jobs, both could end up nested on one worker while
+/// the other sat in rayon's idle loop (`perf`: its `sched_yield`s were 12-16% of the samples of a
+/// two-thread run of a 14 µs convolution).
 struct Spinners(Arc<std::sync::atomic::AtomicBool>);
 
 impl Spinners {
     fn start(pool: &rayon::ThreadPool) -> Spinners {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for _ in 0..pool.current_num_threads() {
-            let stop = Arc::clone(&stop);
-            pool.spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
+        let flag = Arc::clone(&stop);
+        pool.spawn_broadcast(move |_| {
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
                 }
-            });
-        }
+            }
+        });
         Spinners(stop)
     }
 }
