@@ -855,11 +855,8 @@ pub(crate) fn hard_activations(
         {
             continue;
         }
-        let fused_args = [x, a, lo1, hi1, lo2, hi2, d, out];
-        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
-        ins.arg_pool.extend(&fused_args);
+        let Some(args) = append_args(ins, &[x, a, lo1, hi1, lo2, hi2, d, out]) else { continue };
         let run: etch_kernels::KernelFn = if swish { fused::hardswish } else { fused::hardsigmoid };
-        let args = etch_kernels::Span { start, len: fused_args.len() as u32 };
         ins.steps[dv] = Step::Kernel { run, args, writable: 1 << 7, prepared: crate::exec::NOT_PREPARED };
         for &j in &chain {
             remove_step(ins, j);
@@ -912,17 +909,12 @@ pub(crate) fn silu(
         if m <= i || !same_layout || !unshared(out) || out == x || out == s {
             continue;
         }
-        let fused_args = [x, out];
-        let Ok(start) = u32::try_from(ins.arg_pool.len()) else { continue };
-        ins.arg_pool.extend(&fused_args);
-        let args = etch_kernels::Span { start, len: fused_args.len() as u32 };
+        let Some(args) = append_args(ins, &[x, out]) else { continue };
         let run = fused::silu as etch_kernels::KernelFn;
         ins.steps[m] = Step::Kernel { run, args, writable: 1 << 1, prepared: crate::exec::NOT_PREPARED };
-        ins.steps[i] = Step::Nop;
-        for j in [i, m] {
-            if let Some(p) = ins.pure.get_mut(j) {
-                *p = false;
-            }
+        remove_step(ins, i);
+        if let Some(p) = ins.pure.get_mut(m) {
+            *p = false;
         }
     }
 }
