@@ -450,6 +450,96 @@ fn dot_rows(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
     }
 }
 
+/// Rows [`dot_rows16`] takes at once.
+const WIDE_ROWS: usize = 16;
+
+/// [`dot_rows`] over the 16 rows `w[r * stride..][..x.len()]`, `w` holding all of them (else a
+/// panic on the index: the caller checks). Each row's sum depends only on its own lanes, so the
+/// results equal [`dot_rows`]'s, row by row, on every CPU.
+fn dot_rows16(x: &[f32], w: &[f32], stride: usize) -> [f32; WIDE_ROWS] {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::best() == Kernel::Avx512 {
+        // SAFETY: `Kernel::best` returns `Avx512` only when the CPU reports AVX-512F.
+        return unsafe { dot_rows16_avx512(x, w, stride) };
+    }
+    let k = x.len();
+    let row = |r: usize| &w[r * stride..r * stride + k];
+    let mut out = [0f32; WIDE_ROWS];
+    for (g, dots) in out.chunks_exact_mut(DOT_ROWS).enumerate() {
+        let r = g * DOT_ROWS;
+        dots.copy_from_slice(&dot_rows(x, [row(r), row(r + 1), row(r + 2), row(r + 3)]));
+    }
+    out
+}
+
+/// [`dot_rows16`] in AVX-512: 16 accumulators, then the 16 rows' lanes added by halves together,
+/// transposing as they go (four levels of shuffles shared by all rows, where reducing each row
+/// alone took four per row): at each level a row's lanes `i` and `i + width` are added, as in
+/// [`sum_pairwise`], so the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_rows16_avx512(x: &[f32], w: &[f32], stride: usize) -> [f32; WIDE_ROWS] {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let span = (WIDE_ROWS - 1).checked_mul(stride).and_then(|n| n.checked_add(k));
+    assert!(span.is_some_and(|n| n <= w.len()), "dot_rows16: rows outside the weight");
+    // Raw pointers, bounds checked once above: slicing each row per load put 16 bounds checks
+    // and 16 spilled row slices in a loop that runs twice for a 32-wide reduction.
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); WIDE_ROWS];
+    let full = k / DOT_LANES;
+    for c in 0..full {
+        let at = c * DOT_LANES;
+        // SAFETY: `at + 16 <= k = x.len()` (one unaligned load).
+        let xs = unsafe { _mm512_loadu_ps(xp.wrapping_add(at)) };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `r * stride + at + 16 <= 15 * stride + k <= w.len()` (asserted above).
+            let ws = unsafe { _mm512_loadu_ps(wp.wrapping_add(r * stride + at)) };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(xs, ws));
+        }
+    }
+    let tail = k - full * DOT_LANES;
+    if tail > 0 {
+        let at = full * DOT_LANES;
+        // `tail < 16`: the low `tail` lanes.
+        let mask: __mmask16 = (1u16 << tail) - 1;
+        // SAFETY: a masked load reads only the lanes its mask selects, `at..k` of `x`; the
+        // other lanes are zero.
+        let xs = unsafe { _mm512_maskz_loadu_ps(mask, xp.wrapping_add(at)) };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: as for `xs`, up to `r * stride + k <= w.len()` (asserted above).
+            let ws = unsafe { _mm512_maskz_loadu_ps(mask, wp.wrapping_add(r * stride + at)) };
+            *a = _mm512_mask_add_ps(*a, mask, *a, _mm512_mul_ps(xs, ws));
+        }
+    }
+    // Level 1, lanes i += i + 8: rows r and r + 8 share a register, their 128-bit quarters 0-1
+    // and 2-3.
+    let l1: [__m512; 8] = std::array::from_fn(|r| {
+        let (a, b) = (acc[r], acc[r + 8]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b))
+    });
+    // Level 2, i += i + 4: quarters hold rows r, r + 8, r + 4, r + 12.
+    let l2: [__m512; 4] = std::array::from_fn(|r| {
+        let (a, b) = (l1[r], l1[r + 4]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b))
+    });
+    // Level 3, i += i + 2, within each quarter: two rows per quarter.
+    let l3: [__m512; 2] = std::array::from_fn(|r| {
+        let (a, b) = (l2[r], l2[r + 2]);
+        _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(a, b), _mm512_shuffle_ps::<0b11_10_11_10>(a, b))
+    });
+    // Level 4, i += i + 1: one sum per lane, rows in the order 0 2 1 3, 8 10 9 11, 4 6 5 7,
+    // 12 14 13 15, put back in order.
+    let (a, b) = (l3[0], l3[1]);
+    let sums = _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(a, b), _mm512_shuffle_ps::<0b11_01_11_01>(a, b));
+    let order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    let mut out = [0f32; WIDE_ROWS];
+    let sums = _mm512_permutexvar_ps(order, sums);
+    // SAFETY: `out` holds 16 floats (one unaligned store).
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sums) };
+    out
+}
+
 /// A one-row product whose right operand has contiguous columns (`mat2ᵀ` stored row-major: a
 /// batch-1 linear layer's weight as the file holds it) as dot products over those columns, read
 /// where they lie: one pass over the weight, nothing packed. `out[j] = keep * out[j] + scale *
@@ -481,21 +571,33 @@ fn row_times_columns(
         if col_bias.is_some_and(|b| b.len() < p) {
             return Err(bad);
         }
-        // Output columns `j0..j0 + chunk.len()`, [`DOT_ROWS`] at a time (a short last group
-        // repeats its first column in the unused rows).
+        let finish = |group: &mut [f32], first: usize, dots: &[f32]| {
+            for (r, o) in group.iter_mut().enumerate() {
+                let prev = keep.map_or(0.0, |beta| beta * *o);
+                *o = prev + scale * dots[r] + col_bias.map_or(0.0, |b| b[first + r]);
+            }
+        };
+        // Output columns `j0..j0 + chunk.len()`, [`WIDE_ROWS`] at a time, the rest
+        // [`DOT_ROWS`] at a time (a short last group repeats its first column in the unused rows).
         let fill = |j0: usize, chunk: &mut [f32]| -> Result<(), KernelError> {
-            for (g, group) in chunk.chunks_mut(DOT_ROWS).enumerate() {
+            let wide = chunk.len() / WIDE_ROWS * WIDE_ROWS;
+            let (wide_part, rest) = chunk.split_at_mut(wide);
+            for (g, group) in wide_part.chunks_exact_mut(WIDE_ROWS).enumerate() {
+                let first = j0 + g * WIDE_ROWS;
+                // Columns `first..first + 16`: from `first * col` to the last one's end.
+                let span_len = (WIDE_ROWS - 1).checked_mul(m.col).and_then(|l| l.checked_add(k));
+                let w = span(m.data, first.checked_mul(m.col), span_len.ok_or(bad)?, bad)?;
+                finish(group, first, &dot_rows16(x, w, m.col));
+            }
+            let j0 = j0 + wide;
+            for (g, group) in rest.chunks_mut(DOT_ROWS).enumerate() {
                 let first = j0 + g * DOT_ROWS;
                 let column = |r: usize| {
                     let j = first.checked_add(r.min(group.len() - 1));
                     span(m.data, j.and_then(|j| j.checked_mul(m.col)), k, bad)
                 };
                 let w = [column(0)?, column(1)?, column(2)?, column(3)?];
-                let dots = dot_rows(x, w);
-                for (r, o) in group.iter_mut().enumerate() {
-                    let prev = keep.map_or(0.0, |beta| beta * *o);
-                    *o = prev + scale * dots[r] + col_bias.map_or(0.0, |b| b[first + r]);
-                }
+                finish(group, first, &dot_rows(x, w));
             }
             Ok(())
         };
@@ -544,6 +646,14 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F (detected just above).
                 assert_eq!(unsafe { dot_rows_avx512(&x, w) }.map(f32::to_bits), want, "k = {k}");
+            }
+            // Sixteen rows at a stride (a weight's rows with padding between them).
+            let stride = k + 3;
+            let wide: Vec<f32> = (0..15 * stride + k).map(|i| value(i * 13 + 5)).collect();
+            let got = dot_rows16(&x, &wide, stride).map(f32::to_bits);
+            for (r, g) in got.iter().enumerate() {
+                let row = &wide[r * stride..r * stride + k];
+                assert_eq!(*g, dot_rows_lanes(&x, [row, row, row, row])[0].to_bits(), "k = {k}, row {r}");
             }
             // The old in-order lane sum differs for these values: the order is what is tested.
             if k == 100 {

@@ -191,7 +191,7 @@ pub fn index_select_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<
 /// pass, without materialising the mask's `nonzero` (which would need memory).
 #[derive(Clone, Copy)]
 struct MaskWalk {
-    coord: [usize; 16],
+    coord: [usize; crate::shape::MAX_RANK_SHAPE.len()],
     /// Number of true elements at or before `coord`.
     seen: usize,
     started: bool,

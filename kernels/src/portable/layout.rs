@@ -32,8 +32,10 @@ pub fn strided_copy(
         let from = src.bytes()?;
         let to = out.bytes_mut()?;
         let count = Shape::new(shape).and_then(|s| s.numel()).unwrap_or(0);
-        // Fast path: both sides dense in the same order → one memcpy.
-        if count > 0 && is_dense(shape, &src_strides) && src_strides == out_strides {
+        // Fast path: both sides dense (row-major; strides of size-1 dimensions do not matter, a
+        // split along the last dimension of `[1, 1, n]` has `[n, n, 1]` against `[m, m, 1]`) → one
+        // memcpy.
+        if count > 0 && is_dense(shape, &src_strides) && is_dense(shape, &out_strides) {
             let range = |offset: usize| {
                 let start = offset.checked_mul(elem)?;
                 Some(start..start.checked_add(count.checked_mul(elem)?)?)
