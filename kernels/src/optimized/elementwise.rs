@@ -61,12 +61,17 @@ fn binary(
     }
     let same_layout = a.sizes() == b.sizes() && a.dim_order() == b.dim_order();
     if same_layout && out_order == *a.dim_order() {
-        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, a, b, &mut out, op)));
+        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, a, b, &mut out, a.sizes(), op)));
     }
     if !(contiguous(a) && contiguous(b) && out_order.is_contiguous()) {
         return None;
     }
     let shape = broadcast_shapes(a.sizes(), b.sizes())?;
+    if shape.numel().is_some_and(|n| n == a.numel() && n == b.numel()) {
+        // Shapes that differ only by sizes of 1 (`[1, 1, 128] + [1, 128]`, an LSTM's gates): with
+        // all three contiguous, element `i` of each is element `i` of the others.
+        return Some(args.tensor_mut(out_arg).and_then(|mut out| same_shape(ctx, a, b, &mut out, &shape, op)));
+    }
     Some(args.tensor_mut(out_arg).and_then(|mut out| broadcast(a, b, &mut out, &shape, op)))
 }
 
@@ -75,9 +80,10 @@ fn same_shape(
     a: &Tensor<'_>,
     b: &Tensor<'_>,
     out: &mut TensorMut<'_>,
+    sizes: &[usize],
     op: impl Fn(f32, f32) -> f32 + Sync + Copy,
 ) -> Result<(), KernelError> {
-    out.resize(a.sizes())?;
+    out.resize(sizes)?;
     let (x, y) = (a.data::<f32>()?, b.data::<f32>()?);
     let o = out.data_mut::<f32>()?;
     if x.len() != o.len() || y.len() != o.len() {
@@ -685,6 +691,9 @@ mod tests {
             (&[1, 1, 1], &[1, 1, 90]),
             (&[2, 3, 1, 4, 1], &[1, 3, 5, 4, 6]),
             (&[100], &[1]),
+            // Equal element counts, sizes differing by ones only.
+            (&[1, 1, 128], &[1, 128]),
+            (&[2, 1, 3], &[2, 3]),
         ];
         type Fast = fn(&mut KernelContext, &KernelArgs<'_>) -> Result<(), KernelError>;
         let kernels: [(Fast, KernelFn, bool); 4] = [
