@@ -13,6 +13,7 @@ use crate::dtype::{Bool, DType, Element};
 use crate::error::KernelError;
 use crate::portable;
 use crate::registry::{KernelContext, KernelFn, KernelRegistry};
+use crate::tensor::Tensor;
 use crate::value::Scalar;
 
 use super::contiguous;
@@ -29,6 +30,22 @@ pub fn where_self_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<
     }
 }
 
+/// `cond ? a : b` with both values 0-d (a causal mask built from `-inf` and `0`): the output
+/// takes the condition's shape.
+fn where_scalars(args: &KernelArgs<'_>, cond: &Tensor<'_>, a: &Tensor<'_>, b: &Tensor<'_>) -> Result<(), KernelError> {
+    let (x, y) = (a.data::<f32>()?, b.data::<f32>()?);
+    let (&x, &y) = (x.first().ok_or(short(1))?, y.first().ok_or(short(2))?);
+    let mut out = args.tensor_mut(3)?;
+    out.resize(cond.sizes())?;
+    let n = out.numel();
+    let cond = cond.data::<Bool>()?.get(..n).ok_or(short(0))?;
+    let dst = out.data_mut::<f32>()?.get_mut(..n).ok_or(short(3))?;
+    for (d, c) in dst.iter_mut().zip(cond) {
+        *d = if c.0 != 0 { x } else { y };
+    }
+    Ok(())
+}
+
 /// The fast case, or `None` (nothing borrowed mutably yet) for the portable kernel.
 fn fast_where(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
     let covered = contiguous(args, 0, DType::Bool)
@@ -39,6 +56,9 @@ fn fast_where(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
         return None;
     }
     let (cond, a, b) = (args.tensor(0).ok()?, args.tensor(1).ok()?, args.tensor(2).ok()?);
+    if a.dim() == 0 && b.dim() == 0 {
+        return Some(where_scalars(args, &cond, &a, &b));
+    }
     let sizes = a.sizes();
     let row = *sizes.last()?;
     if b.sizes() != sizes || row == 0 {
@@ -227,6 +247,9 @@ mod tests {
             (&[1, 4], &[3, 4], &[3, 4]),
             (&[3, 1], &[3, 4], &[1, 4]),
             (&[2, 0], &[2, 0], &[2, 0]),
+            // Both values 0-d (a causal mask's -inf and 0).
+            (&[16, 16], &[], &[]),
+            (&[3], &[], &[]),
         ];
         for &(c, a, b) in cases {
             let (nc, na, nb) = (c.iter().product(), a.iter().product(), b.iter().product::<usize>());
@@ -235,7 +258,8 @@ mod tests {
                 *v = Bool(7);
             }
             let (x, y) = (floats(na, 0.5), floats(nb, -2.0));
-            let out = crate::shape::broadcast_shapes(a, b).expect("broadcast");
+            let out = crate::shape::broadcast_shapes(a, b).and_then(|ab| crate::shape::broadcast_shapes(&ab, c));
+            let out = out.expect("broadcast");
             let run = |kernel: KernelFn| {
                 let (r, mut done) = Call::new()
                     .tensor(c, &cond)
