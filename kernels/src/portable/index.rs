@@ -68,6 +68,12 @@ pub fn embedding_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
         let bad = KernelError::ShapeMismatch { arg: 5, reason: OUTSIDE };
         for [at, i] in StridedIter::new(indices.sizes(), [row_strides, indices.strides()]) {
             let row = check_index(ids.get(i, 1)?, rows, false, 1)?;
+            if col_stride == 1 && wstr[1] == 1 {
+                // Rows contiguous on both sides (the usual case): one slice copy per index.
+                let from = row.checked_mul(wstr[0]).and_then(|s| w.get(s..s.checked_add(width)?)).ok_or(bad)?;
+                o.get_mut(at..at.checked_add(width).ok_or(bad)?).ok_or(bad)?.copy_from_slice(from);
+                continue;
+            }
             for c in 0..width {
                 *o.get_mut(at + c * col_stride).ok_or(bad)? = *w.get(row * wstr[0] + c * wstr[1]).ok_or(bad)?;
             }
