@@ -22,8 +22,9 @@ impl Shape {
             return None;
         }
         // A fixed trip count with a bounds test per entry: the copy stays inline, where
-        // `copy_from_slice` of `sizes.len()` entries called `memmove` (with `strides_for`, 15% of
-        // an LSTM's time went to building shapes).
+        // `copy_from_slice` of `sizes.len()` entries is a `memmove` call (`perf` on an LSTM, whose
+        // kernels handle 32 to 128 floats: `memmove` under `strides_for` and `Shape::new` among
+        // the top entries).
         let mut dims = [0; MAX_RANK];
         for (i, d) in dims.iter_mut().enumerate() {
             if let Some(&s) = sizes.get(i) {
