@@ -380,54 +380,12 @@ fn sum_pairwise(mut l: [f32; DOT_LANES]) -> f32 {
     l[0]
 }
 
-/// [`dot_rows_lanes`] written out in AVX-512 registers: the same multiplies and adds in the same
-/// lanes and order (the tail by masked adds, the lanes by halves), so the same results. Why not
-/// the generic code compiled for AVX-512: the compiler kept its lane arrays on the stack and
-/// read each back in halves right after writing it whole, a stalled store-to-load forward per
-/// access (perf annotate: most of this function's time on those loads).
+/// [`dot_rows_lanes`] compiled for AVX-512. Only column groups that [`dot_rows16`] does not take
+/// run it (fewer than 16 left over), so it stays the generic code.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn dot_rows_avx512(x: &[f32], w: [&[f32]; DOT_ROWS]) -> [f32; DOT_ROWS] {
-    use std::arch::x86_64::*;
-    let k = x.len();
-    let mut acc = [_mm512_setzero_ps(); DOT_ROWS];
-    let full = k / DOT_LANES;
-    for c in 0..full {
-        let at = c * DOT_LANES;
-        let xs = &x[at..at + DOT_LANES];
-        // SAFETY: `xs` holds 16 floats (one unaligned load).
-        let xs = unsafe { _mm512_loadu_ps(xs.as_ptr()) };
-        for (a, row) in acc.iter_mut().zip(w) {
-            let ws = &row[at..at + DOT_LANES];
-            // SAFETY: `ws` holds 16 floats.
-            let ws = unsafe { _mm512_loadu_ps(ws.as_ptr()) };
-            *a = _mm512_add_ps(*a, _mm512_mul_ps(xs, ws));
-        }
-    }
-    let tail = k - full * DOT_LANES;
-    if tail > 0 {
-        let at = full * DOT_LANES;
-        // `tail < 16`: the low `tail` lanes.
-        let mask: __mmask16 = (1u16 << tail) - 1;
-        let xs = &x[at..k];
-        // SAFETY: a masked load reads only the lanes its mask selects, the `tail` floats of `xs`;
-        // the other lanes are zero.
-        let xs = unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr()) };
-        for (a, row) in acc.iter_mut().zip(w) {
-            let ws = &row[at..k];
-            // SAFETY: as for `xs`, the `tail` floats of `ws`.
-            let ws = unsafe { _mm512_maskz_loadu_ps(mask, ws.as_ptr()) };
-            *a = _mm512_mask_add_ps(*a, mask, *a, _mm512_mul_ps(xs, ws));
-        }
-    }
-    acc.map(|v| {
-        // Lanes 0..8 += 8..16, 0..4 += 4..8, 0..2 += 2..4, 0 += 1: [`sum_pairwise`]'s order.
-        let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b11_10_11_10>(v, v));
-        let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_01_01_01>(v, v));
-        let v = _mm512_add_ps(v, _mm512_permute_ps::<0b11_10_11_10>(v));
-        let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_01_01_01>(v));
-        _mm512_cvtss_f32(v)
-    })
+    dot_rows_lanes(x, w)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -579,14 +537,14 @@ fn row_times_columns(
         };
         // Output columns `j0..j0 + chunk.len()`, [`WIDE_ROWS`] at a time, the rest
         // [`DOT_ROWS`] at a time (a short last group repeats its first column in the unused rows).
+        // The weight span of 16 columns: from the first one's start to the last one's end.
+        let wide_span = (WIDE_ROWS - 1).checked_mul(m.col).and_then(|l| l.checked_add(k));
         let fill = |j0: usize, chunk: &mut [f32]| -> Result<(), KernelError> {
             let wide = chunk.len() / WIDE_ROWS * WIDE_ROWS;
             let (wide_part, rest) = chunk.split_at_mut(wide);
             for (g, group) in wide_part.chunks_exact_mut(WIDE_ROWS).enumerate() {
                 let first = j0 + g * WIDE_ROWS;
-                // Columns `first..first + 16`: from `first * col` to the last one's end.
-                let span_len = (WIDE_ROWS - 1).checked_mul(m.col).and_then(|l| l.checked_add(k));
-                let w = span(m.data, first.checked_mul(m.col), span_len.ok_or(bad)?, bad)?;
+                let w = span(m.data, first.checked_mul(m.col), wide_span.ok_or(bad)?, bad)?;
                 finish(group, first, &dot_rows16(x, w, m.col));
             }
             let j0 = j0 + wide;
