@@ -307,7 +307,7 @@ pub fn to_contiguous_bytes(t: &Tensor<'_>) -> std::result::Result<Vec<u8>, Kerne
     let mut out = vec![0u8; bytes.len()];
     let src_strides = t.strides();
     let dst_strides = etch_kernels::shape::strides_for(&shape, &DimOrder::contiguous(shape.rank()));
-    for [d, s] in etch_kernels::shape::StridedIter::new(&shape, [dst_strides, src_strides]) {
+    for [d, s] in etch_kernels::shape::StridedIter::new(&shape, [dst_strides, *src_strides]) {
         let (d, s) = (d * elem, s * elem);
         if let (Some(to), Some(from)) = (out.get_mut(d..d + elem), bytes.get(s..s + elem)) {
             to.copy_from_slice(from);

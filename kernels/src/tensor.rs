@@ -13,6 +13,9 @@ pub struct TensorImpl {
     dtype: DType,
     shape: Shape,
     dim_order: DimOrder,
+    /// Element strides of `shape` in `dim_order` (kept in step by `new` and `resize`: kernels ask
+    /// for them on every call, and recomputing them was a visible share of small kernels' time).
+    strides: Shape,
     resizable: bool,
     writable: bool,
     data: *mut u8,
@@ -66,7 +69,20 @@ impl TensorImpl {
         // A shape whose bytes exceed the storage would make views read past it: expose no data.
         let data =
             if numel.checked_mul(elem_size).is_some_and(|n| n <= capacity) { data } else { core::ptr::null_mut() };
-        TensorImpl { dtype, shape, dim_order, resizable, writable, data, capacity, numel, elem_size, home: data }
+        let strides = strides_for(&shape, &dim_order);
+        TensorImpl {
+            dtype,
+            shape,
+            dim_order,
+            strides,
+            resizable,
+            writable,
+            data,
+            capacity,
+            numel,
+            elem_size,
+            home: data,
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -166,6 +182,7 @@ impl TensorImpl {
         }
         // Rank is unchanged, so this cannot fail.
         self.shape = Shape::new(sizes).ok_or(err("of another rank"))?;
+        self.strides = strides_for(&self.shape, &self.dim_order);
         self.numel = elements.unwrap_or(0);
         Ok(())
     }
@@ -261,8 +278,9 @@ impl<'a> Tensor<'a> {
     }
 
     /// Element strides implied by the dim order.
-    pub fn strides(&self) -> Shape {
-        strides_for(&self.imp.shape, &self.imp.dim_order)
+    #[inline]
+    pub fn strides(&self) -> &'a Shape {
+        &self.imp.strides
     }
 
     /// Position of this argument in the operator's schema.
@@ -333,8 +351,9 @@ impl<'a> TensorMut<'a> {
         &self.imp.dim_order
     }
 
+    #[inline]
     pub fn strides(&self) -> Shape {
-        strides_for(&self.imp.shape, &self.imp.dim_order)
+        self.imp.strides
     }
 
     pub fn arg(&self) -> usize {

@@ -248,7 +248,7 @@ fn same_dtype(x: &Tensor<'_>, out: &TensorMut<'_>) -> Result<(), KernelError> {
 fn copy_into(x: &Tensor<'_>, out: &mut TensorMut<'_>) -> Result<(), KernelError> {
     out.resize(x.sizes())?;
     let ostr = out.strides();
-    strided_copy(x, 0, x.strides(), x.sizes(), out, 0, ostr)
+    strided_copy(x, 0, x.strides(), x.sizes(), out, 0, &ostr)
 }
 
 /// `aten::_to_copy.out(Tensor self, *, bool non_blocking=False, MemoryFormat? memory_format=None,
@@ -308,7 +308,7 @@ pub fn copy_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     out.resize(&shape)?;
     let sstr = broadcast_strides_ordered(src.sizes(), &src.strides(), &shape);
     let ostr = out.strides();
-    strided_copy(&src, 0, sstr, &shape, &mut out, 0, ostr)
+    strided_copy(&src, 0, &sstr, &shape, &mut out, 0, &ostr)
 }
 
 /// `aten::native_dropout.out(Tensor input, float p, bool? train, *, Tensor(a!) out0,

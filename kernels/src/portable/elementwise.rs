@@ -402,7 +402,7 @@ pub fn unary_map<C: Element, O: Element>(
     }
     let src = Src::of(&x)?;
     let shape = x.shape();
-    let strides = [out.strides(), x.strides()];
+    let strides = [out.strides(), *x.strides()];
     let arg = out.arg();
     crate::dispatch_dtype!(out.dtype(), D => {
         let o = out.data_mut::<D>()?;

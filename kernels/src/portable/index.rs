@@ -66,7 +66,7 @@ pub fn embedding_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
         let w = elements::<E>(&weight)?;
         let o = elements_mut::<E>(&mut out)?;
         let bad = KernelError::ShapeMismatch { arg: 5, reason: OUTSIDE };
-        for [at, i] in StridedIter::new(indices.sizes(), [row_strides, indices.strides()]) {
+        for [at, i] in StridedIter::new(indices.sizes(), [row_strides, *indices.strides()]) {
             let row = check_index(ids.get(i, 1)?, rows, false, 1)?;
             if col_stride == 1 && wstr[1] == 1 {
                 // Rows contiguous on both sides (the usual case): one slice copy per index.
@@ -89,7 +89,7 @@ fn dim_size_stride(t: &Tensor<'_>, dim: usize) -> (usize, usize) {
 
 /// `t`'s strides with dimension `dim` zeroed (the part of an offset that does not depend on it).
 fn strides_without(t: &Tensor<'_>, dim: usize) -> Shape {
-    let mut s = t.strides();
+    let mut s = *t.strides();
     if let Some(slot) = s.as_mut_slice().get_mut(dim) {
         *slot = 0;
     }
@@ -142,7 +142,7 @@ pub fn gather_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ke
     out.resize(index.sizes())?;
     let (size, stride) = dim_size_stride(&x, dim);
     let rank = index.dim();
-    let strides = [padded(out.strides(), rank), index.strides(), padded(strides_without(&x, dim), rank)];
+    let strides = [padded(out.strides(), rank), *index.strides(), padded(strides_without(&x, dim), rank)];
     with_element_bits!(x.dtype(), 4, E => {
         let from = elements::<E>(&x)?;
         let to = elements_mut::<E>(&mut out)?;
@@ -251,7 +251,7 @@ struct MaskData<'a> {
 
 impl<'a> MaskData<'a> {
     fn of(t: &Tensor<'a>) -> Result<MaskData<'a>, KernelError> {
-        Ok(MaskData { bytes: t.bytes()?, sizes: t.shape(), strides: t.strides(), arg: t.arg() })
+        Ok(MaskData { bytes: t.bytes()?, sizes: t.shape(), strides: *t.strides(), arg: t.arg() })
     }
 
     fn at(&self, coord: &[usize]) -> Result<bool, KernelError> {
@@ -361,7 +361,8 @@ impl<'a> AdvancedIndex<'a> {
                     return Err(too_many);
                 }
                 let data = IndexData::of(&t)?;
-                let e = Entry::Ints { data, sizes: t.shape(), own_strides: t.strides(), strides: Shape::scalar(), dim };
+                let e =
+                    Entry::Ints { data, sizes: t.shape(), own_strides: *t.strides(), strides: Shape::scalar(), dim };
                 dim += 1;
                 e
             };
@@ -439,7 +440,7 @@ pub fn index_tensor_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<
     let list = args.opt_tensor_list(1)?;
     let mut out = args.tensor_mut(2)?;
     same_dtype(&x, &out)?;
-    let mut ix = AdvancedIndex::new(x.sizes(), x.strides(), &list)?;
+    let mut ix = AdvancedIndex::new(x.sizes(), *x.strides(), &list)?;
     let result = ix.result;
     out.resize(&result)?;
     let ostr = out.strides();
@@ -514,7 +515,7 @@ pub fn index_put_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
     same_dtype(&x, &out)?;
     out.resize(x.sizes())?;
     let ostr = out.strides();
-    strided_copy(&x, 0, x.strides(), x.sizes(), &mut out, 0, ostr)?;
+    strided_copy(&x, 0, x.strides(), x.sizes(), &mut out, 0, &ostr)?;
     put(&mut out, &list, &values, accumulate)
 }
 
@@ -595,7 +596,7 @@ pub fn masked_scatter_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Resul
         let to = elements_mut::<E>(&mut out)?;
         let bad = KernelError::ShapeMismatch { arg: 3, reason: OUTSIDE };
         // `source` is consumed in its row-major order.
-        let mut next = StridedIter::new(&src_shape, [src_strides]);
+        let mut next = StridedIter::new(&src_shape, [*src_strides]);
         for [o, i, mi] in StridedIter::new(&shape, [ostr, xs, ms]) {
             let v = if *m.get(mi).ok_or(bad)? != 0 {
                 let [s] = next.next().ok_or(KernelError::ShapeMismatch {
@@ -625,7 +626,7 @@ pub fn nonzero_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
         let from = x.data::<T>()?;
         let bad = KernelError::ShapeMismatch { arg: 0, reason: OUTSIDE };
         let mut count = 0usize;
-        for [i] in StridedIter::new(&shape, [xstr]) {
+        for [i] in StridedIter::new(&shape, [*xstr]) {
             count += usize::from(from.get(i).ok_or(bad)?.is_nonzero());
         }
         out.resize(&[count, rank])?;

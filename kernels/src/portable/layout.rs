@@ -19,11 +19,11 @@ use crate::tensor::{Tensor, TensorMut};
 pub fn strided_copy(
     src: &Tensor<'_>,
     src_offset: usize,
-    src_strides: Shape,
+    src_strides: &Shape,
     shape: &[usize],
     out: &mut TensorMut<'_>,
     out_offset: usize,
-    out_strides: Shape,
+    out_strides: &Shape,
 ) -> Result<(), KernelError> {
     let arg = out.arg();
     let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
@@ -31,11 +31,11 @@ pub fn strided_copy(
         let elem = src.dtype().element_size().unwrap_or(1);
         let from = src.bytes()?;
         let to = out.bytes_mut()?;
-        let count = Shape::new(shape).and_then(|s| s.numel()).unwrap_or(0);
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(0);
         // Fast path: both sides dense (row-major; strides of size-1 dimensions do not matter, a
         // split along the last dimension of `[1, 1, n]` has `[n, n, 1]` against `[m, m, 1]`) → one
         // memcpy.
-        if count > 0 && is_dense(shape, &src_strides) && is_dense(shape, &out_strides) {
+        if count > 0 && is_dense(shape, src_strides) && is_dense(shape, out_strides) {
             let range = |offset: usize| {
                 let start = offset.checked_mul(elem)?;
                 Some(start..start.checked_add(count.checked_mul(elem)?)?)
@@ -54,7 +54,7 @@ pub fn strided_copy(
     let src_len = src.numel();
     crate::dispatch_dtype!(out.dtype(), D => {
         let o = out.data_mut::<D>()?;
-        for [io, is] in StridedIter::new(shape, [out_strides, src_strides]) {
+        for [io, is] in StridedIter::new(shape, [*out_strides, *src_strides]) {
             let at = src_offset.wrapping_add(is);
             if at >= src_len {
                 return Err(bad);
@@ -73,10 +73,10 @@ fn copy_elements(
     to: &mut [u8],
     elem: usize,
     src_offset: usize,
-    src_strides: Shape,
+    src_strides: &Shape,
     shape: &[usize],
     out_offset: usize,
-    out_strides: Shape,
+    out_strides: &Shape,
     arg: usize,
 ) -> Result<(), KernelError> {
     let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
@@ -101,7 +101,7 @@ fn copy_elements(
                 }
                 return Ok(());
             }
-            for [io, is] in StridedIter::new(shape, [out_strides, src_strides]) {
+            for [io, is] in StridedIter::new(shape, [*out_strides, *src_strides]) {
                 *t.get_mut(out_offset.wrapping_add(io)).ok_or(bad)? = *f.get(src_offset.wrapping_add(is)).ok_or(bad)?;
             }
             Ok(())

@@ -152,8 +152,8 @@ pub fn native_layer_norm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let stats_stride = |s: &Shape| Shape::new(&s[..axis]).unwrap_or_default();
     let src = Src::of(&x)?;
     // The weight is indexed by its own layout within the normalised block.
-    let w_strides = args.opt_tensor(2)?.map(|t| t.strides()).unwrap_or_else(|| contiguous_strides(&trail));
-    let b_strides = args.opt_tensor(3)?.map(|t| t.strides()).unwrap_or_else(|| contiguous_strides(&trail));
+    let w_strides = args.opt_tensor(2)?.map(|t| *t.strides()).unwrap_or_else(|| contiguous_strides(&trail));
+    let b_strides = args.opt_tensor(3)?.map(|t| *t.strides()).unwrap_or_else(|| contiguous_strides(&trail));
     let dtype = x.dtype();
     let lead_iter = StridedIter::new(&lead, [x_lead, o_lead, stats_stride(&ms), stats_stride(&rs)]);
     dispatch_float!(dtype, T, _C => {

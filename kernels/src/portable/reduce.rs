@@ -484,7 +484,7 @@ pub fn cumsum_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ke
     let wide = compute_for(want);
     crate::dispatch_dtype!(want, D => {
         let o = out.data_mut::<D>()?;
-        for [xb, ob] in StridedIter::new(&lines, [xstr, ostr]) {
+        for [xb, ob] in StridedIter::new(&lines, [*xstr, ostr]) {
             let (mut f, mut i) = (0f64, 0i64);
             for k in 0..n {
                 let at = xb + k * xs;

@@ -23,7 +23,7 @@ fn copy_self(x: &Tensor<'_>, out: &mut TensorMut<'_>) -> Result<(), KernelError>
     }
     out.resize(x.sizes())?;
     let ostr = out.strides();
-    strided_copy(x, 0, x.strides(), x.sizes(), out, 0, ostr)
+    strided_copy(x, 0, x.strides(), x.sizes(), out, 0, &ostr)
 }
 
 /// What `scatter` writes.
@@ -58,8 +58,8 @@ fn scatter_impl(args: &KernelArgs<'_>, source: Source<'_>, add: bool) -> Result<
         *s = 0;
     }
     let rank = index.dim();
-    let src_strides = src_tensor.map_or(Shape::scalar(), |s| s.strides());
-    let strides = [index.strides(), padded(src_strides, rank), padded(base_strides, rank)];
+    let src_strides = src_tensor.map_or(Shape::scalar(), |s| *s.strides());
+    let strides = [*index.strides(), padded(src_strides, rank), padded(base_strides, rank)];
     let bad = KernelError::ShapeMismatch { arg: 4, reason: OUTSIDE };
     let dtype = out.dtype();
     let target = |i: usize, base: usize| -> Result<usize, KernelError> {
@@ -197,7 +197,7 @@ pub fn select_scatter_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Resul
     }
     copy_self(&x, &mut out)?;
     let ostr = out.strides();
-    strided_copy(&src, 0, src.strides(), src.sizes(), &mut out, index * ostr[dim], without(&ostr, dim))
+    strided_copy(&src, 0, src.strides(), src.sizes(), &mut out, index * ostr[dim], &without(&ostr, dim))
 }
 
 /// `aten::slice_scatter.out(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? end=None,
@@ -225,7 +225,7 @@ pub fn slice_scatter_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result
     let mut ostr = out.strides();
     let offset = start * ostr[dim];
     ostr.as_mut_slice()[dim] *= step;
-    strided_copy(&src, 0, src.strides(), &sizes, &mut out, offset, ostr)
+    strided_copy(&src, 0, src.strides(), &sizes, &mut out, offset, &ostr)
 }
 
 /// Registers this module's kernels.

@@ -26,7 +26,7 @@ struct View {
 impl View {
     /// The whole tensor, as it is.
     fn of(x: &Tensor<'_>) -> View {
-        View { offset: 0, sizes: x.shape(), strides: x.strides() }
+        View { offset: 0, sizes: x.shape(), strides: *x.strides() }
     }
 
     /// Appends a dimension; an error naming `arg` beyond 16 dimensions.
@@ -44,7 +44,7 @@ fn copy_view(x: &Tensor<'_>, view: &View, out: &mut TensorMut<'_>) -> Result<(),
     same_dtype(x, out)?;
     out.resize(&view.sizes)?;
     let ostr = out.strides();
-    strided_copy(x, view.offset, view.strides, &view.sizes, out, 0, ostr)
+    strided_copy(x, view.offset, &view.strides, &view.sizes, out, 0, &ostr)
 }
 
 /// PyTorch's view-op rule (and ExecuTorch's): the output keeps the input's dtype.
@@ -94,7 +94,7 @@ pub fn permute_copy_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<
     }
     out.resize(&sizes)?;
     let ostr = out.strides();
-    strided_copy(&x, 0, strides, &sizes, &mut out, 0, ostr)
+    strided_copy(&x, 0, &strides, &sizes, &mut out, 0, &ostr)
 }
 
 /// PyTorch's slice bounds: clamp `start`/`end` into `0..=size` after wrapping negatives.
@@ -131,11 +131,11 @@ pub fn slice_copy_tensor_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let mut sizes = x.shape();
     sizes.as_mut_slice()[dim] = (end - start).div_ceil(step);
     out.resize(&sizes)?;
-    let mut strides = x.strides();
+    let mut strides = *x.strides();
     let offset = start * strides[dim];
     strides.as_mut_slice()[dim] *= step;
     let ostr = out.strides();
-    strided_copy(&x, offset, strides, &sizes, &mut out, 0, ostr)
+    strided_copy(&x, offset, &strides, &sizes, &mut out, 0, &ostr)
 }
 
 /// `aten::cat.out(Tensor[] tensors, int dim=0, *, Tensor(a!) out)`
@@ -186,7 +186,7 @@ pub fn cat_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kerne
         if skip(&t) {
             continue;
         }
-        strided_copy(&t, 0, t.strides(), t.sizes(), &mut out, at * ostr[dim], ostr)?;
+        strided_copy(&t, 0, t.strides(), t.sizes(), &mut out, at * ostr[dim], &ostr)?;
         at += t.sizes()[dim];
     }
     Ok(())
@@ -204,7 +204,7 @@ pub fn copy_(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelE
     }
     let sstr = broadcast_strides_ordered(src.sizes(), &src.strides(), &shape);
     let dstr = dst.strides();
-    strided_copy(&src, 0, sstr, &shape, &mut dst, 0, dstr)
+    strided_copy(&src, 0, &sstr, &shape, &mut dst, 0, &dstr)
 }
 
 /// `dim_order_ops::_to_dim_order_copy.out(Tensor self, *, bool non_blocking=False,
@@ -237,7 +237,7 @@ fn dim_order_copy(args: &KernelArgs<'_>, same_dtype: bool) -> Result<(), KernelE
     }
     out.resize(x.sizes())?;
     let ostr = out.strides();
-    strided_copy(&x, 0, x.strides(), x.sizes(), &mut out, 0, ostr)
+    strided_copy(&x, 0, x.strides(), x.sizes(), &mut out, 0, &ostr)
 }
 
 /// `aten::alias_copy.out(Tensor self, *, Tensor(a!) out)`
@@ -530,7 +530,7 @@ fn copy_in_logical_order(x: &Tensor<'_>, out: &mut TensorMut<'_>) -> Result<(), 
         let from = elements::<E>(x)?;
         let to = elements_mut::<E>(out)?;
         let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
-        for ([i], [o]) in StridedIter::new(&xs, [xstr]).zip(StridedIter::new(&os, [ostr])) {
+        for ([i], [o]) in StridedIter::new(&xs, [*xstr]).zip(StridedIter::new(&os, [ostr])) {
             *to.get_mut(o).ok_or(bad)? = *from.get(i).ok_or(bad)?;
         }
         Ok(())
@@ -613,7 +613,7 @@ pub fn repeat_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ke
         tile_step.push(tile[d] * ostr[d]);
     }
     for [at] in StridedIter::new(&repeats, [tile_step]) {
-        strided_copy(&x, 0, tile_strides, &tile, &mut out, at, ostr)?;
+        strided_copy(&x, 0, &tile_strides, &tile, &mut out, at, &ostr)?;
     }
     Ok(())
 }
@@ -654,7 +654,7 @@ pub fn roll_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
         rolled |= 1 << d;
     }
     if x.dim() == 0 {
-        return strided_copy(&x, 0, x.strides(), &[], &mut out, 0, Shape::scalar());
+        return strided_copy(&x, 0, x.strides(), &[], &mut out, 0, &Shape::scalar());
     }
     let (xstr, ostr) = (x.strides(), out.strides());
     for combo in 0u32..(1 << rolled.count_ones()) {
@@ -674,7 +674,7 @@ pub fn roll_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
         if sizes.contains(&0) {
             continue;
         }
-        strided_copy(&x, src_off, xstr, &sizes, &mut out, out_off, ostr)?;
+        strided_copy(&x, src_off, xstr, &sizes, &mut out, out_off, &ostr)?;
     }
     Ok(())
 }
@@ -693,7 +693,7 @@ fn roll_flat(x: &Tensor<'_>, shift: i64, out: &mut TensorMut<'_>) -> Result<(), 
         let to = elements_mut::<E>(out)?;
         let bad = KernelError::ShapeMismatch { arg, reason: "copy range outside the tensor" };
         // Output position j holds input position (j - s) mod n: start reading at n - s.
-        let src = StridedIter::new(&xs, [xstr]).skip(n - s).chain(StridedIter::new(&xs, [xstr]).take(n - s));
+        let src = StridedIter::new(&xs, [*xstr]).skip(n - s).chain(StridedIter::new(&xs, [*xstr]).take(n - s));
         for ([i], [o]) in src.zip(StridedIter::new(&xs, [ostr])) {
             *to.get_mut(o).ok_or(bad)? = *from.get(i).ok_or(bad)?;
         }
@@ -714,7 +714,7 @@ pub fn tril_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     same_dtype(&x, &out)?;
     out.resize(x.sizes())?;
     let shape = x.shape();
-    let strides = [out.strides(), x.strides(), coordinate_strides(rank, rank - 2), coordinate_strides(rank, rank - 1)];
+    let strides = [out.strides(), *x.strides(), coordinate_strides(rank, rank - 2), coordinate_strides(rank, rank - 1)];
     let arg = out.arg();
     with_element_bits!(x.dtype(), arg, E => {
         let from = elements::<E>(&x)?;

@@ -34,7 +34,7 @@ fn softmax_impl(args: &KernelArgs<'_>, log: bool) -> Result<(), KernelError> {
     let arg = out.arg();
     crate::dispatch_dtype!(out.dtype(), D => {
         let o = out.data_mut::<D>()?;
-        for [bi, bo] in StridedIter::new(&outer, [xs, ost]) {
+        for [bi, bo] in StridedIter::new(&outer, [*xs, ost]) {
             let at = |k: usize| bi + k * sx;
             let max = (0..n).map(|k| src.get::<f64>(at(k))).fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = (0..n).map(|k| (src.get::<f64>(at(k)) - max).exp()).sum();

@@ -31,7 +31,7 @@ fn split_into(
         let size = size_of(k)?;
         let mut sizes = x.shape();
         sizes.as_mut_slice()[dim] = size;
-        let mut strides = xstr;
+        let mut strides = *xstr;
         if drop_dim {
             sizes = remove(&sizes, dim);
             strides = remove(&strides, dim);
@@ -42,7 +42,7 @@ fn split_into(
         }
         out.resize(&sizes)?;
         let ostr = out.strides();
-        strided_copy(x, start * xstr[dim], strides, &sizes, &mut out, 0, ostr)?;
+        strided_copy(x, start * xstr[dim], &strides, &sizes, &mut out, 0, &ostr)?;
         start += size;
     }
     Ok(())
@@ -149,7 +149,7 @@ pub fn stack_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let inner = remove(&ostr, dim);
     for (k, t) in list.iter().enumerate() {
         let t = t?;
-        strided_copy(&t, 0, t.strides(), t.sizes(), &mut out, k * ostr[dim], inner)?;
+        strided_copy(&t, 0, t.strides(), t.sizes(), &mut out, k * ostr[dim], &inner)?;
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ pub fn topk_values(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
         let from = x.data::<T>()?;
         let vals = values.data_mut::<T>()?;
         let idx = indices.data_mut::<i64>()?;
-        for [xb, vb, ib] in StridedIter::new(&outer, [x.strides(), vstr, istr]) {
+        for [xb, vb, ib] in StridedIter::new(&outer, [*x.strides(), vstr, istr]) {
             let mut filled = 0usize;
             for i in 0..n {
                 let v = *from.get(xb + i * xstride).ok_or(bad)?;
