@@ -313,7 +313,7 @@ pub fn cat_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let mut at = 0usize;
     for t in list.iter() {
         let t = t?;
-        copy_runs(t.bytes()?, 0, &t.strides(), out.bytes_mut()?, at * ostr[dim], &ostr, t.sizes(), elem, 2)?;
+        copy_runs(t.bytes()?, 0, t.strides(), out.bytes_mut()?, at * ostr[dim], &ostr, t.sizes(), elem, 2)?;
         at += t.sizes()[dim];
     }
     Ok(())

@@ -117,8 +117,8 @@ fn broadcast(
         return Ok(());
     }
     let rank = dims.len();
-    let sa = broadcast_strides_ordered(a.sizes(), &a.strides(), dims);
-    let sb = broadcast_strides_ordered(b.sizes(), &b.strides(), dims);
+    let sa = broadcast_strides_ordered(a.sizes(), a.strides(), dims);
+    let sb = broadcast_strides_ordered(b.sizes(), b.strides(), dims);
     // Coalesce: dimensions of size 1 go, and a dimension merges into the next inner one where
     // both operands step through them as one (contiguously, or not at all). A tensor times a
     // scalar becomes one run; `[C, 1, 1] * [C, H, W]` becomes C runs of H * W (it was C * H runs

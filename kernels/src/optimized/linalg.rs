@@ -308,7 +308,7 @@ fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Re
     let mut out = args.tensor_mut(5)?;
     out.resize(&[n, p])?;
     let s = out.strides();
-    let bias_strides = broadcast_strides_ordered(bias.sizes(), &bias.strides(), &[n, p]);
+    let bias_strides = broadcast_strides_ordered(bias.sizes(), bias.strides(), &[n, p]);
     let bias_data = bias.data::<f32>()?;
     let o = out.data_mut::<f32>()?;
     if beta == 1.0 && bias.sizes() == [p] && bias_data.len() == p {

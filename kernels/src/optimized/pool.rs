@@ -70,7 +70,7 @@ fn fast_max_pool(ctx: &KernelContext, args: &KernelArgs<'_>, with_indices: bool)
     let window = PoolWindow::read(args, 1, Some(4)).ok()?;
     let ceil = args.bool(5).ok()?;
     let xs = x.sizes();
-    let xd = Dims5::new(xs, &x.strides(), 2, true);
+    let xd = Dims5::new(xs, x.strides(), 2, true);
     let [out_height, out_width] = window.output_size(&xd, ceil).ok()?;
     let size = |v: i64| usize::try_from(v).ok();
     let plane = PoolPlane {

@@ -221,8 +221,8 @@ fn plan(
         padding,
         dilation,
         kernel,
-        x: Dims5::new(xs, &x.strides(), spatial, true),
-        w: Dims5::new(ws, &w.strides(), spatial, true),
+        x: Dims5::new(xs, x.strides(), spatial, true),
+        w: Dims5::new(ws, w.strides(), spatial, true),
         out: Dims5 { size: [0; 5], stride: [0; 5] },
     };
     Ok((sizes, geometry))

@@ -306,7 +306,7 @@ pub fn copy_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
         return Err(KernelError::ShapeMismatch { arg: 1, reason: "src does not broadcast to self" });
     }
     out.resize(&shape)?;
-    let sstr = broadcast_strides_ordered(src.sizes(), &src.strides(), &shape);
+    let sstr = broadcast_strides_ordered(src.sizes(), src.strides(), &shape);
     let ostr = out.strides();
     strided_copy(&src, 0, &sstr, &shape, &mut out, 0, &ostr)
 }

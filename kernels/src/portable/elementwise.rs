@@ -238,7 +238,7 @@ impl<'a> Src<'a> {
 fn operand_strides(op: &Operand<'_>, out: &[usize]) -> Shape {
     match op {
         Operand::Scalar(_) => Shape::new(&MAX_RANK_SHAPE[..out.len()]).unwrap_or_default(),
-        Operand::Tensor(t) => broadcast_strides_ordered(t.sizes(), &t.strides(), out),
+        Operand::Tensor(t) => broadcast_strides_ordered(t.sizes(), t.strides(), out),
     }
 }
 

@@ -39,7 +39,7 @@ pub fn glu_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kerne
     dispatch_float!(dtype, T, C => {
         let (src, o) = (x.data::<T>()?, out.data_mut::<T>()?);
         for_each_index(&shape, |index| {
-            let at = offset_of(index, &xs);
+            let at = offset_of(index, xs);
             let a = C::cast_from(*src.get(at).ok_or(short(0))?);
             let b = C::cast_from(*src.get(at + half * xs[dim]).ok_or(short(0))?);
             let v = a * (C::ONE / (C::ONE + (C::ZERO - b).exp()));

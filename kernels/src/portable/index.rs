@@ -476,7 +476,7 @@ fn put(
             reason: "values cannot be broadcast to the indexing result",
         });
     }
-    let vstr = broadcast_strides_ordered(values.sizes(), &values.strides(), &result);
+    let vstr = broadcast_strides_ordered(values.sizes(), values.strides(), &result);
     let arg = dst.arg();
     let bad = KernelError::ShapeMismatch { arg, reason: OUTSIDE };
     if accumulate {
@@ -536,8 +536,8 @@ fn broadcast_mask(x: &Tensor<'_>, mask: &Tensor<'_>) -> Result<(Shape, Shape, Sh
     }
     let shape = broadcast_shapes(x.sizes(), mask.sizes())
         .ok_or(KernelError::ShapeMismatch { arg: mask.arg(), reason: "mask does not broadcast with self" })?;
-    let xs = broadcast_strides_ordered(x.sizes(), &x.strides(), &shape);
-    let ms = broadcast_strides_ordered(mask.sizes(), &mask.strides(), &shape);
+    let xs = broadcast_strides_ordered(x.sizes(), x.strides(), &shape);
+    let ms = broadcast_strides_ordered(mask.sizes(), mask.strides(), &shape);
     Ok((shape, xs, ms))
 }
 
@@ -635,7 +635,7 @@ pub fn nonzero_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), K
         let bad_out = KernelError::ShapeMismatch { arg: 1, reason: OUTSIDE };
         let mut row = 0usize;
         for_each_index(&shape, |c| {
-            if from.get(offset_of(c, &xstr)).ok_or(bad)?.is_nonzero() {
+            if from.get(offset_of(c, xstr)).ok_or(bad)?.is_nonzero() {
                 for (d, &v) in c.iter().enumerate() {
                     *to.get_mut(row * ostr[0] + d * ostr[1]).ok_or(bad_out)? = v as i64;
                 }

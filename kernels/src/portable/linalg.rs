@@ -195,7 +195,7 @@ pub fn addmm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
         return Err(KernelError::ShapeMismatch { arg: 0, reason: "self does not broadcast to the product" });
     }
     out.resize(&[n, p])?;
-    let bs = broadcast_strides_ordered(bias.sizes(), &bias.strides(), &[n, p]);
+    let bs = broadcast_strides_ordered(bias.sizes(), bias.strides(), &[n, p]);
     let ostr = [0, out.strides()[0], out.strides()[1]];
     let to_f = |s: Scalar| s.to_f64();
     Gemm {

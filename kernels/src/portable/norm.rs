@@ -144,7 +144,7 @@ pub fn native_layer_norm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     out.resize(x.sizes())?;
     mean_out.resize(&stats_shape)?;
     rstd_out.resize(&stats_shape)?;
-    let ([lead, trail], [x_lead, x_trail]) = split(x.sizes(), &x.strides(), axis);
+    let ([lead, trail], [x_lead, x_trail]) = split(x.sizes(), x.strides(), axis);
     let ostr = out.strides();
     let (o_lead, o_trail) =
         (Shape::new(&ostr[..axis]).unwrap_or_default(), Shape::new(&ostr[axis..]).unwrap_or_default());
@@ -229,7 +229,7 @@ pub fn native_group_norm_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let per_group = c / group;
     let count = per_group * hxw;
     let (xs, os) = (x.strides(), out.strides());
-    let ([_, spatial], [_, x_sp]) = split(x.sizes(), &xs, 2);
+    let ([_, spatial], [_, x_sp]) = split(x.sizes(), xs, 2);
     let o_sp = Shape::new(&os[2..]).unwrap_or_default();
     let (ms, rs) = (mean_out.strides(), rstd_out.strides());
     let src = Src::of(&x)?;
@@ -292,7 +292,7 @@ impl ChannelLayout {
             batch: x.sizes()[0],
             channels: x.sizes()[1],
             rest: rest(x.sizes()),
-            x_rest: rest(&xs),
+            x_rest: rest(xs),
             o_rest: rest(&os),
             x_bc: [xs[0], xs[1]],
             o_bc: [os[0], os[1]],

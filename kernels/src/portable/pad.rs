@@ -65,7 +65,7 @@ fn gather<T: Element>(
                 None => inside = false,
             }
         }
-        let v = if inside { *src.get(offset_of(&input[..index.len()], &xs)).ok_or(short(0))? } else { fill };
+        let v = if inside { *src.get(offset_of(&input[..index.len()], xs)).ok_or(short(0))? } else { fill };
         *o.get_mut(offset_of(index, &os)).ok_or(short(arg))? = v;
         Ok(())
     })

@@ -107,7 +107,7 @@ pub fn avg_pool2d_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     }
     let mut out = args.tensor_mut(7)?;
     check_pool_input(&x, &out)?;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, x.dim() == 4);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, x.dim() == 4);
     let hw = window.output_size(&xd, ceil)?;
     out.resize(&pooled_shape(&x, hw))?;
     let od = Dims5::new(out.sizes(), &out.strides(), 2, x.dim() == 4);
@@ -193,7 +193,7 @@ pub fn max_pool2d_with_indices_out(_: &mut KernelContext, args: &KernelArgs<'_>)
     if indices.dtype() != DType::Long {
         return Err(KernelError::DtypeMismatch { arg: 7, expected: DType::Long, found: indices.dtype() });
     }
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, x.dim() == 4);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, x.dim() == 4);
     let hw = window.output_size(&xd, ceil)?;
     let shape = pooled_shape(&x, hw);
     out.resize(&shape)?;
@@ -285,7 +285,7 @@ pub fn adaptive_avg_pool2d_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> 
     check_pool_input(&x, &out)?;
     let hw = [to_size(size[1], 1, "output size")?, to_size(size[2], 1, "output size")?];
     out.resize(&pooled_shape(&x, hw))?;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, x.dim() == 4);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, x.dim() == 4);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, x.dim() == 4);
     // Window bounds as PyTorch's start_index / end_index: floor(o * I / O) and
     // ceil((o + 1) * I / O), in u128 so the products cannot overflow.

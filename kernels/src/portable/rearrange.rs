@@ -69,7 +69,7 @@ pub fn pixel_shuffle_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result
     let input_offset = |index: &[usize]| {
         let (oc, oh, ow) = (index[rank - 3], index[rank - 2], index[rank - 1]);
         let channel = oc * rr + (oh % r) * r + ow % r;
-        offset_of(&index[..rank - 3], &xs) + channel * xs[rank - 3] + (oh / r) * xs[rank - 2] + (ow / r) * xs[rank - 1]
+        offset_of(&index[..rank - 3], xs) + channel * xs[rank - 3] + (oh / r) * xs[rank - 2] + (ow / r) * xs[rank - 1]
     };
     let dtype = x.dtype();
     crate::dispatch_dtype!(dtype, T => gather_by::<T>(&x, &mut out, input_offset),
@@ -101,7 +101,7 @@ pub fn pixel_unshuffle_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Resu
     let input_offset = |index: &[usize]| {
         let (oc, oh, ow) = (index[rank - 3], index[rank - 2], index[rank - 1]);
         let (channel, i, j) = (oc / rr, (oc % rr) / r, oc % r);
-        offset_of(&index[..rank - 3], &xs)
+        offset_of(&index[..rank - 3], xs)
             + channel * xs[rank - 3]
             + (oh * r + i) * xs[rank - 2]
             + (ow * r + j) * xs[rank - 1]
@@ -146,7 +146,7 @@ pub fn unfold_copy_out(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(
     out.resize(&shape)?;
     let xs = x.strides();
     let input_offset = |index: &[usize]| {
-        let mut at = offset_of(&index[..rank], &xs);
+        let mut at = offset_of(&index[..rank], xs);
         if rank > 0 {
             // Window w, element j sits at w * step + j along `dim`; `offset_of` counted w once.
             at += (index[dim] * (step - 1) + index[rank]) * xs[dim];

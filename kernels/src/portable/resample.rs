@@ -97,7 +97,7 @@ pub fn upsample_nearest2d_vec_out(_: &mut KernelContext, args: &KernelArgs<'_>) 
     check_image(&x, &out)?;
     let (hw, scales) = resolve_output_size(args, &x, 1, 2)?;
     out.resize(&image_shape(&x, hw))?;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let dtype = x.dtype();
     // Source indices are computed in the float compute type; integer inputs (which PyTorch
@@ -182,7 +182,7 @@ pub fn upsample_bilinear2d_vec_out(_: &mut KernelContext, args: &KernelArgs<'_>)
     check_image(&x, &out)?;
     let (hw, scales) = resolve_output_size(args, &x, 1, 3)?;
     out.resize(&image_shape(&x, hw))?;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let dtype = x.dtype();
     dispatch_float!(dtype, T, C => {
@@ -266,7 +266,7 @@ pub fn upsample_bilinear2d_aa_out(_: &mut KernelContext, args: &KernelArgs<'_>) 
         return Err(KernelError::InvalidArgument { arg: 1, reason: "output sizes must be greater than 0" });
     }
     out.resize(&image_shape(&x, hw))?;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let dtype = x.dtype();
     dispatch_float!(dtype, T, C => {
@@ -461,7 +461,7 @@ fn grid_sample<T: Element, C: Acc>(
     align_corners: bool,
 ) -> Result<(), KernelError> {
     type A<T, C> = InDtype<T, C>;
-    let xd = Dims5::new(x.sizes(), &x.strides(), 2, true);
+    let xd = Dims5::new(x.sizes(), x.strides(), 2, true);
     let od = Dims5::new(out.sizes(), &out.strides(), 2, true);
     let gs = grid.strides();
     let (xs, g) = (x.data::<T>()?, grid.data::<T>()?);

@@ -202,7 +202,7 @@ pub fn copy_(_: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelE
     if crate::shape::broadcast_shapes(&b, &shape).as_deref() != Some(&shape[..]) {
         return Err(KernelError::ShapeMismatch { arg: 1, reason: "src does not broadcast to self" });
     }
-    let sstr = broadcast_strides_ordered(src.sizes(), &src.strides(), &shape);
+    let sstr = broadcast_strides_ordered(src.sizes(), src.strides(), &shape);
     let dstr = dst.strides();
     strided_copy(&src, 0, &sstr, &shape, &mut dst, 0, &dstr)
 }
