@@ -275,3 +275,21 @@ fn silu_fuses_into_one_call() {
     let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
     run_case(&case, &parallel).unwrap();
 }
+
+/// Each `nn.LSTM` time step's ten calls after its gate pre-activations (split into four gates,
+/// three sigmoids, two tanhs, three products, a sum) become one call: the zoo's lstm (2 layers, 8
+/// steps) has 16 such steps, 9 calls fused away each, besides the transposes of its 16 recurrent
+/// weights read in place. Results stay within tolerance of PyTorch in both modes (and equal the
+/// unfused calls' bit for bit: the kernel's test).
+#[test]
+fn lstm_steps_fuse_into_one_call() {
+    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
+    let case = zoo.into_iter().find(|c| c.name == "lstm").expect("zoo case");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
+    assert_eq!(fused.fused_instructions(), 16 * 9 + 16);
+    run_case(&case, &optimized).unwrap();
+    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
+    run_case(&case, &parallel).unwrap();
+}

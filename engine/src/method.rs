@@ -379,6 +379,8 @@ impl<'mem> Method<'mem> {
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::silu(&b, &mut ins, &values, &ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::lstm_cells(&b, &mut ins, &values, &ids, &pool, &pt);
             constants
         } else {
             crate::fuse::FusedConstants::default()

@@ -472,7 +472,7 @@ unsafe fn sigmoid_slice_avx512<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]
     sigmoid_slice::<TIMES_X>(src, dst);
 }
 
-fn sigmoid_dispatch<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
+pub(super) fn sigmoid_dispatch<const TIMES_X: bool>(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -554,7 +554,7 @@ unsafe fn tanh_slice_avx512(src: &[f32], dst: &mut [f32]) {
     tanh_slice(src, dst);
 }
 
-fn tanh_dispatch(src: &[f32], dst: &mut [f32]) {
+pub(super) fn tanh_dispatch(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -12,9 +12,12 @@
 //! `nn.Hardswish` and `nn.Hardsigmoid`: `div(mul(x, clamp(clamp(add(x, a), lo), hi)), d)` (without
 //! the `mul` for hardsigmoid), `a` and `d` one-element tensors (3 and 6). Positions: `x`, `a`,
 //! the two clamps' bounds (`lo1, hi1, lo2, hi2`, each a scalar or None), `d`, `out`.
+//!
+//! [`lstm_cell`] takes the place of the ten calls `nn.LSTM` exports per time step after its gate
+//! pre-activations: positions `gates`, `c`, `c_out`, `h_out`.
 
 use super::conv::convolution_clamped;
-use super::elementwise::{clamp_like_portable, map_f32};
+use super::elementwise::{clamp_like_portable, map_f32, sigmoid_dispatch, tanh_dispatch};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
@@ -119,6 +122,59 @@ pub fn hardsigmoid(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
     hard_activation::<false>(ctx, args)
 }
 
+/// Gate elements [`lstm_cell`] evaluates at a time (stack buffers of this size).
+const LSTM_CHUNK: usize = 64;
+
+/// One LSTM time step after its gate pre-activations, as `nn.LSTM` exports it:
+/// `split_with_sizes_copy(gates, [H; 4], -1)` into `i, f, g, o`, then `sigmoid(i)`, `sigmoid(f)`,
+/// `tanh(g)`, `sigmoid(o)`, `c_out = sigmoid(f) · c + sigmoid(i) · tanh(g)`,
+/// `h_out = sigmoid(o) · tanh(c_out)`. Positions: `gates` (`[.., 4H]`), `c`, `c_out`, `h_out`
+/// (`[.., H]`), all contiguous float32 (the engine checks at load). The sigmoids and tanhs are the
+/// optimized kernels' slice functions and the products and sum single IEEE operations, so results
+/// are bit-identical to the ten calls; per LSTM step those were ten dispatches on 32-element
+/// tensors, most of the step's time.
+pub fn lstm_cell(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let (gates, c) = (args.tensor(0)?, args.tensor(1)?);
+    let hidden = c.sizes().last().copied().unwrap_or(1);
+    let rows = c.numel().checked_div(hidden).unwrap_or(0);
+    let layout = KernelError::ShapeMismatch { arg: 0, reason: "LSTM gates must be [.., 4H] for a state [.., H]" };
+    if gates.sizes().last().copied() != hidden.checked_mul(4) || gates.numel() != c.numel().saturating_mul(4) {
+        return Err(layout);
+    }
+    let (g, c) = (gates.data::<f32>()?, c.data::<f32>()?);
+    let sizes = args.tensor(1)?.sizes();
+    let mut c_out = args.tensor_mut(2)?;
+    c_out.resize(sizes)?;
+    let mut h_out = args.tensor_mut(3)?;
+    h_out.resize(sizes)?;
+    let (c_new, h_new) = (c_out.data_mut::<f32>()?, h_out.data_mut::<f32>()?);
+    if c.len() != rows * hidden || c_new.len() != c.len() || h_new.len() != c.len() || g.len() != 4 * c.len() {
+        return Err(layout);
+    }
+    let [mut i, mut f, mut t, mut o, mut tc] = [[0f32; LSTM_CHUNK]; 5];
+    for r in 0..rows {
+        let row_gates = &g[4 * hidden * r..4 * hidden * (r + 1)];
+        for j0 in (0..hidden).step_by(LSTM_CHUNK) {
+            let n = LSTM_CHUNK.min(hidden - j0);
+            let gate = |k: usize| &row_gates[k * hidden + j0..k * hidden + j0 + n];
+            sigmoid_dispatch::<false>(gate(0), &mut i[..n]);
+            sigmoid_dispatch::<false>(gate(1), &mut f[..n]);
+            tanh_dispatch(gate(2), &mut t[..n]);
+            sigmoid_dispatch::<false>(gate(3), &mut o[..n]);
+            let at = r * hidden + j0;
+            let (c_prev, c_next) = (&c[at..at + n], &mut c_new[at..at + n]);
+            for k in 0..n {
+                c_next[k] = f[k] * c_prev[k] + i[k] * t[k];
+            }
+            tanh_dispatch(c_next, &mut tc[..n]);
+            for (h, (o, tc)) in h_new[at..at + n].iter_mut().zip(o.iter().zip(&tc)) {
+                *h = o * tc;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +212,59 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{g} vs {w}");
             }
+        }
+    }
+
+    /// The fused LSTM step against the optimized kernels the exporter's ten calls run (the split is
+    /// a copy), bit for bit, for hidden sizes below, at and above the chunk and a lane multiple,
+    /// one and several rows, with gate values past the exponential's range, signed zeros and NaN.
+    #[test]
+    fn lstm_cell_matches_the_ten_calls_bit_for_bit() {
+        use super::super::elementwise::{add_out, mul_out, sigmoid_out, tanh_out};
+        for (rows, hidden) in [(1, 32), (1, 5), (3, 70), (2, 64), (1, 129)] {
+            let value = |i: usize, scale: f32| match i % 97 {
+                0 => -0.0,
+                1 => 40.0,
+                2 => -95.0,
+                3 if scale > 1.0 => f32::NAN,
+                _ => ((i * 7919) % 1013) as f32 / 1013.0 * scale - scale / 2.0,
+            };
+            let gates: Vec<f32> = (0..rows * 4 * hidden).map(|i| value(i, 9.0)).collect();
+            let c: Vec<f32> = (0..rows * hidden).map(|i| value(i + 13, 3.0)).collect();
+            let shape = [rows, 1, hidden];
+            let n = rows * hidden;
+            let piece = |k: usize| -> Vec<f32> {
+                (0..rows).flat_map(|r| gates[r * 4 * hidden + k * hidden..][..hidden].to_vec()).collect()
+            };
+            let unary = |x: &[f32], kernel: KernelFn| {
+                Call::new().tensor(&shape, x).out(DType::Float, &shape, n).run_f32(kernel, 1)
+            };
+            let mul = |a: &[f32], b: &[f32]| {
+                Call::new().tensor(&shape, a).tensor(&shape, b).out(DType::Float, &shape, n).run_f32(mul_out, 2)
+            };
+            let (i, f) = (unary(&piece(0), sigmoid_out), unary(&piece(1), sigmoid_out));
+            let (g, o) = (unary(&piece(2), tanh_out), unary(&piece(3), sigmoid_out));
+            let (fc, ig) = (mul(&f, &c), mul(&i, &g));
+            let c_want = Call::new()
+                .tensor(&shape, &fc)
+                .tensor(&shape, &ig)
+                .int(1)
+                .out(DType::Float, &shape, n)
+                .run_f32(add_out, 3);
+            let h_want = mul(&o, &unary(&c_want, tanh_out));
+            let (result, mut done) = Call::new()
+                .tensor(&[rows, 1, 4 * hidden], &gates)
+                .tensor(&shape, &c)
+                .out(DType::Float, &shape, n)
+                .out(DType::Float, &shape, n)
+                .run(lstm_cell);
+            result.unwrap();
+            let same = |got: &[f32], want: &[f32]| {
+                got.len() == want.len()
+                    && got.iter().zip(want).all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()))
+            };
+            assert!(same(&done.tensor::<f32>(2).1, &c_want), "c_out, {rows} rows of {hidden}");
+            assert!(same(&done.tensor::<f32>(3).1, &h_want), "h_out, {rows} rows of {hidden}");
         }
     }
 
