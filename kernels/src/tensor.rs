@@ -403,3 +403,32 @@ impl fmt::Debug for TensorMut<'_> {
         write!(f, "TensorMut(arg {}, {} {:?})", self.arg, self.dtype(), self.sizes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The strides a tensor keeps follow its shape through resizes, in its dim order
+    /// (channels-last included), and a refused resize leaves both as they were.
+    #[test]
+    fn strides_follow_resizes() {
+        let mut storage = vec![0f32; 2 * 3 * 4 * 5];
+        let capacity = storage.len() * 4;
+        let make = |order: &[u8], storage: &mut Vec<f32>| {
+            let shape = Shape::new(&[2, 3, 4, 5]).unwrap();
+            let order = DimOrder::new(order).unwrap();
+            // SAFETY: `storage` outlives the tensor and nothing else touches it meanwhile.
+            unsafe { TensorImpl::new(DType::Float, shape, order, true, true, storage.as_mut_ptr().cast(), capacity) }
+        };
+        let mut t = make(&[0, 1, 2, 3], &mut storage);
+        assert_eq!(&Tensor::new(&t, 0).strides()[..], &[60, 20, 5, 1]);
+        t.resize(&[1, 3, 2, 5]).unwrap();
+        assert_eq!(&Tensor::new(&t, 0).strides()[..], &[30, 10, 5, 1]);
+        assert!(t.resize(&[3, 3, 4, 5]).is_err());
+        assert_eq!((t.sizes(), &Tensor::new(&t, 0).strides()[..]), (&[1, 3, 2, 5][..], &[30, 10, 5, 1][..]));
+        let mut t = make(&[0, 2, 3, 1], &mut storage);
+        assert_eq!(&Tensor::new(&t, 0).strides()[..], &[60, 1, 15, 3]);
+        t.resize(&[2, 3, 1, 5]).unwrap();
+        assert_eq!(&TensorMut::new(&mut t, 0).strides()[..], &[15, 1, 15, 3]);
+    }
+}
