@@ -940,7 +940,7 @@ pub(crate) fn silu(
 /// nothing outside the pattern reads `c_out`, which no view shares, before the last call.
 /// (`h_out` keeps its writer's place; `gates` and `c`, read later than before, have no other
 /// writer: views may share them.) The other nine calls become
-/// no-ops. An LSTM of hidden size 32 spent three quarters of its time in these calls, ten
+/// no-ops. The zoo's LSTM (hidden size 32) spent about half of its time in these calls, ten
 /// dispatches on 32-element tensors per step.
 pub(crate) fn lstm_cells(
     b: &Builder<'_>,
