@@ -994,14 +994,6 @@ pub(crate) fn lstm_cells(
         let Some(EValue::TensorList(items)) = values.get(list as usize) else { continue };
         let &[gi, gf, gg, go] = pool.indices(*items) else { continue };
         let Some(EValue::IntList(sizes)) = values.get(split_sizes as usize) else { continue };
-        let sizes: Vec<Option<i64>> = pool
-            .indices(*sizes)
-            .iter()
-            .map(|&v| match values.get(v as usize) {
-                Some(EValue::Int(n)) => Some(*n),
-                _ => None,
-            })
-            .collect();
         let Some(g_def) = static_f32(gates) else { continue };
         let rank = g_def.rank() as i64;
         let hidden = g_def.sizes.last().copied().unwrap_or(0) / 4;
@@ -1009,7 +1001,12 @@ pub(crate) fn lstm_cells(
         if rank == 0 || hidden == 0 || g_def.sizes.last() != Some(&(4 * hidden)) || !last_dim {
             continue;
         }
-        if sizes.len() != 4 || sizes.iter().any(|&n| n != i64::try_from(hidden).ok()) {
+        // Four pieces of `H` each.
+        let pieces = pool.indices(*sizes);
+        let hidden_int = i64::try_from(hidden).ok();
+        if pieces.len() != 4
+            || !pieces.iter().all(|&v| matches!(values.get(v as usize), Some(EValue::Int(n)) if Some(*n) == hidden_int))
+        {
             continue;
         }
         // The list is named by the split alone; each gate is read once, by its activation.

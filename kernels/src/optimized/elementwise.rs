@@ -310,6 +310,20 @@ pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     fast.unwrap_or_else(|| portable::activation::hardtanh_out(ctx, args))
 }
 
+/// The constants of [`exp_nonpositive`], shared with vector versions of it that must give the
+/// same bits (`softmax.rs`).
+pub(super) mod exp_constants {
+    /// `1.5 · 2^23`: adding it rounds to an integer.
+    pub(in crate::optimized) const ROUND: f32 = 12_582_912.0;
+    /// `ln 2` in two parts for the reduction `x - n ln 2`.
+    pub(in crate::optimized) const LN2_HI: f32 = 0.693_145_75;
+    pub(in crate::optimized) const LN2_LO: f32 = 1.428_606_8e-6;
+    /// Taylor coefficients of `e^r`: `1/6!`, `1/5!`, then `1/4!` down to `1/0!` (Horner order).
+    pub(in crate::optimized) const TAYLOR_6: f32 = 1.0 / 720.0;
+    pub(in crate::optimized) const TAYLOR_5: f32 = 1.0 / 120.0;
+    pub(in crate::optimized) const TAYLOR_4_TO_0: [f32; 5] = [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+}
+
 /// `e^x` for `x <= 0` in f32, branch-free so that slice loops vectorize: `x = n ln2 + r` with
 /// `|r| <= ln2 / 2` (n rounded by the 1.5 * 2^23 trick: `round` is a library call without SSE4.1),
 /// `e^r` by its degree-6 Taylor polynomial in fused multiply-adds (relative error below 2e-7
@@ -318,9 +332,7 @@ pub fn hardtanh_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
 /// but the same results.
 #[inline(always)]
 pub(super) fn exp_nonpositive(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
+    use exp_constants::*;
     let x = x.max(-87.0);
     // Fused multiply-adds (`mul_add`): one instruction each in the AVX2+FMA and AVX-512 builds
     // that run this (twelve separate multiplies and adds were most of the sigmoid's time in
@@ -329,8 +341,8 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     let shifted = x.mul_add(core::f32::consts::LOG2_E, ROUND);
     let n = shifted - ROUND;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let mut p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
-    for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    let mut p = r.mul_add(TAYLOR_6, TAYLOR_5);
+    for c in TAYLOR_4_TO_0 {
         p = r.mul_add(p, c);
     }
     // n is an integer in [-126, 0]: a normal power of two. `shifted` holds it in its low mantissa

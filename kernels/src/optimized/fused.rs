@@ -141,8 +141,8 @@ pub fn lstm_cell(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), 
     if gates.sizes().last().copied() != hidden.checked_mul(4) || gates.numel() != c.numel().saturating_mul(4) {
         return Err(layout);
     }
+    let sizes = c.sizes();
     let (g, c) = (gates.data::<f32>()?, c.data::<f32>()?);
-    let sizes = args.tensor(1)?.sizes();
     let mut c_out = args.tensor_mut(2)?;
     c_out.resize(sizes)?;
     let mut h_out = args.tensor_mut(3)?;

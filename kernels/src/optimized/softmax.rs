@@ -139,17 +139,15 @@ unsafe fn softmax_short_rows_avx512(src: &[f32], dst: &mut [f32], row: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn exp_nonpositive_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use super::elementwise::exp_constants::*;
     use std::arch::x86_64::*;
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
     let shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E), _mm512_set1_ps(ROUND));
     let n = _mm512_sub_ps(shifted, _mm512_set1_ps(ROUND));
     let minus_n = _mm512_sub_ps(_mm512_setzero_ps(), n);
     let r = _mm512_fmadd_ps(minus_n, _mm512_set1_ps(LN2_LO), _mm512_fmadd_ps(minus_n, _mm512_set1_ps(LN2_HI), x));
-    let mut p = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0 / 720.0), _mm512_set1_ps(1.0 / 120.0));
-    for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    let mut p = _mm512_fmadd_ps(r, _mm512_set1_ps(TAYLOR_6), _mm512_set1_ps(TAYLOR_5));
+    for c in TAYLOR_4_TO_0 {
         p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(c));
     }
     let n_bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(ROUND.to_bits() as i32));
