@@ -27,6 +27,9 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct KernelContext {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// Kernels run on the calling thread even on a pool thread (a task of a parallel region that
+    /// already covers the pool).
+    one_thread: bool,
     /// The thread's scratch buffer while this context holds it (empty otherwise).
     scratch: Vec<f32>,
 }
@@ -55,12 +58,20 @@ impl KernelContext {
 
     /// A context whose kernels may spread work over `pool`.
     pub fn with_pool(pool: Option<std::sync::Arc<rayon::ThreadPool>>) -> Self {
-        KernelContext { pool, scratch: Vec::new() }
+        KernelContext { pool, one_thread: false, scratch: Vec::new() }
+    }
+
+    /// A context whose kernels run on the calling thread alone, pool thread or not: for the
+    /// tasks of a parallel region, whose kernels would otherwise split again.
+    pub fn one_thread() -> Self {
+        KernelContext { pool: None, one_thread: true, scratch: Vec::new() }
     }
 
     /// Threads a kernel may use: the pool it would run in, or 1.
     pub fn threads(&self) -> usize {
-        if rayon::current_thread_index().is_some() {
+        if self.one_thread {
+            1
+        } else if rayon::current_thread_index().is_some() {
             rayon::current_num_threads()
         } else {
             self.pool.as_ref().map_or(1, |p| p.current_num_threads())

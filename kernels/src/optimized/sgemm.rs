@@ -389,6 +389,74 @@ pub fn sgemm_with(
     product(kernel, threads, ctx, n, a, Rhs::Strided(b), c, epilogue, arg)
 }
 
+/// A matrix (`rows` × `cols`, element `(i, j)` at `i * row + j * col`) whose columns the tasks of
+/// one parallel region fill, each its own range, through [`sgemm_columns_one_thread`]: a
+/// convolution's output, split by pixels, whose rows (channels) each task writes a part of.
+pub struct SharedColumns<'a> {
+    base: *mut f32,
+    len: usize,
+    row: usize,
+    col: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the pointer comes from a `&'a mut [f32]` held for `'a`; through a shared reference only
+// `sgemm_columns_one_thread` writes, at columns its callers promise no other task writes at the
+// same time.
+unsafe impl Sync for SharedColumns<'_> {}
+
+impl<'a> SharedColumns<'a> {
+    /// `c`'s elements, to be written by column ranges.
+    pub fn new(c: MatMut<'a>) -> Self {
+        SharedColumns {
+            base: c.data.as_mut_ptr(),
+            len: c.data.len(),
+            row: c.row,
+            col: c.col,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
+/// [`sgemm`] on the calling thread into columns `cols` of `c` (the product's `n` is
+/// `cols.len()`, column `j` of B going to column `cols.start + j` of `c`).
+///
+/// # Safety
+/// No other call writes any of these columns of `c` while this one runs (tasks of one region
+/// take disjoint column ranges).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_columns_one_thread(
+    ctx: &KernelContext,
+    a: PackedLhs<'_>,
+    b: MatRef<'_>,
+    c: &SharedColumns<'_>,
+    cols: std::ops::Range<usize>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    if matches!(epilogue.bias, Bias::Col(_)) || cols.end < cols.start {
+        return Err(bad(arg, "column range of a shared output"));
+    }
+    let Some(first) = cols.start.checked_mul(c.col).filter(|&f| f <= c.len) else {
+        return Err(bad(arg, "matrix view outside its tensor"));
+    };
+    // The view from column `cols.start` on; `product` checks the product's reach against `len`.
+    // `first <= len`: the pointer stays inside (or one past) the borrowed slice.
+    let view = CView { ptr: c.base.wrapping_add(first), len: c.len - first, row: c.row, col: c.col };
+    // SAFETY: `view` covers elements of the slice `c` borrows exclusively for `'a` (from `first`
+    // to its end); the caller guarantees that no other call writes these columns meanwhile, and
+    // with one thread this call writes no others (the product's columns are `cols`).
+    unsafe { product_into(Kernel::best(), 1, ctx, cols.len(), a, Rhs::Strided(b), view, epilogue, arg) }
+}
+
+/// Where a product writes C: `len` elements from `ptr`, element `(i, j)` at `i * row + j * col`.
+struct CView {
+    ptr: *mut f32,
+    len: usize,
+    row: usize,
+    col: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn product(
     kernel: Kernel,
@@ -401,6 +469,26 @@ fn product(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
+    let view = CView { ptr: c.data.as_mut_ptr(), len: c.data.len(), row: c.row, col: c.col };
+    // SAFETY: `view` is exactly the slice `c` borrows exclusively for this call.
+    unsafe { product_into(kernel, threads, ctx, n, a, b, view, epilogue, arg) }
+}
+
+/// # Safety
+/// The `c.len` elements from `c.ptr` are writable, and no one else reads or writes those this
+/// product reaches (`(i, j)` for `i < a.m`, `j < n`) while it runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_into(
+    kernel: Kernel,
+    threads: usize,
+    ctx: &KernelContext,
+    n: usize,
+    a: PackedLhs<'_>,
+    b: Rhs<'_>,
+    c: CView,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
     let (m, k) = (a.m, a.k);
     // Every access below stays inside these slices: checked here, once, for the SAFETY comments.
     if packed_lhs_len(m, k).is_none_or(|len| a.data.len() < len) {
@@ -410,7 +498,7 @@ fn product(
         Rhs::Strided(b) => fits(b.data.len(), k, n, b.row, b.col),
         Rhs::Taps(b) => taps_fit(b, k, n),
     };
-    if !b_fits || !fits(c.data.len(), m, n, c.row, c.col) {
+    if !b_fits || !fits(c.len, m, n, c.row, c.col) {
         return Err(bad(arg, "matrix view outside its tensor"));
     }
     let (b_data, b_row, b_col, b_taps) = match b {
@@ -441,7 +529,7 @@ fn product(
         b_row,
         b_col,
         b_taps,
-        c: SendPtr(c.data.as_mut_ptr()),
+        c: SendPtr(c.ptr),
         c_row: c.row,
         c_col: c.col,
         epilogue: *epilogue,
