@@ -1281,22 +1281,22 @@ fn split_phases_spread(
     let phases = phases.get_mut(..c.in_per_group * 2 * half).ok_or(short(INPUT))?;
     crate::spread::for_each_chunk_run(ctx, phases, half, c.in_per_group * 2, |unit, dst| {
         let (ci, py) = (unit / 2, unit % 2);
-        split_phase_rows(c, c.input_plane(x, n, g * c.in_per_group + ci)?, py, dst);
-        Ok(())
+        split_phase_rows(c, c.input_plane(x, n, g * c.in_per_group + ci)?, py, dst)
     })
 }
 
 /// Rows `2r + py` of input plane `src` into `dst`: their even columns, then their odd ones
 /// (half a channel's phase planes, see [`split_phases`]).
-fn split_phase_rows(c: &Conv, src: &[f32], py: usize, dst: &mut [f32]) {
+fn split_phase_rows(c: &Conv, src: &[f32], py: usize, dst: &mut [f32]) -> Result<(), KernelError> {
     let (h, w) = (c.height / 2, c.width / 2);
-    let (even_cols, odd_cols) = dst.split_at_mut(h * w);
+    let (even_cols, odd_cols) = dst.split_at_mut_checked(h * w).ok_or(short(INPUT))?;
     for (r, (e, o)) in even_cols.chunks_mut(w).zip(odd_cols.chunks_mut(w)).enumerate() {
-        let Some(row) = src.get((2 * r + py) * c.width..(2 * r + py + 1) * c.width) else { return };
+        let row = src.get((2 * r + py) * c.width..(2 * r + py + 1) * c.width).ok_or(short(INPUT))?;
         for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(row.as_chunks::<2>().0) {
             (*e, *o) = (pair[0], pair[1]);
         }
     }
+    Ok(())
 }
 
 /// im2col for a contiguous input: row `(ci, ky, kx)` of `cols` holds, for output positions
@@ -1450,7 +1450,7 @@ fn split_phases(c: &Conv, x: &[f32], n: usize, g: usize, phases: &mut [f32]) -> 
         let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
         let (even_rows, odd_rows) = dst.split_at_mut(2 * h * w);
         for (py, rows) in [even_rows, odd_rows].into_iter().enumerate() {
-            split_phase_rows(c, src, py, rows);
+            split_phase_rows(c, src, py, rows)?;
         }
     }
     Ok(())
