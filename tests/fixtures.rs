@@ -214,6 +214,20 @@ fn batch_norm_folds_into_convolution_within_tolerance() {
     }
 }
 
+/// Zoo case `name` loads with `fused` instructions fused away on the optimized runtime and stays
+/// within tolerance of PyTorch in sequential and parallel mode.
+fn zoo_case_fuses(name: &str, fused: usize) {
+    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
+    let case = zoo.into_iter().find(|c| c.name == name).expect("zoo case");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let method = program.load_method_configured(&case.method, &optimized, None).unwrap();
+    assert_eq!(method.fused_instructions(), fused, "{name}");
+    run_case(&case, &optimized).unwrap();
+    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
+    run_case(&case, &parallel).unwrap();
+}
+
 /// `nn.Hardswish` and `nn.Hardsigmoid` chains (`add`, two `clamp`s, [`mul`,] `div`) become one
 /// call each: mobilenet_v3_small_w050 has 19 hardswish (4 calls fused away each) and 9
 /// hardsigmoid (3 each) chains, besides its 34 batch norms folded into convolutions, 14 ReLUs
@@ -221,15 +235,7 @@ fn batch_norm_folds_into_convolution_within_tolerance() {
 /// tolerance of PyTorch in both modes.
 #[test]
 fn hard_activations_fuse_into_one_call() {
-    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
-    let case = zoo.into_iter().find(|c| c.name == "mobilenet_v3_small_w050").expect("zoo case");
-    let program = Program::load_file(&case.program).unwrap();
-    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
-    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
-    assert_eq!(fused.fused_instructions(), 34 + 14 + 2 + 19 * 4 + 9 * 3);
-    run_case(&case, &optimized).unwrap();
-    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
-    run_case(&case, &parallel).unwrap();
+    zoo_case_fuses("mobilenet_v3_small_w050", 34 + 14 + 2 + 19 * 4 + 9 * 3);
 }
 
 /// Depthwise convolutions fuse with the 1x1 convolution on either side when the product between
@@ -265,15 +271,7 @@ fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
 /// both modes.
 #[test]
 fn silu_fuses_into_one_call() {
-    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
-    let case = zoo.into_iter().find(|c| c.name == "efficientnet_b0_w050").expect("zoo case");
-    let program = Program::load_file(&case.program).unwrap();
-    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
-    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
-    assert_eq!(fused.fused_instructions(), 49 + 1 + 49);
-    run_case(&case, &optimized).unwrap();
-    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
-    run_case(&case, &parallel).unwrap();
+    zoo_case_fuses("efficientnet_b0_w050", 49 + 1 + 49);
 }
 
 /// Each `nn.LSTM` time step's ten calls after its gate pre-activations (split into four gates,
@@ -283,13 +281,5 @@ fn silu_fuses_into_one_call() {
 /// unfused calls' bit for bit: the kernel's test).
 #[test]
 fn lstm_steps_fuse_into_one_call() {
-    let zoo = common::manifest_in(&common::fixtures().join("zoo"));
-    let case = zoo.into_iter().find(|c| c.name == "lstm").expect("zoo case");
-    let program = Program::load_file(&case.program).unwrap();
-    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
-    let fused = program.load_method_configured(&case.method, &optimized, None).unwrap();
-    assert_eq!(fused.fused_instructions(), 16 * 9 + 16);
-    run_case(&case, &optimized).unwrap();
-    let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized };
-    run_case(&case, &parallel).unwrap();
+    zoo_case_fuses("lstm", 16 * 9 + 16);
 }

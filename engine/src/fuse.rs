@@ -198,6 +198,44 @@ fn can_replace_intermediate(b: &Builder<'_>, values: &[EValue], class_size: &[u3
         && mid_def.dynamism == out_def.dynamism
 }
 
+/// What the elementwise fusions check before they rewrite: how many places name each value
+/// ([`value_uses`]) and which tensors share storage with a view, as the method stands before the
+/// pass.
+struct Readers<'v> {
+    uses: Vec<u32>,
+    class_size: Vec<u32>,
+    values: &'v [EValue],
+}
+
+impl<'v> Readers<'v> {
+    fn new(
+        b: &Builder<'_>,
+        ins: &Instructions,
+        values: &'v [EValue],
+        ids: &[Option<TensorId>],
+        pool: &ListPool,
+        pt: &PointsTo,
+    ) -> Self {
+        let uses = value_uses(b, ins, values, pool);
+        Readers { uses, class_size: pt.class_sizes(ids.iter().flatten().count()), values }
+    }
+
+    /// How many places name `v`.
+    fn uses(&self, v: u32) -> Option<u32> {
+        self.uses.get(v as usize).copied()
+    }
+
+    /// A tensor no view shares and no other call writes through.
+    fn unshared(&self, v: u32) -> bool {
+        is_unshared(self.values, &self.class_size, v)
+    }
+
+    /// Named by its writer and one reader only, and unshared.
+    fn read_once(&self, v: u32) -> bool {
+        self.uses(v) == Some(2) && self.unshared(v)
+    }
+}
+
 /// Whether value `v` is a tensor no view shares (its storage class has one member).
 fn is_unshared(values: &[EValue], class_size: &[u32], v: u32) -> bool {
     match values.get(v as usize) {
@@ -789,15 +827,12 @@ pub(crate) fn hard_activations(
     pt: &PointsTo,
 ) {
     use etch_kernels::optimized::fused;
-    let uses = value_uses(b, ins, values, pool);
-    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let readers = Readers::new(b, ins, values, ids, pool, pt);
     let clamp_of = argument_readers(ins, &[CLAMP], 0);
     let (mul_of_left, mul_of_right) = (argument_readers(ins, &[MUL], 0), argument_readers(ins, &[MUL], 1));
     let div_of = argument_readers(ins, &[DIV], 0);
     let float_def = |v: u32| tensor_def(b, v).filter(|t| t.scalar_type == DType::Float);
-    // A tensor no view shares and no other call writes through.
-    let unshared = |v: u32| is_unshared(values, &class_size, v);
-    let read_once = |v: u32| uses.get(v as usize) == Some(&2) && unshared(v);
+    let (unshared, read_once) = (|v| readers.unshared(v), |v| readers.read_once(v));
     let one_element = |v: u32| float_def(v).is_some_and(|t| t.sizes.iter().product::<usize>() == 1) && unshared(v);
     let bound = |v: u32| match values.get(v as usize) {
         Some(EValue::Double(d)) => !d.is_nan(),
@@ -888,15 +923,14 @@ pub(crate) fn silu(
     pt: &PointsTo,
 ) {
     use etch_kernels::optimized::fused;
-    let uses = value_uses(b, ins, values, pool);
-    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let readers = Readers::new(b, ins, values, ids, pool, pt);
     let (mul_of_left, mul_of_right) = (argument_readers(ins, &[MUL], 0), argument_readers(ins, &[MUL], 1));
-    let unshared = |v: u32| is_unshared(values, &class_size, v);
+    let unshared = |v| readers.unshared(v);
     for i in 0..ins.steps.len() {
         let Some(&[x, s]) = call_args(ins, i, SIGMOID).as_deref() else { continue };
         let Some(x_def) = tensor_def(b, x).filter(|t| t.scalar_type == DType::Float) else { continue };
         // `s` read by the sigmoid that writes it and the one `mul`.
-        if uses.get(s as usize) != Some(&2) || !unshared(s) || s == x {
+        if !readers.read_once(s) || s == x {
             continue;
         }
         let mul = [mul_of_left.get(&s), mul_of_right.get(&s)].into_iter().flatten().find_map(|&m| {
@@ -951,10 +985,8 @@ pub(crate) fn lstm_cells(
     pt: &PointsTo,
 ) {
     use etch_kernels::optimized::fused;
-    let uses = value_uses(b, ins, values, pool);
-    let class_size = pt.class_sizes(ids.iter().flatten().count());
-    let unshared = |v: u32| is_unshared(values, &class_size, v);
-    let read_once = |v: u32| uses.get(v as usize) == Some(&2) && unshared(v);
+    let readers = Readers::new(b, ins, values, ids, pool, pt);
+    let (unshared, read_once) = (|v| readers.unshared(v), |v| readers.read_once(v));
     let static_f32 = |v: u32| {
         tensor_def(b, v).filter(|t| {
             t.scalar_type == DType::Float && t.dynamism == etch_schema::ShapeDynamism::Static && is_contiguous(t)
@@ -1010,7 +1042,7 @@ pub(crate) fn lstm_cells(
             continue;
         }
         // The list is named by the split alone; each gate is read once, by its activation.
-        if uses.get(list as usize) != Some(&1) || ![gi, gf, gg, go].into_iter().all(read_once) {
+        if readers.uses(list) != Some(1) || ![gi, gf, gg, go].into_iter().all(read_once) {
             continue;
         }
         let Some((ai, si)) = unary(ins, gi, SIGMOID) else { continue };

@@ -855,10 +855,11 @@ fn im2col_gemm(
     let pixels = c.out_pixels();
     let most = (MAX_COLUMNS / k_len).max(1);
     let mut tile = most.min(cache_tile(k_len + c.out_per_group, pixels));
+    let packed_len =
+        if prepared.is_some() || by_pixels.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let phases_len = if phase_split(c) { c.in_per_group * c.height * c.width } else { 0 };
     let spread_tasks = spread_tasks(ctx, c, by_pixels.is_some(), &out);
     if spread_tasks > 1 {
-        let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
-        let phases_len = if phase_split(c) { c.in_per_group * c.height * c.width } else { 0 };
         let per_task = tile.min(pixels.div_ceil(spread_tasks));
         let len = (per_task * k_len)
             .checked_mul(spread_tasks)
@@ -885,9 +886,6 @@ fn im2col_gemm(
         // is one or two tiles instead of six.
         tile = tile.max((PARALLEL_TILE_ELEMENTS / k_len).min(pixels).min(most));
     }
-    let packed_len =
-        if prepared.is_some() || by_pixels.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
-    let phases_len = if phase_split(c) { c.in_per_group * c.height * c.width } else { 0 };
     let len = tile
         .checked_mul(k_len)
         .and_then(|l| l.checked_add(packed_len)?.checked_add(phases_len))
@@ -1161,7 +1159,9 @@ fn im2col_tiles(
     for n in 0..c.batch {
         for g in 0..c.groups {
             if let Some(phases) = phases.as_deref_mut() {
-                split_phases(c, x, n, g, phases)?;
+                // On the calling thread, as this path always did (`im2col_spread`, which large
+                // convolutions on a pool take, splits them over the pool).
+                split_phases(&KernelContext::one_thread(), c, x, n, g, phases)?;
             }
             for p0 in (0..pixels).step_by(tile) {
                 let p1 = (p0 + tile).min(pixels);
@@ -1235,7 +1235,7 @@ fn im2col_spread(
     for n in 0..c.batch {
         for g in 0..c.groups {
             if let Some(phases) = phases.as_deref_mut() {
-                split_phases_spread(ctx, c, x, n, g, phases)?;
+                split_phases(ctx, c, x, n, g, phases)?;
             }
             let phases = phases.as_deref();
             let lhs =
@@ -1266,23 +1266,6 @@ fn im2col_spread(
         }
     }
     Ok(())
-}
-
-/// [`split_phases`] over `ctx`'s pool: each input channel's two row phases are a task.
-fn split_phases_spread(
-    ctx: &KernelContext,
-    c: &Conv,
-    x: &[f32],
-    n: usize,
-    g: usize,
-    phases: &mut [f32],
-) -> Result<(), KernelError> {
-    let half = c.height / 2 * c.width;
-    let phases = phases.get_mut(..c.in_per_group * 2 * half).ok_or(short(INPUT))?;
-    crate::spread::for_each_chunk_run(ctx, phases, half, c.in_per_group * 2, |unit, dst| {
-        let (ci, py) = (unit / 2, unit % 2);
-        split_phase_rows(c, c.input_plane(x, n, g * c.in_per_group + ci)?, py, dst)
-    })
 }
 
 /// Rows `2r + py` of input plane `src` into `dst`: their even columns, then their odd ones
@@ -1443,17 +1426,22 @@ fn phase_split(c: &Conv) -> bool {
 /// Splits image `n`, group `g` of the input into phase planes: plane `(ci, py, px)` (at
 /// `(ci * 4 + py * 2 + px) * h * w`, with `h`, `w` half the input's) holds input rows `2r + py`,
 /// columns `2q + px`. A stride-2 tap then reads one phase plane at stride 1.
-fn split_phases(c: &Conv, x: &[f32], n: usize, g: usize, phases: &mut [f32]) -> Result<(), KernelError> {
-    let (h, w) = (c.height / 2, c.width / 2);
-    let plane = c.height * c.width;
-    for (ci, dst) in phases.chunks_mut(plane).enumerate().take(c.in_per_group) {
-        let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
-        let (even_rows, odd_rows) = dst.split_at_mut(2 * h * w);
-        for (py, rows) in [even_rows, odd_rows].into_iter().enumerate() {
-            split_phase_rows(c, src, py, rows)?;
-        }
-    }
-    Ok(())
+///
+/// Each input channel's two row phases are a task over `ctx`'s pool.
+fn split_phases(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    n: usize,
+    g: usize,
+    phases: &mut [f32],
+) -> Result<(), KernelError> {
+    let half = c.height / 2 * c.width;
+    let phases = phases.get_mut(..c.in_per_group * 2 * half).ok_or(short(INPUT))?;
+    crate::spread::for_each_chunk_run(ctx, phases, half, c.in_per_group * 2, |unit, dst| {
+        let (ci, py) = (unit / 2, unit % 2);
+        split_phase_rows(c, c.input_plane(x, n, g * c.in_per_group + ci)?, py, dst)
+    })
 }
 
 /// im2col of a [`phase_split`] convolution from its phase planes: tap `(ky, kx)` reads phase

@@ -393,10 +393,7 @@ pub fn sgemm_with(
 /// one parallel region fill, each its own range, through [`sgemm_columns_one_thread`]: a
 /// convolution's output, split by pixels, whose rows (channels) each task writes a part of.
 pub struct SharedColumns<'a> {
-    base: *mut f32,
-    len: usize,
-    row: usize,
-    col: usize,
+    c: CView,
     _borrow: std::marker::PhantomData<&'a mut [f32]>,
 }
 
@@ -408,13 +405,7 @@ unsafe impl Sync for SharedColumns<'_> {}
 impl<'a> SharedColumns<'a> {
     /// `c`'s elements, to be written by column ranges.
     pub fn new(c: MatMut<'a>) -> Self {
-        SharedColumns {
-            base: c.data.as_mut_ptr(),
-            len: c.data.len(),
-            row: c.row,
-            col: c.col,
-            _borrow: std::marker::PhantomData,
-        }
+        SharedColumns { c: CView::of(c), _borrow: std::marker::PhantomData }
     }
 }
 
@@ -437,12 +428,13 @@ pub unsafe fn sgemm_columns_one_thread(
     if matches!(epilogue.bias, Bias::Col(_)) || cols.end < cols.start {
         return Err(bad(arg, "column range of a shared output"));
     }
+    let c = &c.c;
     let Some(first) = cols.start.checked_mul(c.col).filter(|&f| f <= c.len) else {
         return Err(bad(arg, "matrix view outside its tensor"));
     };
     // The view from column `cols.start` on; `product` checks the product's reach against `len`.
     // `first <= len`: the pointer stays inside (or one past) the borrowed slice.
-    let view = CView { ptr: c.base.wrapping_add(first), len: c.len - first, row: c.row, col: c.col };
+    let view = CView { ptr: c.ptr.wrapping_add(first), len: c.len - first, row: c.row, col: c.col };
     // SAFETY: `view` covers elements of the slice `c` borrows exclusively for `'a` (from `first`
     // to its end); the caller guarantees that no other call writes these columns meanwhile, and
     // with one thread this call writes no others (the product's columns are `cols`).
@@ -457,6 +449,13 @@ struct CView {
     col: usize,
 }
 
+impl CView {
+    /// The elements `c` borrows.
+    fn of(c: MatMut<'_>) -> CView {
+        CView { ptr: c.data.as_mut_ptr(), len: c.data.len(), row: c.row, col: c.col }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn product(
     kernel: Kernel,
@@ -469,9 +468,8 @@ fn product(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
-    let view = CView { ptr: c.data.as_mut_ptr(), len: c.data.len(), row: c.row, col: c.col };
-    // SAFETY: `view` is exactly the slice `c` borrows exclusively for this call.
-    unsafe { product_into(kernel, threads, ctx, n, a, b, view, epilogue, arg) }
+    // SAFETY: the view is exactly the slice `c` borrows exclusively for this call.
+    unsafe { product_into(kernel, threads, ctx, n, a, b, CView::of(c), epilogue, arg) }
 }
 
 /// # Safety
