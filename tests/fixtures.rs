@@ -198,9 +198,10 @@ fn batch_one_linear_reads_its_weight_untransposed() {
 /// reference) never fuses.
 #[test]
 fn batch_norm_folds_into_convolution_within_tolerance() {
-    // Fused instructions: batch norms folded into convolutions, and activations that alone read a
-    // convolution's output (res_block: conv-bn-relu, then conv-bn before the residual add).
-    for (name, convs) in [("batch_norm", 1), ("res_block", 3)] {
+    // Fused instructions: batch norms folded into convolutions, activations that alone read a
+    // convolution's output, and residual adds (res_block: conv-bn-relu, then conv-bn and the
+    // residual add after it).
+    for (name, convs) in [("batch_norm", 1), ("res_block", 4)] {
         let case = common::case(name);
         let program = Program::load_file(&case.program).unwrap();
         let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
@@ -231,11 +232,11 @@ fn zoo_case_fuses(name: &str, fused: usize) {
 /// `nn.Hardswish` and `nn.Hardsigmoid` chains (`add`, two `clamp`s, [`mul`,] `div`) become one
 /// call each: mobilenet_v3_small_w050 has 19 hardswish (4 calls fused away each) and 9
 /// hardsigmoid (3 each) chains, besides its 34 batch norms folded into convolutions, 14 ReLUs
-/// fused into them and the transposes of its 2 linear layers' weights. Results stay within
-/// tolerance of PyTorch in both modes.
+/// fused into them, the transposes of its 2 linear layers' weights and its 7 residual adds.
+/// Results stay within tolerance of PyTorch in both modes.
 #[test]
 fn hard_activations_fuse_into_one_call() {
-    zoo_case_fuses("mobilenet_v3_small_w050", 34 + 14 + 2 + 19 * 4 + 9 * 3);
+    zoo_case_fuses("mobilenet_v3_small_w050", 34 + 14 + 2 + 19 * 4 + 9 * 3 + 7);
 }
 
 /// Depthwise convolutions fuse with the 1x1 convolution on either side when the product between
@@ -246,14 +247,19 @@ fn hard_activations_fuse_into_one_call() {
 /// batch norms folded into convolutions (3 and 2) and ReLU6s fused into them (2 and 1).
 /// Results stay within tolerance of PyTorch in both modes (and equal the unfused calls' bit for
 /// bit: the kernels' tests); mobilenet_v2_w050's products, at most 0.2 MB on its 64x64 input,
-/// stay between two calls.
+/// stay between two calls (its 10 residual adds fuse into the projections before them).
+/// residual_block is mobilenet_v2's third block at 56x56 with its residual connection: its
+/// depthwise result (144 channels, 1.8 MB) fuses with the projection, and the residual add into
+/// that call; besides, 3 batch norms folded and 2 ReLU6s fused.
 #[test]
 fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
     let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
     let parallel = MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized.clone() };
-    for (set, name, fused) in
-        [("multibranch", "inverted_residual", 3 + 2 + 1), ("zoo", "mobilenet_v2_w050", 52 + 35 + 1)]
-    {
+    for (set, name, fused) in [
+        ("multibranch", "inverted_residual", 3 + 2 + 1),
+        ("multibranch", "residual_block", 3 + 2 + 1 + 1),
+        ("zoo", "mobilenet_v2_w050", 52 + 35 + 1 + 10),
+    ] {
         let cases = common::manifest_in(&common::fixtures().join(set));
         let case = cases.into_iter().find(|c| c.name == name).expect("fixture");
         let program = Program::load_file(&case.program).unwrap();
@@ -267,11 +273,11 @@ fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
 /// `nn.SiLU`, exported as `mul(x, sigmoid(x))`, becomes one call: efficientnet_b0_w050 has 65
 /// sigmoids, 16 of them squeeze-excitation gates whose product is with another tensor (not
 /// fused), so 49 SiLUs, each fusing its sigmoid away; besides its 49 batch norms folded into
-/// convolutions and its linear layer's transpose. Results stay within tolerance of PyTorch in
-/// both modes.
+/// convolutions, its linear layer's transpose and its 9 residual adds. Results stay within
+/// tolerance of PyTorch in both modes.
 #[test]
 fn silu_fuses_into_one_call() {
-    zoo_case_fuses("efficientnet_b0_w050", 49 + 1 + 49);
+    zoo_case_fuses("efficientnet_b0_w050", 49 + 1 + 49 + 9);
 }
 
 /// Each `nn.LSTM` time step's ten calls after its gate pre-activations (split into four gates,

@@ -13,8 +13,9 @@ use etch::{ExecutionMode, MethodConfig, PlanChoice, Program, Runtime, TensorView
 fn portable_cases() -> Vec<common::Case> {
     let mut cases: Vec<_> = common::manifest().into_iter().filter(|c| !c.delegated && c.program.exists()).collect();
     assert!(cases.len() >= 30, "only {} portable fixtures found", cases.len());
-    // The programs whose depthwise pairs the optimized runtime fuses into one call.
-    let fused = ["inverted_residual", "depthwise_separable"];
+    // The programs whose depthwise pairs the optimized runtime fuses into one call (with the
+    // residual add, residual_block).
+    let fused = ["inverted_residual", "depthwise_separable", "residual_block"];
     let multibranch = common::manifest_in(&common::fixtures().join("multibranch"));
     cases.extend(multibranch.into_iter().filter(|c| fused.contains(&c.name.as_str())));
     cases

@@ -16,6 +16,10 @@ Models (random weights, seed 0, eval mode):
 - depthwise_separable: mobilenet_v2's first block after the stem, at 96x96: 3x3 depthwise on 32
   channels (batch norm, ReLU6), 1x1 projection to 16 (batch norm), which etch fuses
   (`depthwise_pointwise`).
+- residual_block: not multi-branch: mobilenet_v2's third block at 56x56 (24 channels expanded to
+  144, 3x3 depthwise, projection to 24, batch norms, ReLU6s) with its residual connection: etch
+  fuses the depthwise convolution with the projection and the residual add into that call
+  (`depthwise_pointwise_residual`).
 
 usage with names (`... OUT_DIR inverted_residual`) exports only those.
 """
@@ -101,6 +105,21 @@ class InvertedResidual(nn.Module):
         return self.block(x)
 
 
+class ResidualBlock(nn.Module):
+    def __init__(self, channels=24, expand=6):
+        super().__init__()
+        mid = channels * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, channels, 1, bias=False), nn.BatchNorm2d(channels),
+        )
+        random_statistics(self)
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
 class DepthwiseSeparable(nn.Module):
     def __init__(self, channels=32, cout=16):
         super().__init__()
@@ -132,6 +151,7 @@ MODELS = {
     "moe": (MoE, lambda: (torch.randn(64, 128),)),
     "inverted_residual": (InvertedResidual, lambda: (torch.randn(1, 16, 112, 112),)),
     "depthwise_separable": (DepthwiseSeparable, lambda: (torch.randn(1, 32, 96, 96),)),
+    "residual_block": (ResidualBlock, lambda: (torch.randn(1, 24, 56, 56),)),
 }
 
 
@@ -170,7 +190,13 @@ def main():
             "operators": ops, "delegates": [], "stateful": False,
         })
         print(name, os.path.getsize(os.path.join(out, path)), "bytes", ops)
-    with open(os.path.join(out, "manifest.json"), "w") as f:
+    manifest = os.path.join(out, "manifest.json")
+    if only and os.path.exists(manifest):
+        # Exporting some models: the others' cases stay.
+        with open(manifest) as f:
+            kept = [c for c in json.load(f)["cases"] if c["name"] not in only]
+        cases = kept + cases
+    with open(manifest, "w") as f:
         json.dump({"produced_by": f"torch {torch.__version__}, tools/export_multibranch.py", "cases": cases}, f, indent=1)
 
 

@@ -23,6 +23,10 @@
 //! 1x1 projection that alone reads its result ([`depthwise_projection`]): the product, written out
 //! whole, left the caches between the two calls. Bit-identical to the two calls.
 //!
+//! Then an `add` that alone reads a 1x1 projection's output (alone or fused with its depthwise
+//! convolution) folds into that call ([`residual_add`]): the residual connections of inverted
+//! residual blocks. Bit-identical to the two calls.
+//!
 //! A batch-1 linear layer, which the exporter writes as `addmm(b, x, permute_copy(W))`,
 //! reads `W` where the file holds it ([`etch_kernels::optimized::fused::linear`]): the transpose,
 //! otherwise evaluated once at load into a copy of the weight (mobilenet_v2's classifier: 5 MB), is
@@ -651,6 +655,92 @@ pub(crate) fn depthwise_projection(
         let run = conv::depthwise_pointwise as etch_kernels::KernelFn;
         ins.steps[j] = Step::Kernel { run, args, writable: 1 << 9, prepared };
         remove_step(ins, i);
+    }
+}
+
+/// Folds an `add` into the convolution whose output it alone reads: a 1x1 projection with its
+/// batch norm folded and no activation ([`fused::convolution_scaled`](etch_kernels::optimized::fused::convolution_scaled)), alone or fused with
+/// the depthwise convolution before it ([`conv::depthwise_pointwise`](etch_kernels::optimized::conv::depthwise_pointwise)), added to the block's input:
+/// MobileNet's inverted residual blocks. The convolution writes the add's output, adding the other
+/// operand as it stores its results (each GEMM task to the outputs it has just computed), and the
+/// add becomes a no-op: its pass over three tensors disappears, and with it, on a pool, a read of
+/// outputs the other core wrote. Bit-identical: `(product + bias) + residual` is the add's sum
+/// (float addition commutes). Run after [`depthwise_projection`].
+pub(crate) fn residual_add(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+    (constants, first_constant): (&FusedConstants, usize),
+) {
+    use etch_kernels::optimized::{conv, fused};
+    let readers = Readers::new(b, ins, values, ids, pool, pt);
+    let shapes = ConvShapes { b, values, pool, constants, first_constant };
+    let (add_of_left, add_of_right) = (argument_readers(ins, &[ADD], 0), argument_readers(ins, &[ADD], 1));
+    let is_one = |v: u32| {
+        matches!(values.get(v as usize), Some(EValue::Int(1)))
+            || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
+    };
+    let scaled = fused::convolution_scaled as etch_kernels::KernelFn;
+    let depthwise_projection = conv::depthwise_pointwise as etch_kernels::KernelFn;
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { run, args: span, writable, prepared } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) {
+            continue;
+        }
+        let fused_run: etch_kernels::KernelFn = if run as usize == scaled as usize && span.len == 11 {
+            conv::convolution_scaled_residual
+        } else if run as usize == depthwise_projection as usize && span.len as usize == conv::depthwise_pointwise::ARGS
+        {
+            conv::depthwise_pointwise::depthwise_pointwise_residual
+        } else {
+            continue;
+        };
+        let conv_args: Vec<u32> = pool_slice(&ins.arg_pool, span).to_vec();
+        let Some(&mid) = conv_args.get(9) else { continue };
+        let Some(&j) = add_of_left.get(&mid).or_else(|| add_of_right.get(&mid)) else { continue };
+        let Some(&[l, r, alpha, out]) = call_args(ins, j, ADD).as_deref() else { continue };
+        let residual = if l == mid { r } else { l };
+        // One float32 shape for all three (no broadcast), static and contiguous as the kernels
+        // take them; the add the only reader of the product, the residual and the output
+        // tensors of their own.
+        let sizes = shapes.static_f32(mid);
+        if j <= i
+            || !is_one(alpha)
+            || !readers.read_once(mid)
+            || residual == mid
+            || [mid, residual].contains(&out)
+            || conv_args.contains(&residual)
+            || conv_args.contains(&out)
+            || sizes.is_none()
+            || shapes.static_f32(residual) != sizes
+            || shapes.static_f32(out) != sizes
+            || !readers.unshared(residual)
+            || !readers.unshared(out)
+        {
+            continue;
+        }
+        // The add moves up to the convolution: nothing between them may write the residual, or
+        // touch the add's output; only plain calls in between (no moves, jumps or delegates).
+        let between_ok = (i + 1..j).all(|k| match ins.steps.get(k) {
+            Some(Step::Nop) => true,
+            Some(Step::Kernel { args, writable, .. }) => pool_slice(&ins.arg_pool, *args)
+                .iter()
+                .enumerate()
+                .all(|(p, &v)| v != out && !(v == residual && p < 64 && writable & (1 << p) != 0)),
+            _ => false,
+        });
+        if !between_ok {
+            continue;
+        }
+        let mut args = conv_args;
+        args[9] = out;
+        args.push(residual);
+        let Some(args) = append_args(ins, &args) else { continue };
+        ins.steps[i] = Step::Kernel { run: fused_run, args, writable, prepared };
+        remove_step(ins, j);
     }
 }
 

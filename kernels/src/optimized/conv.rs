@@ -50,6 +50,8 @@ const GROUPS: usize = 8;
 const OUT: usize = 9;
 /// Where a scaled convolution ([`convolution_scaled`]) finds its per-output-channel weight scale.
 pub const SCALE: usize = 10;
+/// Where [`convolution_scaled_residual`] takes its residual.
+pub const RESIDUAL: usize = 11;
 
 /// Output positions a depthwise (contiguous) step computes at once: one AVX-512 register, two
 /// AVX2 ones.
@@ -288,7 +290,7 @@ pub fn convolution_clamped(
     min: f32,
     max: f32,
 ) -> Result<(), KernelError> {
-    convolve(ctx, args, min, max, None)
+    convolve(ctx, args, min, max, None, None)
 }
 
 /// [`convolution_clamped`] with the weights of output channel `o` multiplied by `scale[o]`, an f64
@@ -308,9 +310,33 @@ pub fn convolution_scaled(
         Some(scale) => scale,
         None => args.tensor(SCALE)?.data::<f64>()?,
     };
-    convolve(ctx, args, min, max, Some(scale))
+    convolve(ctx, args, min, max, Some(scale), None)
 }
 
+/// [`convolution_scaled`] without a clamp, plus a float32 tensor of the output's shape and dim
+/// order at [`RESIDUAL`]: `out = conv(x) + residual`, what `add.out(residual, conv(x))` after
+/// the convolution computes (alpha 1), bit for bit, without writing `conv(x)` out and reading it
+/// back. On the pointwise GEMM path each task adds the residual to the outputs it has just
+/// computed, while they are in cache; the other paths add it after the convolution.
+pub fn convolution_scaled_residual(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    let scale = match weight_scale(args)? {
+        Some(scale) => scale,
+        None => args.tensor(SCALE)?.data::<f64>()?,
+    };
+    let residual = args.tensor(RESIDUAL)?;
+    if residual.dtype() != DType::Float {
+        return Err(KernelError::InvalidArgument { arg: RESIDUAL, reason: "the residual must be float32" });
+    }
+    let residual = Residual { data: residual.data::<f32>()?, sizes: residual.sizes(), dim_order: residual.dim_order() };
+    convolve(ctx, args, f32::NEG_INFINITY, f32::INFINITY, Some(scale), Some(&residual))
+}
+
+/// A residual added to a convolution's output ([`convolution_scaled_residual`]).
+struct Residual<'a> {
+    data: &'a [f32],
+    sizes: &'a [usize],
+    dim_order: &'a crate::shape::DimOrder,
+}
 /// The weight scale of a call prepared or run as [`convolution_scaled`]: a tensor at [`SCALE`]
 /// (the unscaled fused calls have scalars or nothing there).
 fn weight_scale<'a>(args: &'a KernelArgs<'_>) -> Result<Option<&'a [f64]>, KernelError> {
@@ -324,32 +350,62 @@ fn weight_scale<'a>(args: &'a KernelArgs<'_>) -> Result<Option<&'a [f64]>, Kerne
     Ok(Some(scale.data::<f64>()?))
 }
 
+/// The convolution, plus the residual if any: the pointwise GEMM path adds it as it stores its
+/// results, the other paths after them.
 fn convolve(
     ctx: &mut KernelContext,
     args: &KernelArgs<'_>,
     min: f32,
     max: f32,
     scale: Option<&[f64]>,
+    residual: Option<&Residual<'_>>,
 ) -> Result<(), KernelError> {
-    let Some(mut conv) = plan(args) else {
+    // Planned before `out` is borrowed: the plan reads the output's dtype.
+    let conv = plan(args);
+    let mut out = args.tensor_mut(OUT)?;
+    let added = convolve_into(ctx, args, conv, &mut out, min, max, scale, residual)?;
+    if let Some(residual) = residual.filter(|_| !added) {
+        check_residual(Some(residual), &out)?;
+        let numel = out.numel();
+        let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
+        for (o, &r) in od.iter_mut().zip(residual.data) {
+            *o += r;
+        }
+    }
+    Ok(())
+}
+
+/// [`convolve`] into `out` with `conv` its [`plan`]; with a residual, whether it added it.
+#[allow(clippy::too_many_arguments)]
+fn convolve_into(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    conv: Option<Conv>,
+    out: &mut TensorMut<'_>,
+    min: f32,
+    max: f32,
+    scale: Option<&[f64]>,
+    residual: Option<&Residual<'_>>,
+) -> Result<bool, KernelError> {
+    let Some(mut conv) = conv else {
         let (x, w, bias) = (args.tensor(INPUT)?, args.tensor(WEIGHT)?, args.opt_tensor(BIAS)?);
-        let mut out = args.tensor_mut(OUT)?;
-        return portable_convolution(args, &x, &w, bias, &mut out, min, max, scale);
+        portable_convolution(args, &x, &w, bias, out, min, max, scale)?;
+        return Ok(false);
     };
     conv.min = min;
     conv.max = max;
     let x = args.tensor(INPUT)?;
     let w = args.tensor(WEIGHT)?;
     let bias = args.opt_tensor(BIAS)?;
-    let mut out = args.tensor_mut(OUT)?;
     out.resize(&[conv.batch, conv.out_channels, conv.out_height, conv.out_width])?;
+    check_residual(residual, out)?;
     let out_channels_last = out.dim_order().is_channels_last();
     if scale.is_some_and(|s| s.len() < conv.out_channels) {
         return Err(short(SCALE));
     }
     // Only the GEMM paths pack weights, so only they can take a scale.
     if (!out_channels_last && !out.dim_order().is_contiguous()) || (scale.is_some() && conv.in_per_group == 1) {
-        return portable_convolution(args, &x, &w, bias, &mut out, min, max, scale);
+        return portable_convolution(args, &x, &w, bias, out, min, max, scale).map(|()| false);
     }
     let out_strides = strides_of([conv.batch, conv.out_channels, conv.out_height, conv.out_width], out_channels_last);
     let (xd, wd) = (x.data::<f32>()?, w.data::<f32>()?);
@@ -363,10 +419,10 @@ fn convolve(
     let same_layout = conv.x_channels_last == out_channels_last;
     if conv.in_per_group == 1 && same_layout && !out_channels_last {
         if let Some(taps) = args.prepared::<DepthwiseTaps>().filter(|t| t.fits(&conv, wd)) {
-            return depthwise_in_lanes(ctx, &conv, xd, taps, bd, out);
+            return depthwise_in_lanes(ctx, &conv, xd, taps, bd, out).map(|()| false);
         }
         if depthwise_fits(&conv) {
-            return depthwise_contiguous(ctx, &conv, xd, wd, bd, out, ctx.threads());
+            return depthwise_contiguous(ctx, &conv, xd, wd, bd, out, ctx.threads()).map(|()| false);
         }
     }
     if conv.in_per_group == 1 && conv.out_per_group == 1 && same_layout && out_channels_last {
@@ -374,19 +430,33 @@ fn convolve(
         let run = |scratch: &mut [f32], ctx: &KernelContext| {
             depthwise_channels_last(ctx, &conv, xd, wd, bd, out.data, scratch)
         };
-        return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH));
+        return ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH)).map(|()| false);
     }
     let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&conv, wd, scale.is_some()));
     // Weights packed for pixel_gemm go there when the output planes are contiguous; otherwise
     // sgemm packs its own per call (see `by_pixels`).
     let weights = Weights { data: wd, scale };
     if conv.is_pointwise() {
-        return pointwise(ctx, &conv, xd, weights, bd, out, prepared);
+        return pointwise(ctx, &conv, xd, weights, bd, out, prepared, residual.map(|r| r.data));
     }
     if let Some(padded) = PaddedInput::new(&conv) {
-        return padded_gemm(ctx, &conv, padded, xd, weights, bd, out, prepared.filter(|p| !p.by_pixels));
+        return padded_gemm(ctx, &conv, padded, xd, weights, bd, out, prepared.filter(|p| !p.by_pixels))
+            .map(|()| false);
     }
-    im2col_gemm(ctx, &conv, xd, weights, bd, out, prepared)
+    im2col_gemm(ctx, &conv, xd, weights, bd, out, prepared).map(|()| false)
+}
+
+/// A residual must have the output's shape and dim order (so that both are indexed alike) and
+/// hold all of its elements.
+fn check_residual(residual: Option<&Residual<'_>>, out: &TensorMut<'_>) -> Result<(), KernelError> {
+    match residual {
+        Some(r) if r.sizes != out.sizes() || r.dim_order != out.dim_order() => Err(KernelError::ShapeMismatch {
+            arg: RESIDUAL,
+            reason: "the residual must have the output's shape and dim order",
+        }),
+        Some(r) if r.data.len() < out.numel() => Err(short(RESIDUAL)),
+        _ => Ok(()),
+    }
 }
 
 /// A convolution's weights as the GEMM paths read them: each output channel's row times its
@@ -707,6 +777,9 @@ struct Output<'a> {
 /// inputs it reads are first copied into one `[channels, out_pixels]` matrix: through the
 /// padded-input path it copied all four stride-2 phases of the input (a 1x1 kernel reads one) and
 /// its products out again, 11 µs for regnet_y_narrow's 16→16 one on 32x32 (4 µs this way).
+/// With a residual (indexed like the output), each GEMM task adds it to its outputs; `Ok(false)`
+/// when it was not added (the pixel_gemm path).
+#[allow(clippy::too_many_arguments)]
 fn pointwise(
     ctx: &mut KernelContext,
     c: &Conv,
@@ -715,7 +788,8 @@ fn pointwise(
     bias: Option<&[f32]>,
     out: Output<'_>,
     prepared: Option<&PackedConvWeights>,
-) -> Result<(), KernelError> {
+    residual: Option<&[f32]>,
+) -> Result<bool, KernelError> {
     let pixels = c.out_pixels();
     let [xn, xc, xr, xp] = c.x_strides;
     let (prepared, by_pixels) = split_prepared(c, prepared, &out);
@@ -767,12 +841,18 @@ fn pointwise(
                 };
                 let at = n * on + g * c.out_per_group * oc;
                 let dst = MatMut { data: out.data.get_mut(at..).ok_or(short(OUT))?, row: oc, col: op };
-                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue(c, bias, g)?, OUT)?;
+                let mut epilogue = epilogue(c, bias, g)?;
+                if let Some(r) = residual {
+                    epilogue =
+                        epilogue.with_residual(MatRef { data: r.get(at..).ok_or(short(RESIDUAL))?, row: oc, col: op });
+                }
+                sgemm(ctx, pixels, lhs, rhs, dst, &epilogue, OUT)?;
             }
         }
         Ok(())
     };
-    ctx.with_scratch_f32(scratch_len, run).unwrap_or(Err(NO_SCRATCH))
+    ctx.with_scratch_f32(scratch_len, run).unwrap_or(Err(NO_SCRATCH))?;
+    Ok(residual.is_some() && by_pixels.is_none())
 }
 
 /// Prepared weights as `(for sgemm, for pixel_gemm)`: those packed for [`pixel_gemm`] go there
@@ -2747,6 +2827,61 @@ mod tests {
         case([1, 24, 7, 7], [48, 24, 1, 1], 2, 0, 1).all_layouts();
         case([2, 8, 1, 1], [33, 8, 1, 1], 1, 0, 1).all_layouts();
         case([1, 8, 5, 5], [40, 8, 3, 3], 2, 1, 1).all_layouts();
+    }
+
+    /// `convolution_scaled_residual` is, bit for bit, the scaled convolution's output plus the
+    /// residual (what `add.out` after it computes): on the pointwise GEMM path (one thread, and a
+    /// pool of two splitting by columns and by panels; weights packed per call and at init), and
+    /// on the paths that add it afterwards (pixel_gemm's small maps, a strided 1x1, a 3x3, batches
+    /// and channels-last layouts). A task that skipped its residual, or added another task's,
+    /// fails it.
+    #[test]
+    fn a_fused_residual_adds_as_the_add_after_the_convolution() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let scaled: KernelFn = |ctx, args| convolution_scaled(ctx, args, f32::NEG_INFINITY, f32::INFINITY);
+        for base in [
+            case([1, 64, 14, 14], [384, 64, 1, 1], 1, 0, 1),
+            case([1, 320, 7, 7], [160, 320, 1, 1], 1, 0, 1),
+            case([2, 24, 30, 30], [24, 24, 1, 1], 1, 0, 1),
+            case([1, 40, 3, 3], [48, 40, 1, 1], 1, 0, 1),
+            case([1, 16, 10, 10], [16, 16, 1, 1], 2, 0, 1),
+            case([1, 8, 9, 9], [16, 8, 3, 3], 1, 1, 1),
+        ] {
+            let layouts = [(false, false), (true, true), (false, true)];
+            for (x_channels_last, out_channels_last) in layouts {
+                for constant_weight in [false, true] {
+                    let c = Case { x_channels_last, out_channels_last, constant_weight, ..base };
+                    let scale: Vec<f64> = noise(c.w[0], 4).iter().map(|&v| 0.5 + f64::from(v)).collect();
+                    let run = |kernel: KernelFn, residual: Option<(&[usize], &[f32])>| {
+                        let mut call = c.call_with(&c.weights(), Some(&scale));
+                        if let Some((sizes, data)) = residual {
+                            call = call.tensor_ordered(sizes, out_channels_last.then_some(CHANNELS_LAST), data);
+                        }
+                        let mut done = call.prepare();
+                        done.run_prepared(prepare_convolution, kernel, &mut KernelContext::new()).expect("run");
+                        done.tensor::<f32>(OUT)
+                    };
+                    let (sizes, product) = run(scaled, None);
+                    let residual = noise(product.len(), 5);
+                    let want: Vec<u32> = product.iter().zip(&residual).map(|(&p, &r)| (r + p).to_bits()).collect();
+                    for on_pool in [false, true] {
+                        let got = if on_pool {
+                            pool.install(|| run(convolution_scaled_residual, Some((&sizes, &residual))))
+                        } else {
+                            run(convolution_scaled_residual, Some((&sizes, &residual)))
+                        };
+                        let got: Vec<u32> = got.1.iter().map(|v| v.to_bits()).collect();
+                        assert!(
+                            got == want,
+                            "x {:?} w {:?} layouts {:?} pool {on_pool}",
+                            c.x,
+                            c.w,
+                            (x_channels_last, out_channels_last)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -118,19 +118,24 @@ pub enum Bias<'a> {
     Col(&'a [f32]),
 }
 
-/// What happens to each result before it is stored: `C = clamp(A·B + bias (+ C_old), min, max)`.
+/// What happens to each result before it is stored:
+/// `C = clamp(A·B + bias (+ C_old) (+ residual), min, max)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     pub bias: Bias<'a>,
     /// Add the product onto the existing `C` (beta = 1) instead of overwriting it.
     pub accumulate: bool,
+    /// A matrix of `C`'s shape added to the biased product (a residual connection's other
+    /// branch): `(A·B + bias) + R`, the sum an `add` after the product computes, so fusing it
+    /// rounds as the two calls do. Not with `accumulate`.
+    pub residual: Option<MatRef<'a>>,
     pub min: f32,
     pub max: f32,
 }
 
 impl Default for Epilogue<'_> {
     fn default() -> Self {
-        Epilogue { bias: Bias::None, accumulate: false, min: f32::NEG_INFINITY, max: f32::INFINITY }
+        Epilogue { bias: Bias::None, accumulate: false, residual: None, min: f32::NEG_INFINITY, max: f32::INFINITY }
     }
 }
 
@@ -150,6 +155,10 @@ impl<'a> Epilogue<'a> {
 
     pub fn clamped(self, min: f32, max: f32) -> Self {
         Epilogue { min, max, ..self }
+    }
+
+    pub fn with_residual(self, residual: MatRef<'a>) -> Self {
+        Epilogue { residual: Some(residual), ..self }
     }
 }
 
@@ -435,6 +444,16 @@ pub unsafe fn sgemm_columns_one_thread(
     // The view from column `cols.start` on; `product` checks the product's reach against `len`.
     // `first <= len`: the pointer stays inside (or one past) the borrowed slice.
     let view = CView { ptr: c.ptr.wrapping_add(first), len: c.len - first, row: c.row, col: c.col };
+    // The residual is indexed like `c`: the same columns of it.
+    let mut epilogue = *epilogue;
+    if let Some(r) = epilogue.residual.as_mut() {
+        r.data = cols
+            .start
+            .checked_mul(r.col)
+            .and_then(|f| r.data.get(f..))
+            .ok_or(bad(arg, "residual outside its tensor"))?;
+    }
+    let epilogue = &epilogue;
     // SAFETY: `view` covers elements of the slice `c` borrows exclusively for `'a` (from `first`
     // to its end); the caller guarantees that no other call writes these columns meanwhile, and
     // with one thread this call writes no others (the product's columns are `cols`).
@@ -499,6 +518,14 @@ unsafe fn product_into(
     if !b_fits || !fits(c.len, m, n, c.row, c.col) {
         return Err(bad(arg, "matrix view outside its tensor"));
     }
+    if let Some(r) = epilogue.residual {
+        if !fits(r.data.len(), m, n, r.row, r.col) {
+            return Err(bad(arg, "residual outside its tensor"));
+        }
+        if epilogue.accumulate {
+            return Err(bad(arg, "a residual with an accumulating product"));
+        }
+    }
     let (b_data, b_row, b_col, b_taps) = match b {
         Rhs::Strided(b) => (b.data, b.row, b.col, None),
         Rhs::Taps(b) => (b.data, 0, 1, Some((b.taps.as_ptr(), b.taps.len(), b.group))),
@@ -530,7 +557,12 @@ unsafe fn product_into(
         c: SendPtr(c.ptr),
         c_row: c.row,
         c_col: c.col,
-        epilogue: *epilogue,
+        // With a residual, the clamp waits for it (see `Job::add_residual`).
+        epilogue: match epilogue.residual {
+            Some(_) => Epilogue { min: f32::NEG_INFINITY, max: f32::INFINITY, residual: None, ..*epilogue },
+            None => *epilogue,
+        },
+        residual: epilogue.residual.map(|r| (r.data.as_ptr(), r.row, r.col, epilogue.min, epilogue.max)),
     };
     let panels = m.div_ceil(MR);
     let macs = m.saturating_mul(n).saturating_mul(k.max(1));
@@ -593,11 +625,17 @@ struct Job<'a> {
     c: SendPtr,
     c_row: usize,
     c_col: usize,
+    /// The microkernels' epilogue: without the residual, and without the clamp when there is
+    /// one.
     epilogue: Epilogue<'a>,
+    /// The residual `R` (element `(i, j)` at `r[i * row + j * col]`, inside its slice for
+    /// `i < m`, `j < n`) and the clamp after it, which each task applies to its part of `C`
+    /// right after computing it, while it is in cache.
+    residual: Option<(*const f32, usize, usize, f32, f32)>,
 }
 
-// SAFETY: the raw pointers point into slices borrowed for the job's lifetime (read-only for `a`
-// and `b`); writes through `c` go to disjoint elements per task.
+// SAFETY: the raw pointers point into slices borrowed for the job's lifetime (read-only for `a`,
+// `b` and the residual); writes through `c` go to disjoint elements per task.
 unsafe impl Sync for Job<'_> {}
 
 /// One microkernel call: an `rows × cols` tile (`rows <= MR`, `1 <= cols <= NR`) over `kc`
@@ -697,8 +735,45 @@ thread_local! {
 }
 
 impl Job<'_> {
-    /// Computes panels `panels` (of `MR` rows) × columns `cols` of `C`.
+    /// Computes panels `panels` (of `MR` rows) × columns `cols` of `C`, residual included.
     fn run(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        self.run_product(panels.clone(), cols.clone());
+        self.add_residual(panels, cols);
+    }
+
+    /// `C = clamp(C + R)` over panels `panels` × columns `cols`, when there is a residual.
+    fn add_residual(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let Some((r, r_row, r_col, min, max)) = self.residual else { return };
+        let rows = (panels.start * MR).min(self.m)..(panels.end * MR).min(self.m);
+        for i in rows {
+            if self.c_col == 1 && r_col == 1 {
+                // SAFETY: row i < m, columns cols (j < n) of C are inside its slice (Job contract)
+                // and this task alone touches these elements of C.
+                let c = unsafe {
+                    std::slice::from_raw_parts_mut(self.c.0.wrapping_add(i * self.c_row + cols.start), cols.len())
+                };
+                // SAFETY: the same elements of R, inside its slice (checked by `product_into`); R
+                // is not C (the caller's borrows: R shared, C exclusive).
+                let r = unsafe { std::slice::from_raw_parts(r.wrapping_add(i * r_row + cols.start), cols.len()) };
+                for (c, &r) in c.iter_mut().zip(r) {
+                    *c = clamp(*c + r, min, max);
+                }
+            } else {
+                for j in cols.clone() {
+                    let c = self.c.0.wrapping_add(i * self.c_row + j * self.c_col);
+                    // SAFETY: as above, element by element.
+                    let old = unsafe { c.read() };
+                    // SAFETY: as above.
+                    let r = unsafe { r.wrapping_add(i * r_row + j * r_col).read() };
+                    // SAFETY: as above.
+                    unsafe { c.write(clamp(old + r, min, max)) };
+                }
+            }
+        }
+    }
+
+    /// [`Job::run`] without the residual.
+    fn run_product(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         #[cfg(target_arch = "x86_64")]
         if self.narrow {
             let tail = narrow_tail(cols.len());
@@ -1546,7 +1621,7 @@ pub(crate) mod tests {
             };
             let accumulate = epilogue_kind / 3 % 2 == 1;
             let (lo, hi) = if epilogue_kind / 6 == 1 { (-0.5, 0.75) } else { (f32::NEG_INFINITY, f32::INFINITY) };
-            let epi = Epilogue { bias, accumulate, min: lo, max: hi };
+            let epi = Epilogue { bias, accumulate, residual: None, min: lo, max: hi };
             let mut packed = vec![f32::NAN; packed_lhs_len(m, k).unwrap()];
             pack_lhs(m, k, MatRef { data: &a, row: ar, col: ac }, 1.0, &mut packed, 0).unwrap();
             let mut c = c0.clone();

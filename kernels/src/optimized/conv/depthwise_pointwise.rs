@@ -42,6 +42,8 @@ pub const PW_BASE: usize = 11;
 pub const PW_SCALE: usize = 20;
 /// Arguments of a call.
 pub const ARGS: usize = 21;
+/// [`depthwise_pointwise_residual`]'s residual, after the other arguments.
+pub const RESIDUAL: usize = 21;
 
 /// Depthwise results one band holds (all channels): a quarter of a core's L2 (1 MiB on the
 /// machines measured), leaving room for the input rows and the projection's output rows.
@@ -60,9 +62,9 @@ fn band_rows(channels: usize, width: usize) -> usize {
 /// The two convolutions' geometry, checked: a depthwise convolution (one input and one output
 /// channel per group) of a contiguous input, and a stride-1 1x1 projection without padding (one
 /// group) of its result.
-fn geometry(args: &KernelArgs<'_>) -> Result<(Conv, Conv), KernelError> {
-    if args.len() != ARGS {
-        return Err(KernelError::MissingArg { arg: ARGS - 1, len: args.len() });
+fn geometry(args: &KernelArgs<'_>, len: usize) -> Result<(Conv, Conv), KernelError> {
+    if args.len() != len {
+        return Err(KernelError::MissingArg { arg: len - 1, len: args.len() });
     }
     let mut dw =
         plan(args).ok_or(KernelError::NotImplemented("fused depthwise convolution: not one the fast paths cover"))?;
@@ -84,7 +86,18 @@ fn geometry(args: &KernelArgs<'_>) -> Result<(Conv, Conv), KernelError> {
 /// `out = conv1x1(hardtanh(depthwise(x)))` with the projection's weights scaled, the depthwise
 /// result never written out (module docs).
 pub fn depthwise_pointwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    let (dw, pw) = geometry(args)?;
+    fused(ctx, args, None)
+}
+
+/// [`depthwise_pointwise`] plus a float32 tensor of the output's shape at [`RESIDUAL`] (a residual
+/// connection): `out = conv1x1(...) + residual`, as `add.out(residual, ...)` after the two calls
+/// computes it, bit for bit; each band adds it as it copies its projection out.
+pub fn depthwise_pointwise_residual(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    fused(ctx, args, Some(RESIDUAL))
+}
+
+fn fused(ctx: &mut KernelContext, args: &KernelArgs<'_>, residual: Option<usize>) -> Result<(), KernelError> {
+    let (dw, pw) = geometry(args, if residual.is_some() { ARGS + 1 } else { ARGS })?;
     let scale_tensor = args.tensor(PW_SCALE)?;
     if scale_tensor.dtype() != DType::Double || scale_tensor.dim() != 1 {
         return Err(KernelError::InvalidArgument {
@@ -120,6 +133,19 @@ pub fn depthwise_pointwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     }
     let weights = Weights { data: pw_weight.data::<f32>()?, scale: Some(scale) };
     let numel = out.numel();
+    let residual = match residual {
+        Some(arg) => {
+            let r = args.tensor(arg)?;
+            if r.dtype() != DType::Float || r.sizes() != out.sizes() || !r.dim_order().is_contiguous() {
+                return Err(KernelError::ShapeMismatch {
+                    arg,
+                    reason: "the residual must be a contiguous float32 tensor of the output's shape",
+                });
+            }
+            Some(r.data::<f32>()?.get(..numel).ok_or(short(arg))?)
+        }
+        None => None,
+    };
     let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
 
     let (channels, width) = (dw.out_channels, dw.out_width);
@@ -138,7 +164,7 @@ pub fn depthwise_pointwise(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Re
     let per_task = (channels + pw.out_channels).checked_mul(band_len).ok_or(short(OUT))?;
     let packed_len = packed_conv_len(&pw).ok_or(short(PW_BASE + WEIGHT))?;
     let scratch_len = per_task.checked_mul(tasks).and_then(|n| n.checked_add(packed_len)).ok_or(short(OUT))?;
-    let block = Block { dw, pw, x: xd, taps, dw_bias, pw_bias, rows };
+    let block = Block { dw, pw, x: xd, taps, dw_bias, pw_bias, rows, residual };
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         let (packed, rest) = scratch.split_at_mut(packed_len);
         pack_conv_weights(&pw, weights, packed)?;
@@ -181,6 +207,8 @@ struct Block<'a> {
     pw_bias: Option<&'a [f32]>,
     /// Output rows per band.
     rows: usize,
+    /// Added to the output (same shape), if any.
+    residual: Option<&'a [f32]>,
 }
 
 impl Block<'_> {
@@ -224,8 +252,20 @@ impl Block<'_> {
         let bias = self.pw_bias.map_or(Bias::None, Bias::Row);
         let epilogue = Epilogue::store().with_bias(bias).clamped(pw.min, pw.max);
         sgemm_with(Kernel::best(), 1, ctx, cols, lhs, rhs, dst, &epilogue, OUT)?;
-        for (plane, rows) in planes.iter_mut().zip(projected.chunks_exact(cols.max(1))) {
-            plane.get_mut(..cols).ok_or(short(OUT))?.copy_from_slice(rows);
+        let Some(residual) = self.residual else {
+            for (plane, rows) in planes.iter_mut().zip(projected.chunks_exact(cols.max(1))) {
+                plane.get_mut(..cols).ok_or(short(OUT))?.copy_from_slice(rows);
+            }
+            return Ok(());
+        };
+        // The residual's rows of this band: plane `o` of image `n`, from row `oy0`.
+        let plane_len = pw.out_height * pw.out_width;
+        for (o, (plane, rows)) in planes.iter_mut().zip(projected.chunks_exact(cols.max(1))).enumerate() {
+            let at = (n * pw.out_channels + o) * plane_len + oy0 * pw.out_width;
+            let add = residual.get(at..at + cols).ok_or(short(RESIDUAL))?;
+            for ((d, &p), &r) in plane.get_mut(..cols).ok_or(short(OUT))?.iter_mut().zip(rows).zip(add) {
+                *d = p + r;
+            }
         }
         Ok(())
     }
@@ -310,14 +350,27 @@ mod tests {
         }
 
         fn fused(&self, ctx: &mut KernelContext) -> Vec<f32> {
+            self.fused_with(ctx, None)
+        }
+
+        /// [`Case::fused`], through [`depthwise_pointwise_residual`] when given a residual.
+        fn fused_with(&self, ctx: &mut KernelContext, residual: Option<&[f32]>) -> Vec<f32> {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
             let c = self
                 .depthwise()
                 .out(DType::Float, &[1, 1, 1, 1], self.batch * self.cout * oh * ow)
                 .double(0.0)
                 .double(6.0);
-            let mut call = self.projection(c).constant(&[self.cout], &self.scale()).prepare();
-            call.run(depthwise_pointwise, ctx).expect("fused");
+            let mut call = self.projection(c).constant(&[self.cout], &self.scale());
+            let kernel: crate::registry::KernelFn = match residual {
+                Some(r) => {
+                    call = call.tensor(&[self.batch, self.cout, oh, ow], r);
+                    depthwise_pointwise_residual
+                }
+                None => depthwise_pointwise,
+            };
+            let mut call = call.prepare();
+            call.run(kernel, ctx).expect("fused");
             let (sizes, out) = call.tensor::<f32>(9);
             assert_eq!(sizes, [self.batch, self.cout, oh, ow]);
             out
@@ -350,6 +403,31 @@ mod tests {
             assert!(want == case.fused(&mut KernelContext::new()), "one thread: {label}");
             assert!(want == case.fused(&mut KernelContext::with_pool(Some(pool.clone()))), "two threads: {label}");
         }
+    }
+
+    /// With a residual, the fused call computes what the two calls and an `add` of the residual
+    /// compute, bit for bit, on one thread and on a pool of two; a residual of another shape is an
+    /// error.
+    #[test]
+    fn fused_residual_equals_the_calls_and_the_add() {
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
+        for case in CASES {
+            let product = case.unfused(&mut KernelContext::new());
+            let residual = noise(product.len(), 7);
+            let want: Vec<u32> = residual.iter().zip(&product).map(|(&r, &p)| (r + p).to_bits()).collect();
+            let label = format!("{} channels {}x{}", case.channels, case.h, case.w);
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let one = case.fused_with(&mut KernelContext::new(), Some(&residual));
+            assert!(want == bits(one), "one thread: {label}");
+            let two = case.fused_with(&mut KernelContext::with_pool(Some(pool.clone())), Some(&residual));
+            assert!(want == bits(two), "two threads: {label}");
+        }
+        let case = &CASES[0];
+        let (oh, ow) = (case.out_size(case.h), case.out_size(case.w));
+        let c = case.depthwise().out(DType::Float, &[1, 1, 1, 1], 1 << 12).double(0.0).double(6.0);
+        let call = case.projection(c).constant(&[case.cout], &case.scale());
+        let mut wrong = call.tensor(&[1, case.cout, oh, ow + 1], &noise(case.cout * oh * (ow + 1), 7)).prepare();
+        assert!(wrong.run(depthwise_pointwise_residual, &mut KernelContext::new()).is_err());
     }
 
     /// With the band kernel (CPUs without AVX-512) for both.
