@@ -563,6 +563,11 @@ unsafe fn product_into(
             None => *epilogue,
         },
         residual: epilogue.residual.map(|r| (r.data.as_ptr(), r.row, r.col, epilogue.min, epilogue.max)),
+        residual_in_tiles: kernel == Kernel::Avx512
+            && c.col == 1
+            && epilogue.residual.is_some_and(|r| r.col == 1)
+            && epilogue.min == f32::NEG_INFINITY
+            && epilogue.max == f32::INFINITY,
     };
     let panels = m.div_ceil(MR);
     let macs = m.saturating_mul(n).saturating_mul(k.max(1));
@@ -632,6 +637,9 @@ struct Job<'a> {
     /// `i < m`, `j < n`) and the clamp after it, which each task applies to its part of `C`
     /// right after computing it, while it is in cache.
     residual: Option<(*const f32, usize, usize, f32, f32)>,
+    /// The AVX-512 tile kernel adds the residual as it stores (dense `C` and residual rows, no
+    /// clamp); the narrow kernel's columns still get it afterwards.
+    residual_in_tiles: bool,
 }
 
 // SAFETY: the raw pointers point into slices borrowed for the job's lifetime (read-only for `a`,
@@ -642,7 +650,7 @@ unsafe impl Sync for Job<'_> {}
 /// reductions. Contract (upheld by `Job::run`): `a[kk * MR + r]` readable for `kk < kc`,
 /// `r < MR`; `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
 /// writable for `r < rows`, `j < cols`, not aliased; `row_bias[r]` readable for `r < rows` when
-/// not null; `col_bias[j]` readable for `j < cols` when not null.
+/// not null; `col_bias[j]` readable for `j < cols` when not null; `residual` as documented there.
 #[derive(Clone, Copy)]
 struct Tile {
     a: *const f32,
@@ -662,6 +670,10 @@ struct Tile {
     finish: bool,
     row_bias: *const f32,
     col_bias: *const f32,
+    /// When not null (AVX-512 kernel only, with `finish`): `residual[r * ldr + j]`, readable for
+    /// `r < rows`, `j < cols`, added after the bias and before the clamp.
+    residual: *const f32,
+    ldr: usize,
     min: f32,
     max: f32,
 }
@@ -738,7 +750,13 @@ impl Job<'_> {
     /// Computes panels `panels` (of `MR` rows) × columns `cols` of `C`, residual included.
     fn run(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         self.run_product(panels.clone(), cols.clone());
-        self.add_residual(panels, cols);
+        if self.residual_in_tiles {
+            // Only the narrow kernel's columns (see `run_product`) are left.
+            let tail = if self.narrow { narrow_tail(cols.len()) } else { 0 };
+            self.add_residual(panels, cols.end - tail..cols.end);
+        } else {
+            self.add_residual(panels, cols);
+        }
     }
 
     /// `C = clamp(C + R)` over panels `panels` × columns `cols`, when there is a residual.
@@ -943,6 +961,11 @@ impl Job<'_> {
             finish,
             row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
             col_bias: if col_bias.is_null() { col_bias } else { col_bias.wrapping_add(j0) },
+            residual: match self.residual {
+                Some((r, r_row, _, _, _)) if self.residual_in_tiles && finish => r.wrapping_add(i0 * r_row + j0),
+                _ => std::ptr::null(),
+            },
+            ldr: self.residual.map_or(0, |r| r.1),
             min: self.epilogue.min,
             max: self.epilogue.max,
         };
@@ -1186,6 +1209,17 @@ mod x86 {
                 for acc in acc.iter_mut() {
                     for (acc, &bias) in acc.iter_mut().zip(&bias) {
                         *acc = _mm512_add_ps(*acc, bias);
+                    }
+                }
+            }
+            if !t.residual.is_null() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: columns < cols of row r < rows of the residual (Tile
+                        // contract), masked.
+                        let add =
+                            unsafe { _mm512_maskz_loadu_ps(masks[v], t.residual.wrapping_add(r * t.ldr + v * 16)) };
+                        *acc = _mm512_add_ps(*acc, add);
                     }
                 }
             }
