@@ -658,14 +658,15 @@ pub(crate) fn depthwise_projection(
     }
 }
 
-/// Folds an `add` into the convolution whose output it alone reads: a 1x1 projection with its
-/// batch norm folded and no activation ([`fused::convolution_scaled`](etch_kernels::optimized::fused::convolution_scaled)), alone or fused with
-/// the depthwise convolution before it ([`conv::depthwise_pointwise`](etch_kernels::optimized::conv::depthwise_pointwise)), added to the block's input:
-/// MobileNet's inverted residual blocks. The convolution writes the add's output, adding the other
-/// operand as it stores its results (each GEMM task to the outputs it has just computed), and the
-/// add becomes a no-op: its pass over three tensors disappears, and with it, on a pool, a read of
-/// outputs the other core wrote. Bit-identical: `(product + bias) + residual` is the add's sum
-/// (float addition commutes). Run after [`depthwise_projection`].
+/// Folds an `add` into the convolution whose output it alone reads: a convolution with its batch
+/// norm folded and no activation ([`fused::convolution_scaled`](etch_kernels::optimized::fused::convolution_scaled);
+/// MobileNet's 1x1 projections, ResNet's last 3x3 of a block), or a projection fused with the
+/// depthwise convolution before it ([`conv::depthwise_pointwise`](etch_kernels::optimized::conv::depthwise_pointwise)),
+/// added to the block's input. The convolution writes the add's output, adding the other operand
+/// as it stores its results, and the add becomes a no-op: its pass over three tensors disappears,
+/// and with it, on a pool, a read of outputs the other core wrote. Bit-identical:
+/// `(product + bias) + residual` is the add's sum with alpha 1 (float addition commutes). Run
+/// after [`depthwise_projection`].
 pub(crate) fn residual_add(
     b: &Builder<'_>,
     ins: &mut Instructions,
@@ -722,14 +723,15 @@ pub(crate) fn residual_add(
         {
             continue;
         }
-        // The add moves up to the convolution: nothing between them may write the residual, or
-        // touch the add's output; only plain calls in between (no moves, jumps or delegates).
+        // The add moves up to the convolution: nothing between them may write the residual (an
+        // argument past the 64 the write mask covers counts as written), or touch the add's
+        // output; only plain calls in between (no moves, jumps or delegates).
         let between_ok = (i + 1..j).all(|k| match ins.steps.get(k) {
             Some(Step::Nop) => true,
             Some(Step::Kernel { args, writable, .. }) => pool_slice(&ins.arg_pool, *args)
                 .iter()
                 .enumerate()
-                .all(|(p, &v)| v != out && !(v == residual && p < 64 && writable & (1 << p) != 0)),
+                .all(|(p, &v)| v != out && !(v == residual && (p >= 64 || writable & (1 << p) != 0))),
             _ => false,
         });
         if !between_ok {

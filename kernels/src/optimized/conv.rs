@@ -316,8 +316,9 @@ pub fn convolution_scaled(
 /// [`convolution_scaled`] without a clamp, plus a float32 tensor of the output's shape and dim
 /// order at [`RESIDUAL`]: `out = conv(x) + residual`, what `add.out(residual, conv(x))` after
 /// the convolution computes (alpha 1), bit for bit, without writing `conv(x)` out and reading it
-/// back. On the pointwise GEMM path each task adds the residual to the outputs it has just
-/// computed, while they are in cache; the other paths add it after the convolution.
+/// back. On the pointwise GEMM path the GEMM adds it as it stores its results (see
+/// [`Epilogue::residual`](crate::optimized::sgemm::Epilogue)); the other paths add it after the
+/// convolution.
 pub fn convolution_scaled_residual(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let scale = match weight_scale(args)? {
         Some(scale) => scale,
@@ -777,8 +778,8 @@ struct Output<'a> {
 /// inputs it reads are first copied into one `[channels, out_pixels]` matrix: through the
 /// padded-input path it copied all four stride-2 phases of the input (a 1x1 kernel reads one) and
 /// its products out again, 11 µs for regnet_y_narrow's 16→16 one on 32x32 (4 µs this way).
-/// With a residual (indexed like the output), each GEMM task adds it to its outputs; `Ok(false)`
-/// when it was not added (the pixel_gemm path).
+/// With a residual (indexed like the output), the GEMM adds it as it stores; `Ok(false)` when it
+/// was not added (the pixel_gemm path).
 #[allow(clippy::too_many_arguments)]
 fn pointwise(
     ctx: &mut KernelContext,
