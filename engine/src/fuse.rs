@@ -248,6 +248,12 @@ fn is_unshared(values: &[EValue], class_size: &[u32], v: u32) -> bool {
     }
 }
 
+/// Whether value `v` is the scalar 1 (an `add`'s alpha that leaves the sum as it is).
+fn is_one(values: &[EValue], v: u32) -> bool {
+    matches!(values.get(v as usize), Some(EValue::Int(1)))
+        || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
+}
+
 /// The arguments of instruction `j` if it is a kernel call to `op`.
 fn call_args(ins: &Instructions, j: usize, op: &str) -> Option<Vec<u32>> {
     let Step::Kernel { args, .. } = ins.steps.get(j)? else { return None };
@@ -680,10 +686,6 @@ pub(crate) fn residual_add(
     let readers = Readers::new(b, ins, values, ids, pool, pt);
     let shapes = ConvShapes { b, values, pool, constants, first_constant };
     let (add_of_left, add_of_right) = (argument_readers(ins, &[ADD], 0), argument_readers(ins, &[ADD], 1));
-    let is_one = |v: u32| {
-        matches!(values.get(v as usize), Some(EValue::Int(1)))
-            || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
-    };
     let scaled = fused::convolution_scaled as etch_kernels::KernelFn;
     let depthwise_projection = conv::depthwise_pointwise as etch_kernels::KernelFn;
     for i in 0..ins.steps.len() {
@@ -709,7 +711,7 @@ pub(crate) fn residual_add(
         // tensors of their own.
         let sizes = shapes.static_f32(mid);
         if j <= i
-            || !is_one(alpha)
+            || !is_one(values, alpha)
             || !readers.read_once(mid)
             || residual == mid
             || [mid, residual].contains(&out)
@@ -931,14 +933,10 @@ pub(crate) fn hard_activations(
         Some(EValue::Int(_) | EValue::None) => true,
         _ => false,
     };
-    let is_one = |v: u32| {
-        matches!(values.get(v as usize), Some(EValue::Int(1)))
-            || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
-    };
     for i in 0..ins.steps.len() {
         let Some(&[x, a, alpha, t1]) = call_args(ins, i, ADD).as_deref() else { continue };
         let Some(x_def) = float_def(x) else { continue };
-        if !unshared(x) || !one_element(a) || !is_one(alpha) || !read_once(t1) {
+        if !unshared(x) || !one_element(a) || !is_one(values, alpha) || !read_once(t1) {
             continue;
         }
         // The clamps: one or two (a single clamp is passed twice: clamping again is exact).
