@@ -151,7 +151,9 @@ fn layer_norm_rows_with(rows: Rows<'_>) {
 
 /// `aten::_native_batch_norm_legit_no_training.out` (inference batch norm, the form a batch norm
 /// takes when no convolution precedes it to fold into: densenet's normalise-then-convolve
-/// layers) on contiguous f32 tensors; anything else to the portable kernel.
+/// layers, and every batch norm of a model exported channels-last, which the engine does not
+/// fold) on f32 tensors, contiguous or (4-D, input and output alike) channels-last; anything else
+/// to the portable kernel.
 pub fn batch_norm_no_training_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     match fast_batch_norm(args) {
         Some(result) => result,
@@ -161,10 +163,16 @@ pub fn batch_norm_no_training_out(ctx: &mut KernelContext, args: &KernelArgs<'_>
 
 /// The fast case, or `None` (nothing borrowed mutably yet) for the portable kernel.
 fn fast_batch_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
-    if !contiguous(args, 0, DType::Float) || !contiguous(args, 7, DType::Float) {
+    let x = args.tensor(0).ok()?;
+    // Channels innermost: `[N, H, W, C]` in memory, each pixel's channels one run.
+    let channels_last = x.dim() == 4
+        && x.dtype() == DType::Float
+        && x.dim_order().is_channels_last()
+        && args.tensor_dtype(7).is_ok_and(|d| d == DType::Float)
+        && args.tensor_dim_order(7).is_ok_and(|o| o.is_channels_last());
+    if !channels_last && (!contiguous(args, 0, DType::Float) || !contiguous(args, 7, DType::Float)) {
         return None;
     }
-    let x = args.tensor(0).ok()?;
     if x.dim() < 2 {
         return None;
     }
@@ -196,16 +204,27 @@ fn fast_batch_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
         let len = batch.checked_mul(channels).and_then(|l| l.checked_mul(plane)).ok_or(short(0))?;
         let xs = x.data::<f32>()?.get(..len).ok_or(short(0))?;
         let os = out.data_mut::<f32>()?.get_mut(..len).ok_or(short(7))?;
-        if plane == 0 {
+        if plane == 0 || channels == 0 {
+            return Ok(());
+        }
+        // The portable kernel's arithmetic, so the results are its bits: `x * alpha + beta` in
+        // f64 (PyTorch's form), here in loops that vectorize.
+        let coefficients = |ch: usize| {
+            let invstd = 1.0 / (f64::from(var[ch]) + eps).sqrt();
+            let alpha = invstd * weight.map_or(1.0, |w| f64::from(w[ch]));
+            (alpha, bias.map_or(0.0, |b| f64::from(b[ch])) - f64::from(mean[ch]) * alpha)
+        };
+        if channels_last {
+            let (alpha, beta): (Vec<f64>, Vec<f64>) = (0..channels).map(coefficients).unzip();
+            for (xp, op) in xs.chunks_exact(channels).zip(os.chunks_exact_mut(channels)) {
+                for (((o, &v), &a), &b) in op.iter_mut().zip(xp).zip(&alpha).zip(&beta) {
+                    *o = (f64::from(v) * a + b) as f32;
+                }
+            }
             return Ok(());
         }
         for (i, (xp, op)) in xs.chunks_exact(plane).zip(os.chunks_exact_mut(plane)).enumerate() {
-            let ch = i % channels;
-            // The portable kernel's arithmetic, so the results are its bits: `x * alpha + beta`
-            // in f64 (PyTorch's form), here in a loop that vectorizes.
-            let invstd = 1.0 / (f64::from(var[ch]) + eps).sqrt();
-            let alpha = invstd * weight.map_or(1.0, |w| f64::from(w[ch]));
-            let beta = bias.map_or(0.0, |b| f64::from(b[ch])) - f64::from(mean[ch]) * alpha;
+            let (alpha, beta) = coefficients(i % channels);
             for (o, &v) in op.iter_mut().zip(xp) {
                 *o = (f64::from(v) * alpha + beta) as f32;
             }
@@ -237,12 +256,20 @@ mod tests {
     use crate::portable::test_support::Call;
 
     /// The same bits as the portable kernel: batches, planes of one element and of many, with
-    /// and without weight and bias, a zero variance, inf and NaN inputs.
+    /// and without weight and bias, a zero variance, inf and NaN inputs; contiguous and
+    /// channels-last (4-D).
     #[test]
     fn batch_norm_matches_portable_bit_for_bit() {
-        for (sizes, affine) in
-            [(&[2usize, 3, 4, 5][..], true), (&[1, 8, 1, 1][..], false), (&[3, 5][..], true), (&[1, 4, 7][..], false)]
-        {
+        let cases = [
+            (&[2usize, 3, 4, 5][..], true, false),
+            (&[1, 8, 1, 1][..], false, false),
+            (&[3, 5][..], true, false),
+            (&[1, 4, 7][..], false, false),
+            (&[2, 3, 4, 5][..], true, true),
+            (&[1, 19, 3, 2][..], false, true),
+        ];
+        for (sizes, affine, channels_last) in cases {
+            let order: Option<&[u8]> = channels_last.then_some(&[0, 2, 3, 1]);
             let (c, n) = (sizes[1], sizes.iter().product::<usize>());
             let mut x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0).collect();
             x[0] = f32::INFINITY;
@@ -255,11 +282,15 @@ mod tests {
             let mut var: Vec<f32> = param(2).iter().map(|v| v.abs()).collect();
             var[0] = 0.0;
             let run = |kernel: KernelFn| {
-                let call = Call::new().tensor(sizes, &x);
+                let call = Call::new().tensor_ordered(sizes, order, &x);
                 let call =
                     if affine { call.tensor(&[c], &param(3)).tensor(&[c], &param(4)) } else { call.none().none() };
                 let call = call.tensor(&[c], &mean).tensor(&[c], &var).double(0.1).double(1e-5);
-                let call = call.out(DType::Float, sizes, n).out(DType::Float, &[0], 1).out(DType::Float, &[0], 1);
+                let call = match order {
+                    Some(order) => call.out_ordered(DType::Float, sizes, order, n),
+                    None => call.out(DType::Float, sizes, n),
+                };
+                let call = call.out(DType::Float, &[0], 1).out(DType::Float, &[0], 1);
                 let (r, mut done) = call.run(kernel);
                 r.expect("batch norm");
                 done.tensor::<f32>(7)
