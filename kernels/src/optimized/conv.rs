@@ -365,8 +365,8 @@ fn convolve(
     let conv = plan(args);
     let mut out = args.tensor_mut(OUT)?;
     let added = convolve_into(ctx, args, conv, &mut out, min, max, scale, residual)?;
+    // `convolve_into` checked the residual against the output.
     if let Some(residual) = residual.filter(|_| !added) {
-        check_residual(Some(residual), &out)?;
         let numel = out.numel();
         let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
         for (o, &r) in od.iter_mut().zip(residual.data) {
@@ -391,6 +391,7 @@ fn convolve_into(
     let Some(mut conv) = conv else {
         let (x, w, bias) = (args.tensor(INPUT)?, args.tensor(WEIGHT)?, args.opt_tensor(BIAS)?);
         portable_convolution(args, &x, &w, bias, out, min, max, scale)?;
+        check_residual(residual, out)?;
         return Ok(false);
     };
     conv.min = min;

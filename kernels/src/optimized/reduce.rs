@@ -90,8 +90,7 @@ const ROWS: usize = 8;
 /// 1280 rows of 49, took 29 µs through it).
 fn short_row_sums(src: &[f32], reduced: usize, dst: &mut [f32], scale: f64) {
     let reduced = reduced.max(1);
-    let mut blocks = src.chunks_exact(reduced * ROWS).zip(dst.chunks_exact_mut(ROWS));
-    for (block, out) in &mut blocks {
+    for (block, out) in src.chunks_exact(reduced * ROWS).zip(dst.chunks_exact_mut(ROWS)) {
         let rows: [&[f32]; ROWS] = std::array::from_fn(|i| &block[i * reduced..(i + 1) * reduced]);
         let mut acc = [0f64; ROWS];
         for k in 0..reduced {
@@ -103,8 +102,9 @@ fn short_row_sums(src: &[f32], reduced: usize, dst: &mut [f32], scale: f64) {
             *o = (a * scale) as f32;
         }
     }
+    // The last rows, fewer than ROWS, one at a time.
     let done = dst.len() / ROWS * ROWS;
-    for (row, o) in src[done * reduced..].chunks_exact(reduced).zip(&mut dst[done..]) {
+    for (row, o) in src.chunks_exact(reduced).zip(dst.iter_mut()).skip(done) {
         *o = (row.iter().map(|&v| f64::from(v)).sum::<f64>() * scale) as f32;
     }
 }

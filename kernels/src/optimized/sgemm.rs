@@ -562,7 +562,13 @@ unsafe fn product_into(
             Some(_) => Epilogue { min: f32::NEG_INFINITY, max: f32::INFINITY, residual: None, ..*epilogue },
             None => *epilogue,
         },
-        residual: epilogue.residual.map(|r| (r.data.as_ptr(), r.row, r.col, epilogue.min, epilogue.max)),
+        residual: epilogue.residual.map(|r| JobResidual {
+            data: r.data.as_ptr(),
+            row: r.row,
+            col: r.col,
+            min: epilogue.min,
+            max: epilogue.max,
+        }),
         residual_in_tiles: kernel == Kernel::Avx512
             && c.col == 1
             && epilogue.residual.is_some_and(|r| r.col == 1)
@@ -633,13 +639,23 @@ struct Job<'a> {
     /// The microkernels' epilogue: without the residual, and without the clamp when there is
     /// one.
     epilogue: Epilogue<'a>,
-    /// The residual `R` (element `(i, j)` at `r[i * row + j * col]`, inside its slice for
-    /// `i < m`, `j < n`) and the clamp after it, which each task applies to its part of `C`
-    /// right after computing it, while it is in cache.
-    residual: Option<(*const f32, usize, usize, f32, f32)>,
+    residual: Option<JobResidual>,
     /// The AVX-512 tile kernel adds the residual as it stores (dense `C` and residual rows, no
     /// clamp); the narrow kernel's columns still get it afterwards.
     residual_in_tiles: bool,
+}
+
+/// A [`Job`]'s residual `R` (element `(i, j)` at `data[i * row + j * col]`, inside its slice for
+/// `i < m`, `j < n`) and the clamp after it, which each task applies to its part of `C` right
+/// after computing it, while it is in cache (where the tile kernel does not, see
+/// `Job::residual_in_tiles`).
+#[derive(Clone, Copy)]
+struct JobResidual {
+    data: *const f32,
+    row: usize,
+    col: usize,
+    min: f32,
+    max: f32,
 }
 
 // SAFETY: the raw pointers point into slices borrowed for the job's lifetime (read-only for `a`,
@@ -761,7 +777,7 @@ impl Job<'_> {
 
     /// `C = clamp(C + R)` over panels `panels` × columns `cols`, when there is a residual.
     fn add_residual(&self, panels: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
-        let Some((r, r_row, r_col, min, max)) = self.residual else { return };
+        let Some(JobResidual { data: r, row: r_row, col: r_col, min, max }) = self.residual else { return };
         let rows = (panels.start * MR).min(self.m)..(panels.end * MR).min(self.m);
         for i in rows {
             if self.c_col == 1 && r_col == 1 {
@@ -962,10 +978,10 @@ impl Job<'_> {
             row_bias: if row_bias.is_null() { row_bias } else { row_bias.wrapping_add(i0) },
             col_bias: if col_bias.is_null() { col_bias } else { col_bias.wrapping_add(j0) },
             residual: match self.residual {
-                Some((r, r_row, _, _, _)) if self.residual_in_tiles && finish => r.wrapping_add(i0 * r_row + j0),
+                Some(r) if self.residual_in_tiles && finish => r.data.wrapping_add(i0 * r.row + j0),
                 _ => std::ptr::null(),
             },
-            ldr: self.residual.map_or(0, |r| r.1),
+            ldr: self.residual.map_or(0, |r| r.row),
             min: self.epilogue.min,
             max: self.epilogue.max,
         };
