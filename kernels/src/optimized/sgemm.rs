@@ -79,10 +79,10 @@ pub const STRIPS_OUTER_MAX_C_BYTES: usize = 1 << 20;
 /// strip, and only when each thread's share of `C` fits its L2: a strip writes a little of every
 /// row of `C`, as many write streams as rows, which the caches absorb but memory does not.
 /// Measured on mobilenet_v2's expansions (exported as single layers, `etch bench`, medians of
-/// alternating runs): 24->144 channels at 56x56 (1.8 MB of `C`), two threads 0.205 -> 0.149 ms,
-/// one thread unchanged (0.278 / 0.274); 32->192 at 28x28, two threads 0.089 -> 0.062 ms, one
-/// 0.112 -> 0.109; 16->96 at 112x112 (4.8 MB of `C`, past the L2s) one thread 0.76 -> 1.13 ms
-/// strip by strip, hence the bound on `C`.
+/// alternating runs): 24->144 channels at 56x56 (1.8 MB of `C`), two threads 0.205 -> 0.149 ms
+/// (one thread, where `C` is past the bound: 0.278 either order); 32->192 at 28x28, two threads
+/// 0.089 -> 0.062 ms, one 0.112 -> 0.109; 16->96 at 112x112 (4.8 MB of `C`, past the L2s) one
+/// thread 0.76 -> 1.13 ms strip by strip, hence the bound on `C`.
 fn strips_outer(m: usize, k: usize, n: usize, threads: usize) -> bool {
     #[cfg(test)]
     if !STRIPS_OUTER_ENABLED.with(|e| e.get()) {
