@@ -161,6 +161,10 @@ pub fn batch_norm_no_training_out(ctx: &mut KernelContext, args: &KernelArgs<'_>
     }
 }
 
+/// Channels whose batch norm coefficients a channels-last batch norm keeps at a time (4 KiB of
+/// stack); most layers have at most this many, mobilenet_v2's widest 1280 (five passes).
+const CHANNEL_BLOCK: usize = 256;
+
 /// The fast case, or `None` (nothing borrowed mutably yet) for the portable kernel.
 fn fast_batch_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
     let x = args.tensor(0).ok()?;
@@ -215,10 +219,20 @@ fn fast_batch_norm(args: &KernelArgs<'_>) -> Option<Result<(), KernelError>> {
             (alpha, bias.map_or(0.0, |b| f64::from(b[ch])) - f64::from(mean[ch]) * alpha)
         };
         if channels_last {
-            let (alpha, beta): (Vec<f64>, Vec<f64>) = (0..channels).map(coefficients).unzip();
-            for (xp, op) in xs.chunks_exact(channels).zip(os.chunks_exact_mut(channels)) {
-                for (((o, &v), &a), &b) in op.iter_mut().zip(xp).zip(&alpha).zip(&beta) {
-                    *o = (f64::from(v) * a + b) as f32;
+            // Each pixel's channels are one run: the coefficients of up to CHANNEL_BLOCK channels
+            // at a time, on the stack (nothing allocated while a method runs), across every pixel.
+            for c0 in (0..channels).step_by(CHANNEL_BLOCK) {
+                let run = c0..(c0 + CHANNEL_BLOCK).min(channels);
+                let mut alpha = [0f64; CHANNEL_BLOCK];
+                let mut beta = [0f64; CHANNEL_BLOCK];
+                for ((a, b), ch) in alpha.iter_mut().zip(beta.iter_mut()).zip(run.clone()) {
+                    (*a, *b) = coefficients(ch);
+                }
+                for (xp, op) in xs.chunks_exact(channels).zip(os.chunks_exact_mut(channels)) {
+                    let (xp, op) = (&xp[run.clone()], &mut op[run.clone()]);
+                    for (((o, &v), &a), &b) in op.iter_mut().zip(xp).zip(&alpha).zip(&beta) {
+                        *o = (f64::from(v) * a + b) as f32;
+                    }
                 }
             }
             return Ok(());
@@ -267,6 +281,8 @@ mod tests {
             (&[1, 4, 7][..], false, false),
             (&[2, 3, 4, 5][..], true, true),
             (&[1, 19, 3, 2][..], false, true),
+            // Two blocks of channels (CHANNEL_BLOCK).
+            (&[1, 300, 2, 3][..], true, true),
         ];
         for (sizes, affine, channels_last) in cases {
             let order: Option<&[u8]> = channels_last.then_some(&[0, 2, 3, 1]);

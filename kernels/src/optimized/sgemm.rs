@@ -73,8 +73,8 @@ pub const STRIPS_OUTER_MAX_A_BYTES: usize = 32 << 10;
 /// a core's L2 (1 MiB on Zen 4).
 pub const STRIPS_OUTER_MAX_C_BYTES: usize = 1 << 20;
 
-/// Whether a product runs strip by strip of `B`, each strip read once into L1 and every panel of
-/// `A` passed over it, rather than panel by panel over a block of `B` in L2 (which reads each
+/// Whether a product runs strip by strip of `B`, each strip (the whole reduction, one block) read
+/// once into L1 and every panel of `A` passed over it, rather than panel by panel over a block of `B` in L2 (which reads each
 /// tile's rows of `B` from L2 again for every panel). Only when all of `A` stays in L1 beside the
 /// strip, and only when each thread's share of `C` fits its L2: a strip writes a little of every
 /// row of `C`, as many write streams as rows, which the caches absorb but memory does not.
@@ -90,7 +90,10 @@ fn strips_outer(m: usize, k: usize, n: usize, threads: usize) -> bool {
     }
     let a_bytes = m.saturating_mul(k).saturating_mul(4);
     let c_bytes_per_thread = m.saturating_mul(n).saturating_mul(4) / threads.max(1);
-    k <= KC && a_bytes <= STRIPS_OUTER_MAX_A_BYTES && c_bytes_per_thread <= STRIPS_OUTER_MAX_C_BYTES
+    // One reduction block, so that a strip is B's whole reduction.
+    KBlocks::new(m, k).count == 1
+        && a_bytes <= STRIPS_OUTER_MAX_A_BYTES
+        && c_bytes_per_thread <= STRIPS_OUTER_MAX_C_BYTES
 }
 
 /// Up to this many columns of `C` (the pixels of a convolution on a 2x2 or 1x1 map, a
@@ -900,7 +903,7 @@ impl Job<'_> {
                         }
                     }
                 }
-            } else if self.strips_outer && blocks.count == 1 {
+            } else if self.strips_outer {
                 // Each strip of B (one block: the whole reduction) is read once, into L1, and
                 // every panel of A (all of them in L1 too) passes over it.
                 for j0 in (jc..jc_end).step_by(NR) {
