@@ -1,5 +1,6 @@
-//! Parallel regions for kernels: tasks spread over the pool, claimed one at a time, and a caller
-//! that waits for the others' last tasks by spinning.
+//! Parallel regions for kernels: tasks spread over the pool, each thread first taking its own
+//! contiguous share of them (see [`Shares`]), and a caller that waits for the others' last tasks
+//! by spinning.
 //!
 //! Why not rayon's parallel iterators: at their end the calling thread waits on a latch, and a
 //! rayon thread that waits long enough falls asleep (a futex wait after a few dozen yields). On
@@ -7,15 +8,16 @@
 //! happened a few times per mobilenet_v2 execution at 2 threads (strace: about 7 futex calls per
 //! execution): the median execution took 3.6 ms against a 2.6 ms minimum, where ExecuTorch's
 //! XNNPACK runtime, whose pthreadpool spins, had 2.0 against 1.9. Here the caller takes tasks
-//! like any helper (so a helper that starts late, or never, costs nothing but its share), and
-//! once none are left it spins on a counter of finished tasks, which only tasks already running
-//! on other threads hold up.
+//! like any helper (so a helper that starts late, or never, costs nothing: its share is taken
+//! from the back by the others), and once none are left it spins on a counter of finished tasks,
+//! which only tasks already running on other threads hold up.
 //!
-//! Which thread runs which task depends on timing; the kernels using this give every task the
-//! same work whichever thread runs it, so results do not depend on it.
+//! Which thread runs which task depends on timing only when a thread falls behind; the kernels
+//! using this give every task the same work whichever thread runs it, so results do not depend
+//! on it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::KernelError;
 use crate::registry::KernelContext;
@@ -28,18 +30,16 @@ where
     F: Fn(usize) -> Result<(), KernelError> + Sync,
 {
     let threads = ctx.threads().min(tasks);
-    if threads <= 1 {
+    // Shares pack task indices in 32 bits.
+    if threads <= 1 || u32::try_from(tasks).is_err() {
         return (0..tasks).try_for_each(body);
     }
-    let next = AtomicUsize::new(0);
+    let shares = Shares::new(tasks, threads);
+    let joined = AtomicUsize::new(1);
     let finished = AtomicUsize::new(0);
     let first_error: Mutex<Option<KernelError>> = Mutex::new(None);
-    let claim_and_run = || {
-        loop {
-            let t = next.fetch_add(1, Ordering::Relaxed);
-            if t >= tasks {
-                return;
-            }
+    let claim_and_run = |participant: usize| {
+        while let Some(t) = shares.claim(participant) {
             // Counted on drop, so that a panicking task still counts as finished and the
             // waiting caller moves on (the panic then reaches it through `join`).
             let _finished = Finished(&finished);
@@ -49,17 +49,19 @@ where
             }
         }
     };
+    // Helpers number themselves in the order they start (the caller is participant 0).
+    let helper = || claim_and_run(joined.fetch_add(1, Ordering::Relaxed));
     ctx.install(|| {
         rayon::join(
             || {
-                claim_and_run();
+                claim_and_run(0);
                 // Every task is claimed; wait for the ones other threads still run, without
                 // sleeping (see the module docs). Those tasks do not wait on this thread.
                 while finished.load(Ordering::Acquire) < tasks {
                     std::hint::spin_loop();
                 }
             },
-            || fan_out(threads - 1, &claim_and_run),
+            || fan_out(threads - 1, &helper),
         )
     });
     let error = first_error.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -112,6 +114,71 @@ fn fan_out(helpers: usize, run: &(dyn Fn() + Sync)) {
     }
 }
 
+/// Most participants whose shares [`Shares`] tracks; more threads than this share the last ones.
+const MAX_SHARES: usize = 64;
+
+/// The tasks of one region cut into one contiguous share per participant: participant `p` first
+/// takes its own share from the front, then takes from the backs of the others' shares.
+///
+/// Why not one counter that every thread claims from: which thread ran which task then depended
+/// on timing, so consecutive kernels cut alike (a product's columns, then the next product's)
+/// ran a given part of the data on either core by chance, and about half of what each task read
+/// came from the other core's cache. With shares, the caller runs the first part and the helper
+/// the second, kernel after kernel, unless one of them falls behind.
+struct Shares {
+    /// Per participant, its remaining tasks `lo..hi` packed as `lo << 32 | hi`.
+    ranges: [AtomicU64; MAX_SHARES],
+    participants: usize,
+}
+
+impl Shares {
+    /// `tasks` cut into `participants` (at least 1) shares; `tasks` must fit in 32 bits.
+    fn new(tasks: usize, participants: usize) -> Shares {
+        let participants = participants.clamp(1, MAX_SHARES);
+        let ranges = std::array::from_fn(|p| {
+            let (lo, hi) =
+                if p < participants { (tasks * p / participants, tasks * (p + 1) / participants) } else { (0, 0) };
+            AtomicU64::new(pack(lo, hi))
+        });
+        Shares { ranges, participants }
+    }
+
+    /// The next task for `participant`: the front of its own share, else the back of another's;
+    /// `None` once every task is claimed.
+    fn claim(&self, participant: usize) -> Option<usize> {
+        let own = participant.min(self.participants - 1);
+        if let Some(t) = self.take(own, true) {
+            return Some(t);
+        }
+        (1..self.participants).find_map(|d| self.take((own + d) % self.participants, false))
+    }
+
+    /// Takes one task off the front (`front`) or back of share `p`.
+    fn take(&self, p: usize, front: bool) -> Option<usize> {
+        let range = &self.ranges[p];
+        let mut current = range.load(Ordering::Relaxed);
+        loop {
+            let (lo, hi) = unpack(current);
+            if lo >= hi {
+                return None;
+            }
+            let (next, task) = if front { (pack(lo + 1, hi), lo) } else { (pack(lo, hi - 1), hi - 1) };
+            match range.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(task),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+fn pack(lo: usize, hi: usize) -> u64 {
+    ((lo as u64) << 32) | hi as u64
+}
+
+fn unpack(packed: u64) -> (usize, usize) {
+    ((packed >> 32) as usize, (packed & u64::from(u32::MAX)) as usize)
+}
+
 /// Adds one to a counter when dropped.
 struct Finished<'a>(&'a AtomicUsize);
 
@@ -134,6 +201,26 @@ mod tests {
 
     fn pooled(threads: usize) -> KernelContext {
         KernelContext::with_pool(Some(Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap())))
+    }
+
+    #[test]
+    fn each_participant_takes_its_own_share_first_then_the_backs_of_others() {
+        let shares = Shares::new(8, 2);
+        let caller: Vec<usize> = (0..4).filter_map(|_| shares.claim(0)).collect();
+        assert_eq!(caller, [0, 1, 2, 3]);
+        assert_eq!(shares.claim(1), Some(4));
+        // The caller's share is used up: it takes the helper's from the back.
+        assert_eq!(shares.claim(0), Some(7));
+        assert_eq!(shares.claim(1), Some(5));
+        assert_eq!(shares.claim(0), Some(6));
+        assert_eq!((shares.claim(0), shares.claim(1)), (None, None));
+        // Uneven: 7 tasks over 3 participants, one of which never comes; a participant number
+        // past the shares takes the last share.
+        let shares = Shares::new(7, 3);
+        let mut seen: Vec<usize> = std::iter::from_fn(|| shares.claim(0).or_else(|| shares.claim(5))).collect();
+        assert_eq!(seen[..2], [0, 1]);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
     }
 
     #[test]
