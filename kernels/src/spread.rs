@@ -135,9 +135,10 @@ impl Shares {
     /// `tasks` cut into `participants` (at least 1) shares; `tasks` must fit in 32 bits.
     fn new(tasks: usize, participants: usize) -> Shares {
         let participants = participants.clamp(1, MAX_SHARES);
+        // In 64 bits: `tasks * participants` fits (tasks < 2^32, participants <= 64) on any target.
+        let bound = |p: usize| (tasks as u64 * p as u64 / participants as u64) as usize;
         let ranges = std::array::from_fn(|p| {
-            let (lo, hi) =
-                if p < participants { (tasks * p / participants, tasks * (p + 1) / participants) } else { (0, 0) };
+            let (lo, hi) = if p < participants { (bound(p), bound(p + 1)) } else { (0, 0) };
             AtomicU64::new(pack(lo, hi))
         });
         Shares { ranges, participants }
