@@ -74,10 +74,11 @@ pub const STRIPS_OUTER_MAX_A_BYTES: usize = 32 << 10;
 pub const STRIPS_OUTER_MAX_C_BYTES: usize = 1 << 20;
 
 /// Whether a product runs strip by strip of `B`, each strip (the whole reduction, one block) read
-/// once into L1 and every panel of `A` passed over it, rather than panel by panel over a block of `B` in L2 (which reads each
-/// tile's rows of `B` from L2 again for every panel). Only when all of `A` stays in L1 beside the
-/// strip, and only when each thread's share of `C` fits its L2: a strip writes a little of every
-/// row of `C`, as many write streams as rows, which the caches absorb but memory does not.
+/// once into L1 and every panel of `A` passed over it, rather than panel by panel over a block of
+/// `B` in L2 (which reads each tile's rows of `B` from L2 again for every panel). Only when all of
+/// `A` stays in L1 beside the strip, and only when each thread's share of `C` fits its L2: a strip
+/// writes a little of every row of `C`, as many write streams as rows, which the caches absorb but
+/// memory does not.
 /// Measured on mobilenet_v2's expansions (exported as single layers, `etch bench`, medians of
 /// alternating runs): 24->144 channels at 56x56 (1.8 MB of `C`), two threads 0.205 -> 0.149 ms
 /// (one thread, where `C` is past the bound: 0.278 either order); 32->192 at 28x28, two threads
