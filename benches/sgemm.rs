@@ -13,7 +13,8 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etch_kernels::KernelContext;
 use etch_kernels::optimized::sgemm::{
-    Epilogue, MatMut, MatRef, PackedLhs, bench_support, pack_lhs, packed_lhs_len, sgemm,
+    Epilogue, MatMut, MatRef, PackedLhs, RowsLhs, bench_support, pack_lhs, packed_lhs_len, rows_lhs_available, sgemm,
+    sgemm_rows,
 };
 
 /// `(name, M, K, N)`.
@@ -31,6 +32,16 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("linear_1x1280x1000", 1, 1280, 1000),
     // The same as a matrix-vector product on the packed weight: M = out features, N = 1.
     ("gemv_1000x1280x1", 1000, 1280, 1),
+];
+
+/// `(name, M, K, N)` of products whose left operand is activations (a linear layer's tokens):
+/// packed per call then multiplied, against read in place by `sgemm_rows`.
+const ACTIVATION_SHAPES: &[(&str, usize, usize, usize)] = &[
+    ("linear_16x64x64", 16, 64, 64),
+    ("linear_16x64x128", 16, 64, 128),
+    ("linear_197x384x384", 197, 384, 384),
+    ("linear_197x384x1536", 197, 384, 1536),
+    ("square_512", 512, 512, 512),
 ];
 
 fn values(n: usize) -> Vec<f32> {
@@ -77,6 +88,34 @@ fn bench_sgemm(c: &mut Criterion) {
                     if threads > 1 { pool.install(run) } else { run() }
                 })
             });
+        }
+    }
+    for &(name, m, k, n) in ACTIVATION_SHAPES {
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        let (a, b) = (values(m * k), values(k * n));
+        let mut out = vec![0f32; m * n];
+        let mut packed = vec![0f32; packed_lhs_len(m, k).expect("size")];
+        for threads in [1, 2] {
+            let ctx = KernelContext::with_pool((threads > 1).then(|| pool.clone()));
+            group.bench_function(format!("packed_per_call_{threads}t/{name}"), |bench| {
+                bench.iter(|| {
+                    pack_lhs(m, k, MatRef { data: black_box(&a), row: k, col: 1 }, 1.0, &mut packed, 0).expect("pack");
+                    let lhs = PackedLhs { data: &packed, m, k };
+                    let rhs = MatRef { data: black_box(&b), row: n, col: 1 };
+                    let dst = MatMut { data: &mut out, row: n, col: 1 };
+                    sgemm(&ctx, n, lhs, rhs, dst, &Epilogue::store(), 0).expect("sgemm")
+                })
+            });
+            if rows_lhs_available() {
+                group.bench_function(format!("rows_in_place_{threads}t/{name}"), |bench| {
+                    bench.iter(|| {
+                        let lhs = RowsLhs { data: black_box(&a), row: k, m, k };
+                        let rhs = MatRef { data: black_box(&b), row: n, col: 1 };
+                        let dst = MatMut { data: &mut out, row: n, col: 1 };
+                        sgemm_rows(&ctx, n, lhs, rhs, dst, &Epilogue::store(), 0).expect("sgemm_rows")
+                    })
+                });
+            }
         }
     }
     group.finish();

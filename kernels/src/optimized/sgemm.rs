@@ -381,6 +381,54 @@ pub struct PackedLhs<'a> {
     pub k: usize,
 }
 
+/// An unpacked left operand: `m × k`, row `i` the `k` contiguous elements from `data[i * row]`
+/// (a linear layer's activations, one token per row). [`sgemm_rows`] reads it in place.
+#[derive(Clone, Copy, Debug)]
+pub struct RowsLhs<'a> {
+    pub data: &'a [f32],
+    pub row: usize,
+    pub m: usize,
+    pub k: usize,
+}
+
+/// The left operand of a product: packed into panels ([`pack_lhs`]) or rows read in place.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    Packed(PackedLhs<'a>),
+    Rows(RowsLhs<'a>),
+}
+
+impl Lhs<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Lhs::Packed(a) => (a.m, a.k),
+            Lhs::Rows(a) => (a.m, a.k),
+        }
+    }
+}
+
+/// Whether [`sgemm_rows`] runs on this CPU (its microkernel is AVX-512's).
+pub fn rows_lhs_available() -> bool {
+    Kernel::best() == Kernel::Avx512
+}
+
+/// [`sgemm`] with `A` read where it lies ([`RowsLhs`]) instead of packed: for products whose
+/// `B` is narrow (a linear layer's 64 or 128 output features), where packing `A` costs as much
+/// as a good part of the product (a ninth of bert_encoder's time went to [`pack_lhs`]). Each
+/// element of `C` is the same chain of multiply-adds as [`sgemm`]'s over `A` packed with scale
+/// 1, so the two give bit-identical results. Errors when [`rows_lhs_available`] is false.
+pub fn sgemm_rows(
+    ctx: &KernelContext,
+    n: usize,
+    a: RowsLhs<'_>,
+    b: MatRef<'_>,
+    c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    product(Kernel::best(), ctx.threads(), ctx, n, Lhs::Rows(a), Rhs::Strided(b), c, epilogue, arg)
+}
+
 /// `C = epilogue(A · B)` for a packed `A` (`m × k`), `B` (`k × n`) and `C` (`m × n`), on the
 /// caller's pool when the product is large enough. `arg` names `C` in errors about it (and
 /// `arg + 1`... are not used: views outside their slices are reported against `C`'s argument,
@@ -409,7 +457,7 @@ pub fn sgemm_taps(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
-    product(Kernel::best(), ctx.threads(), ctx, n, a, Rhs::Taps(b), c, epilogue, arg)
+    product(Kernel::best(), ctx.threads(), ctx, n, Lhs::Packed(a), Rhs::Taps(b), c, epilogue, arg)
 }
 
 /// [`sgemm`] with the microkernel family and the thread budget chosen by the caller (tests,
@@ -426,7 +474,7 @@ pub fn sgemm_with(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
-    product(kernel, threads, ctx, n, a, Rhs::Strided(b), c, epilogue, arg)
+    product(kernel, threads, ctx, n, Lhs::Packed(a), Rhs::Strided(b), c, epilogue, arg)
 }
 
 /// A matrix (`rows` × `cols`, element `(i, j)` at `i * row + j * col`) whose columns the tasks of
@@ -488,7 +536,7 @@ pub unsafe fn sgemm_columns_one_thread(
     // SAFETY: `view` covers elements of the slice `c` borrows exclusively for `'a` (from `first`
     // to its end); the caller guarantees that no other call writes these columns meanwhile, and
     // with one thread this call writes no others (the product's columns are `cols`).
-    unsafe { product_into(Kernel::best(), 1, ctx, cols.len(), a, Rhs::Strided(b), view, epilogue, arg) }
+    unsafe { product_into(Kernel::best(), 1, ctx, cols.len(), Lhs::Packed(a), Rhs::Strided(b), view, epilogue, arg) }
 }
 
 /// Where a product writes C: `len` elements from `ptr`, element `(i, j)` at `i * row + j * col`.
@@ -512,7 +560,7 @@ fn product(
     threads: usize,
     ctx: &KernelContext,
     n: usize,
-    a: PackedLhs<'_>,
+    a: Lhs<'_>,
     b: Rhs<'_>,
     c: MatMut<'_>,
     epilogue: &Epilogue<'_>,
@@ -531,17 +579,32 @@ unsafe fn product_into(
     threads: usize,
     ctx: &KernelContext,
     n: usize,
-    a: PackedLhs<'_>,
+    a: Lhs<'_>,
     b: Rhs<'_>,
     c: CView,
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
-    let (m, k) = (a.m, a.k);
+    let (m, k) = a.shape();
     // Every access below stays inside these slices: checked here, once, for the SAFETY comments.
-    if packed_lhs_len(m, k).is_none_or(|len| a.data.len() < len) {
-        return Err(bad(arg, "packed matrix shorter than its shape"));
-    }
+    let (a_data, a_row) = match a {
+        Lhs::Packed(a) => {
+            if packed_lhs_len(m, k).is_none_or(|len| a.data.len() < len) {
+                return Err(bad(arg, "packed matrix shorter than its shape"));
+            }
+            (a.data, 0)
+        }
+        Lhs::Rows(a) => {
+            if kernel != Kernel::Avx512 {
+                return Err(KernelError::NotImplemented("an unpacked left operand without AVX-512"));
+            }
+            // A zero row stride is a packed operand's marker: one row needs no stride, any.
+            if !fits(a.data.len(), m, k, a.row, 1) {
+                return Err(bad(arg, "matrix view outside its tensor"));
+            }
+            (a.data, a.row.max(1))
+        }
+    };
     let b_fits = match b {
         Rhs::Strided(b) => fits(b.data.len(), k, n, b.row, b.col),
         Rhs::Taps(b) => taps_fit(b, k, n),
@@ -577,10 +640,11 @@ unsafe fn product_into(
     let job = Job {
         kernel,
         // The narrow kernel reads B where it lies, with strides.
-        narrow: narrow_kernel(kernel) && b_taps.is_none(),
+        narrow: narrow_kernel(kernel) && b_taps.is_none() && a_row == 0,
         m,
         k,
-        a: a.data.as_ptr(),
+        a: a_data.as_ptr(),
+        a_row,
         b: b_data.as_ptr(),
         b_row,
         b_col,
@@ -648,7 +712,8 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 /// One product with all views checked (the constructor's contract): for `i < m`, `j < n`,
-/// `kk < k`: `a[p * MR * k + kk * MR + r]` for every panel `p < ceil(m / MR)` and `r < MR`,
+/// `kk < k`: `a[p * MR * k + kk * MR + r]` for every panel `p < ceil(m / MR)` and `r < MR`
+/// (or, when `a_row` is not zero, `a[i * a_row + kk]`),
 /// `b[kk * b_row + j * b_col]` (or its [`TapRows`] element, see `b_taps`) and `c[i * c_row + j * c_col]` are inside their slices; `c` is
 /// exclusively borrowed for the duration and distinct `(i, j)` address distinct elements.
 struct Job<'a> {
@@ -659,6 +724,9 @@ struct Job<'a> {
     m: usize,
     k: usize,
     a: *const f32,
+    /// Zero: `a` is packed in panels. Otherwise A's row stride, its rows read in place (the
+    /// AVX-512 kernel only; the narrow kernel is off).
+    a_row: usize,
     b: *const f32,
     b_row: usize,
     b_col: usize,
@@ -699,12 +767,14 @@ unsafe impl Sync for Job<'_> {}
 
 /// One microkernel call: an `rows × cols` tile (`rows <= MR`, `1 <= cols <= NR`) over `kc`
 /// reductions. Contract (upheld by `Job::run`): `a[kk * MR + r]` readable for `kk < kc`,
-/// `r < MR`; `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
+/// `r < MR` (or, when `a_row` is not zero, `a[r * a_row + kk]` for `r < rows`); `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
 /// writable for `r < rows`, `j < cols`, not aliased; `row_bias[r]` readable for `r < rows` when
 /// not null; `col_bias[j]` readable for `j < cols` when not null; `residual` as documented there.
 #[derive(Clone, Copy)]
 struct Tile {
     a: *const f32,
+    /// Zero: `a` is a packed panel. Otherwise the rows' stride (AVX-512 kernel only).
+    a_row: usize,
     b: *const f32,
     ldb: usize,
     /// When set, B's rows are [`TapRows`] read in place (AVX-512 kernel only): row `kk` of the
@@ -1007,10 +1077,14 @@ impl Job<'_> {
         let i0 = p * MR;
         let rows = (self.m - i0).min(MR);
         let width = (jc_end - j0).min(NR);
-        let a = self.a.wrapping_add(p * MR * self.k + k0 * MR);
+        let a = match self.a_row {
+            0 => self.a.wrapping_add(p * MR * self.k + k0 * MR),
+            row => self.a.wrapping_add(i0 * row + k0),
+        };
         let c_at = self.c.0.wrapping_add(i0 * self.c_row + j0 * self.c_col);
         let mut t = Tile {
             a,
+            a_row: self.a_row,
             b,
             ldb,
             walk,
@@ -1126,6 +1200,8 @@ impl Job<'_> {
 }
 
 fn run_tile(kernel: Kernel, t: &Tile) {
+    // Rows of A in place only reach the AVX-512 kernel (`product_into` refuses them otherwise).
+    debug_assert!(t.a_row == 0 || kernel == Kernel::Avx512);
     match kernel {
         Kernel::Portable => tile_portable(t),
         #[cfg(target_arch = "x86_64")]
@@ -1251,8 +1327,13 @@ mod x86 {
                 }
             }
         }
-        // SAFETY: the contract of `reduce_avx512` is this function's.
-        let mut acc = unsafe { reduce_avx512::<R, NV>(acc, t, masks) };
+        let mut acc = if t.a_row == 0 {
+            // SAFETY: the contract of `reduce_avx512` is this function's.
+            unsafe { reduce_avx512::<R, NV>(acc, t, masks) }
+        } else {
+            // SAFETY: the contract of `reduce_rows_avx512` is this function's.
+            unsafe { reduce_rows_avx512::<R, NV>(acc, t, masks) }
+        };
         if t.finish {
             if !t.row_bias.is_null() {
                 for (r, acc) in acc.iter_mut().enumerate() {
@@ -1346,6 +1427,51 @@ mod x86 {
                 }
             }
             a = a.wrapping_add(MR);
+        }
+        acc
+    }
+
+    /// [`reduce_avx512`] over rows of A read in place (`t.a_row` apart) instead of a packed
+    /// panel: the same multiply-adds in the same order, each row's value broadcast from where it
+    /// lies. No prefetch: a linear layer's activations are in cache, and the rows are few
+    /// streams the hardware follows.
+    ///
+    /// # Safety
+    /// As [`tile_avx512`], with `t.a_row != 0`: `t.a[r * t.a_row + kk]` readable for `r < R`,
+    /// `kk < t.kc`.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce_rows_avx512<const R: usize, const NV: usize>(
+        mut acc: [[__m512; NV]; R],
+        t: &Tile,
+        masks: [__mmask16; NV],
+    ) -> [[__m512; NV]; R] {
+        let (mut a, mut b) = (t.a, t.b);
+        let mut walk = t.walk;
+        for _ in 0..t.kc {
+            let b = match walk.as_mut() {
+                // SAFETY: the walk keeps its tap index in range (TapWalk::next_row).
+                Some(walk) => t.b.wrapping_add(unsafe { walk.next_row() }),
+                None => {
+                    let row = b;
+                    b = b.wrapping_add(t.ldb);
+                    row
+                }
+            };
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for v in 0..NV {
+                // SAFETY: columns < cols of the current row of B (Tile contract), masked.
+                bv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], b.wrapping_add(v * 16)) };
+            }
+            for r in 0..R {
+                // SAFETY: row r < R of A at the current k (this function's contract).
+                let av = _mm512_set1_ps(unsafe { a.wrapping_add(r * t.a_row).read() });
+                for v in 0..NV {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
+            }
+            a = a.wrapping_add(1);
         }
         acc
     }
@@ -1820,7 +1946,7 @@ pub(crate) mod tests {
                     sgemm_with(kernel, threads, &ctx, n, lhs, copied, want_view, &epi, 0).unwrap();
                     let rows = Rhs::Taps(TapRows { data: &data, group, taps });
                     let got_view = MatMut { data: &mut got, row: n, col: 1 };
-                    product(kernel, threads, &ctx, n, lhs, rows, got_view, &epi, 0).unwrap();
+                    product(kernel, threads, &ctx, n, Lhs::Packed(lhs), rows, got_view, &epi, 0).unwrap();
                     assert!(
                         want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
                         "{kernel:?} m={m} n={n} k={k} threads={threads}"
@@ -1916,6 +2042,54 @@ pub(crate) mod tests {
             }
         }
         assert!(compared > 0);
+    }
+
+    /// `A` read in place (`sgemm_rows`) gives the packed path's results bit for bit: odd shapes,
+    /// several reduction blocks (`k > KC`), every epilogue, `B` and `C` transposed or not, one
+    /// thread and two; and a left operand shorter than its shape is an error, not a read past it.
+    #[test]
+    fn rows_in_place_are_bit_identical_to_packed_rows() {
+        if !rows_lhs_available() {
+            return;
+        }
+        let mut compared = 0;
+        for (m, n, k) in [(16, 64, 64), (13, 70, 17), (1, 40, 300), (25, 9, KC + 3), (40, 130, 5)] {
+            for (b_t, c_t) in [(false, false), (true, false), (false, true)] {
+                for threads in [1, 2] {
+                    for epi in 0..12 {
+                        let (a, b, c0) = (noise(m * k, 1), noise(k * n, 2), noise(m * n, 3));
+                        let col_bias = noise(n, 5);
+                        let (br, bc) = layout(k, n, b_t);
+                        let (cr, cc) = layout(m, n, c_t);
+                        let bias = if epi % 2 == 0 { Bias::None } else { Bias::Col(&col_bias) };
+                        let (lo, hi) = if epi / 6 == 1 { (-0.5, 0.75) } else { (f32::NEG_INFINITY, f32::INFINITY) };
+                        let epi = Epilogue { bias, accumulate: epi / 3 % 2 == 1, residual: None, min: lo, max: hi };
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        let ctx = KernelContext::with_pool(Some(std::sync::Arc::new(pool)));
+                        let rhs = MatRef { data: &b, row: br, col: bc };
+                        let mut packed = vec![f32::NAN; packed_lhs_len(m, k).unwrap()];
+                        pack_lhs(m, k, MatRef { data: &a, row: k, col: 1 }, 1.0, &mut packed, 0).unwrap();
+                        let mut want = c0.clone();
+                        let dst = MatMut { data: &mut want, row: cr, col: cc };
+                        sgemm(&ctx, n, PackedLhs { data: &packed, m, k }, rhs, dst, &epi, 0).unwrap();
+                        let mut got = c0.clone();
+                        let dst = MatMut { data: &mut got, row: cr, col: cc };
+                        sgemm_rows(&ctx, n, RowsLhs { data: &a, row: k, m, k }, rhs, dst, &epi, 0).unwrap();
+                        assert!(
+                            got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "m={m} n={n} k={k} b_t={b_t} c_t={c_t} threads={threads}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 0);
+        let (a, b, mut c) = (noise(4 * 8, 1), noise(8 * 8, 2), vec![0f32; 4 * 8]);
+        let short = RowsLhs { data: &a[..31], row: 8, m: 4, k: 8 };
+        let rhs = MatRef { data: &b, row: 8, col: 1 };
+        let dst = MatMut { data: &mut c, row: 8, col: 1 };
+        assert!(sgemm_rows(&KernelContext::new(), 8, short, rhs, dst, &Epilogue::store(), 0).is_err());
     }
 
     /// Products small enough to go strip by strip of B (all of A in L1, C in L2) give the
