@@ -22,15 +22,6 @@ use crate::shape::StridedIter;
 use crate::tensor::Tensor;
 use crate::value::Scalar;
 
-/// Up to this many output columns a product reads its left operand in place
-/// ([`sgemm_rows`]) instead of packing it per call. `cargo bench --bench sgemm -- "per_call|in_place"`,
-/// one thread: 16x64x64 1.58 -> 1.36 µs, 16x64x128 2.95 -> 2.71 µs, 197x384x384 549 -> 545 µs,
-/// but 197x384x1536 2.27 -> 2.64 ms (the wide product's panels, read in place, lose to packed
-/// ones); two threads 197x384x384 337 -> 302 µs. `etch bench --threads 1`: bert_encoder 0.0529 ->
-/// 0.0483 ms, transformer_layer 0.0250 -> 0.0232, vit_small 0.0691 -> 0.0658, gpt_decoder
-/// 0.0781 -> 0.0738, mlp_towers 0.1579 -> 0.1528.
-const ROWS_IN_PLACE_MAX_COLS: usize = 512;
-
 /// Below this many multiply-adds a product runs on one thread: spreading it costs more than it
 /// saves (measured with `cargo bench --bench kernels`, matmul group).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -104,8 +95,12 @@ pub(super) fn gemm_f32(
     {
         return done;
     }
-    if rows_lhs_available() && scale == 1.0 && a.col == 1 && p <= ROWS_IN_PLACE_MAX_COLS {
-        // A read where it lies: no packing (see `sgemm_rows`).
+    if rows_lhs_available() && scale == 1.0 && a.col == 1 {
+        // A read where it lies: no packing (see `sgemm_rows`). `cargo bench --bench sgemm --
+        // "per_call|in_place"` (A packed per call against read in place), one thread:
+        // 16x64x64 1.59 -> 1.43 µs, 16x64x128 2.93 -> 2.73 µs, 197x384x384 550 -> 562 µs,
+        // 197x384x1536 2.29 -> 2.30 ms, 512³ 2.58 -> 2.57 ms; two threads 197x384x1536 1.21 ->
+        // 1.18 ms, 512³ 1.39 -> 1.33 ms.
         for b in 0..batches {
             let data = operand(a.data, b.checked_mul(a.batch), k).ok_or(bad)?;
             let dst = out.get_mut(b.checked_mul(ob).ok_or(bad)?..).ok_or(bad)?;

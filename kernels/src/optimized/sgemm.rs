@@ -1283,6 +1283,10 @@ mod x86 {
 
     /// How many reduction steps ahead the tile kernel prefetches its panel of A.
     const PREFETCH_STEPS: usize = 64;
+    /// Rows of A read in place: every this many reduction steps (a cache line of each row)...
+    const ROW_PREFETCH_EVERY: usize = 16;
+    /// ... each row is prefetched this many elements ahead.
+    const ROW_PREFETCH_AHEAD: usize = 64;
 
     /// The AVX-512 microkernel instantiated for the tile's rows (a panel's last rows and
     /// matrix-vector products compute no padding rows) and registers per row.
@@ -1449,7 +1453,13 @@ mod x86 {
     ) -> [[__m512; NV]; R] {
         let (mut a, mut b) = (t.a, t.b);
         let mut walk = t.walk;
-        for _ in 0..t.kc {
+        for kk in 0..t.kc {
+            if kk % ROW_PREFETCH_EVERY == 0 {
+                for r in 0..R {
+                    // A prefetch never faults.
+                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(r * t.a_row + ROW_PREFETCH_AHEAD).cast());
+                }
+            }
             let b = match walk.as_mut() {
                 // SAFETY: the walk keeps its tap index in range (TapWalk::next_row).
                 Some(walk) => t.b.wrapping_add(unsafe { walk.next_row() }),
