@@ -21,7 +21,10 @@
 use rayon::prelude::*;
 
 use super::pixel_gemm;
-use super::sgemm::{self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, TapRows, packed_lhs_len, sgemm, sgemm_taps};
+use super::sgemm::{
+    self, Bias, Epilogue, MR, MatMut, MatRef, PackedLhs, SharedColumns, TapRows, packed_lhs_len, sgemm, sgemm_taps,
+    sgemm_taps_columns_one_thread,
+};
 use super::{depthwise_avx512, depthwise_phased};
 use crate::args::KernelArgs;
 use crate::dtype::DType;
@@ -85,6 +88,13 @@ const MAX_COLUMNS: usize = 1 << 21;
 const L2_TILE: usize = 1 << 16;
 /// im2col elements from which a tile's gather splits over the pool.
 const PARALLEL_GATHER: usize = 1 << 16;
+/// Up to this many multiply-adds, a stride-1 convolution on a pool splits by output rows
+/// ([`padded_row_tasks`]).
+const ROW_TASKS_MAX_MACS: usize = 1 << 22;
+/// ... with rows at least this wide: one GEMM per output row fills most of a 16-lane register
+/// (8-wide rows, resnet18_narrow's 8x8 maps, ran no faster that way; squeezenet1_1's 15-wide
+/// ones did).
+const ROW_TASKS_MIN_WIDTH: usize = 12;
 /// im2col tile elements on a pool (2 MiB: the threads' L2 caches together).
 const PARALLEL_TILE_ELEMENTS: usize = 1 << 19;
 /// Below this many multiply-adds a direct kernel runs on one thread (as for sgemm's threshold,
@@ -1135,6 +1145,9 @@ fn padded_gemm(
         *tap = padded.tap_offset(c, t / kw, t % kw).ok_or(short(INPUT))?;
     }
     let taps = &taps[..kh * kw];
+    if takes_row_tasks(c, out.strides, ctx.threads()) {
+        return padded_row_tasks(ctx, c, &padded, taps, (x, w, bias), out, prepared);
+    }
     let m = c.out_per_group;
     // Output rows per tile: the tile's products stay in L2 until copied out.
     let tile_rows = (L2_TILE / (m * padded.row).max(1)).clamp(1, c.out_height.max(1));
@@ -1189,6 +1202,100 @@ fn padded_gemm(
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    };
+    ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
+}
+
+/// Whether [`padded_gemm`] runs a convolution through [`padded_row_tasks`]: stride 1, on a
+/// pool, small, rows wide enough, output planes contiguous (each row of a channel one run).
+fn takes_row_tasks(c: &Conv, [_, oc, oy, ox]: [usize; 4], threads: usize) -> bool {
+    c.stride == [1, 1]
+        && threads > 1
+        && ox == 1
+        && oy == c.out_width
+        && oc >= c.out_pixels()
+        && c.out_height >= 2
+        && c.out_width >= ROW_TASKS_MIN_WIDTH
+        && c.macs() <= ROW_TASKS_MAX_MACS
+}
+
+/// [`padded_gemm`] of a small stride-1 convolution on a pool, split by output rows: each task
+/// pads the input rows its output rows read (its own and the kernel's reach beyond them) into
+/// planes of its own, then writes its rows of every output channel straight into the output,
+/// one GEMM per output row.
+///
+/// Why: split the other way (the padded planes filled by the calling thread, the product's
+/// columns spread, the products copied out by the calling thread), a 3x3 convolution on a
+/// 16x16 map with 16 channels took as long on two threads as on one (12.8 µs): its fill alone
+/// went from 0.9 to 3.4 µs, reading the input rows the other core had written. Split by rows
+/// like the convolution before it, each core reads the rows it wrote, the halo aside.
+fn padded_row_tasks(
+    ctx: &mut KernelContext,
+    c: &Conv,
+    padded: &PaddedInput,
+    taps: &[usize],
+    (x, w, bias): (&[f32], Weights<'_>, Option<&[f32]>),
+    out: Output<'_>,
+    prepared: Option<&PackedConvWeights>,
+) -> Result<(), KernelError> {
+    let (m, row, height, width) = (c.out_per_group, padded.row, c.out_height, c.out_width);
+    let [lead_y, lead_x] = padded.lead;
+    let tasks = (ctx.threads() * 2).min(height);
+    // Padded rows past a run of output rows that its taps reach, as in the shared planes.
+    let extra = (padded.plane / row.max(1)).checked_sub(height).ok_or(short(INPUT))?;
+    let plane = height.div_ceil(tasks).checked_add(extra).and_then(|r| r.checked_mul(row)).ok_or(short(INPUT))?;
+    let planes_len = c.in_per_group.checked_mul(plane).ok_or(short(INPUT))?;
+    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(c).ok_or(short(WEIGHT))? };
+    let len = tasks.checked_mul(planes_len).and_then(|l| l.checked_add(packed_len)).ok_or(short(WEIGHT))?;
+    let group_len = packed_group_len(c).ok_or(short(WEIGHT))?;
+    let [on, oc, _, _] = out.strides;
+    let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
+        let (privates, packed) = scratch.split_at_mut(tasks * planes_len);
+        let packed = packed_weights(c, w, prepared, packed)?;
+        for n in 0..c.batch {
+            for g in 0..c.groups {
+                let lhs = PackedLhs { data: packed.get(g * group_len..).ok_or(short(WEIGHT))?, m, k: c.reduction() };
+                let first = n * on + g * m * oc;
+                let output =
+                    SharedColumns::new(MatMut { data: out.data.get_mut(first..).ok_or(short(OUT))?, row: oc, col: 1 });
+                let epilogue = epilogue(c, bias, g)?;
+                let (output, epilogue) = (&output, &epilogue);
+                crate::spread::for_each_chunk_run(ctx, &mut *privates, planes_len, tasks, |t, planes| {
+                    let (y0, y1) = (height * t / tasks, height * (t + 1) / tasks);
+                    // Padded row `y0 + r` holds input row `y0 + r - lead_y`, if any.
+                    for (ci, dst) in planes.chunks_exact_mut(plane).enumerate() {
+                        let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
+                        dst.fill(0.0);
+                        for r in 0..y1 - y0 + extra {
+                            let Some(iy) = (y0 + r).checked_sub(lead_y).filter(|&iy| iy < c.height) else { continue };
+                            let line = src.get(iy * c.width..(iy + 1) * c.width).ok_or(short(INPUT))?;
+                            let at = r * row + lead_x;
+                            dst.get_mut(at..at + c.width).ok_or(short(INPUT))?.copy_from_slice(line);
+                        }
+                    }
+                    let one = KernelContext::one_thread();
+                    for y in y0..y1 {
+                        let rhs =
+                            TapRows { data: planes.get((y - y0) * row..).ok_or(short(INPUT))?, group: plane, taps };
+                        // SAFETY: tasks write disjoint runs of output rows (consecutive bounds of
+                        // `height * t / tasks`): no two calls write the same columns (pixels).
+                        unsafe {
+                            sgemm_taps_columns_one_thread(
+                                &one,
+                                lhs,
+                                rhs,
+                                output,
+                                y * width..(y + 1) * width,
+                                epilogue,
+                                OUT,
+                            )?
+                        };
+                    }
+                    Ok(())
+                })?;
             }
         }
         Ok(())
@@ -3020,6 +3127,42 @@ mod tests {
             let differ = one.1.iter().zip(&pooled.1).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             assert_eq!(differ, 0, "{:?} {:?}: {differ} elements differ", c.x, c.w);
         }
+    }
+
+    /// Small stride-1 convolutions split by output rows on a pool ([`padded_row_tasks`]): bit for
+    /// bit the one-thread results, and the portable kernel's in every layout (those the split
+    /// does not take run the other paths). Odd heights, batches and groups, a 5x5 kernel, no
+    /// padding, dilation.
+    #[test]
+    fn row_tasks_on_a_pool_match_one_thread_and_portable() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        for c in [
+            case([1, 16, 16, 16], [16, 16, 3, 3], 1, 1, 1),
+            case([2, 8, 13, 20], [12, 4, 3, 3], 1, 1, 2),
+            case([1, 4, 12, 14], [24, 4, 5, 5], 1, 2, 1),
+            case([1, 16, 16, 16], [16, 16, 3, 3], 1, 0, 1),
+            Case { dilation: [2, 1], padding: [2, 1], bias: false, ..case([1, 6, 15, 15], [8, 6, 3, 3], 1, 0, 1) },
+        ] {
+            let takes_row_tasks: KernelFn = |_, args| match plan(args) {
+                Some(conv) if PaddedInput::new(&conv).is_some() && takes_row_tasks(&conv, out_strides(&conv), 2) => {
+                    Ok(())
+                }
+                _ => Err(KernelError::NotImplemented("not a convolution split by output rows")),
+            };
+            c.call().run(takes_row_tasks).0.unwrap_or_else(|e| panic!("{:?}: {e}", c.x));
+            let one = c.run(convolution_out);
+            let pooled = pool.install(|| c.run(convolution_out));
+            assert_eq!(one.0, pooled.0);
+            let differ = one.1.iter().zip(&pooled.1).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{:?} {:?}: {differ} elements differ", c.x, c.w);
+            pool.install(|| c.all_layouts());
+        }
+    }
+
+    /// Contiguous NCHW strides of a convolution's output.
+    fn out_strides(c: &Conv) -> [usize; 4] {
+        let pixels = c.out_height * c.out_width;
+        [c.out_channels * pixels, pixels, c.out_width, 1]
     }
 
     #[test]

@@ -513,6 +513,40 @@ pub unsafe fn sgemm_columns_one_thread(
     epilogue: &Epilogue<'_>,
     arg: usize,
 ) -> Result<(), KernelError> {
+    // SAFETY: this function's contract.
+    unsafe { columns_one_thread(ctx, a, Rhs::Strided(b), c, cols, epilogue, arg) }
+}
+
+/// [`sgemm_columns_one_thread`] with `B` given as [`TapRows`] (see [`sgemm_taps`]).
+///
+/// # Safety
+/// As [`sgemm_columns_one_thread`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_taps_columns_one_thread(
+    ctx: &KernelContext,
+    a: PackedLhs<'_>,
+    b: TapRows<'_>,
+    c: &SharedColumns<'_>,
+    cols: std::ops::Range<usize>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
+    // SAFETY: this function's contract.
+    unsafe { columns_one_thread(ctx, a, Rhs::Taps(b), c, cols, epilogue, arg) }
+}
+
+/// # Safety
+/// As [`sgemm_columns_one_thread`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn columns_one_thread(
+    ctx: &KernelContext,
+    a: PackedLhs<'_>,
+    b: Rhs<'_>,
+    c: &SharedColumns<'_>,
+    cols: std::ops::Range<usize>,
+    epilogue: &Epilogue<'_>,
+    arg: usize,
+) -> Result<(), KernelError> {
     if matches!(epilogue.bias, Bias::Col(_)) || cols.end < cols.start {
         return Err(bad(arg, "column range of a shared output"));
     }
@@ -536,7 +570,7 @@ pub unsafe fn sgemm_columns_one_thread(
     // SAFETY: `view` covers elements of the slice `c` borrows exclusively for `'a` (from `first`
     // to its end); the caller guarantees that no other call writes these columns meanwhile, and
     // with one thread this call writes no others (the product's columns are `cols`).
-    unsafe { product_into(Kernel::best(), 1, ctx, cols.len(), Lhs::Packed(a), Rhs::Strided(b), view, epilogue, arg) }
+    unsafe { product_into(Kernel::best(), 1, ctx, cols.len(), Lhs::Packed(a), b, view, epilogue, arg) }
 }
 
 /// Where a product writes C: `len` elements from `ptr`, element `(i, j)` at `i * row + j * col`.
