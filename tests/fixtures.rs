@@ -199,9 +199,9 @@ fn batch_one_linear_reads_its_weight_untransposed() {
 #[test]
 fn batch_norm_folds_into_convolution_within_tolerance() {
     // Fused instructions: batch norms folded into convolutions, activations that alone read a
-    // convolution's output, and residual adds (res_block: conv-bn-relu, then conv-bn and the
-    // residual add after it).
-    for (name, convs) in [("batch_norm", 1), ("res_block", 4)] {
+    // convolution's output, residual adds and the ReLU after them (res_block: conv-bn-relu, then
+    // conv-bn, the residual add and the ReLU after it).
+    for (name, convs) in [("batch_norm", 1), ("res_block", 5)] {
         let case = common::case(name);
         let program = Program::load_file(&case.program).unwrap();
         let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };

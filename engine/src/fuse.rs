@@ -748,6 +748,52 @@ pub(crate) fn residual_add(
     }
 }
 
+/// Folds a ReLU into the convolution with a residual ([`residual_add`]'s result) whose output
+/// it alone reads: ResNet's block ending, `relu(conv(x) + identity)`. The convolution writes
+/// the ReLU's output, clamping the sum, and the ReLU becomes a no-op. Bit-identical: the ReLU
+/// is the same clamp of the same sums. Run after [`residual_add`].
+pub(crate) fn residual_activation(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+) {
+    use etch_kernels::optimized::conv;
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let relu_of_input = argument_readers(ins, &[RELU], 0);
+    let residual = conv::convolution_scaled_residual as etch_kernels::KernelFn;
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { run, args: span, writable, prepared } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) || run as usize != residual as usize {
+            continue;
+        }
+        let mut args: Vec<u32> = pool_slice(&ins.arg_pool, span).to_vec();
+        let Some(&sum) = args.get(9).filter(|_| args.len() == 12) else { continue };
+        let Some(&j) = relu_of_input.get(&sum) else { continue };
+        let Step::Kernel { args: relu_span, .. } = ins.steps[j] else { continue };
+        // `relu.out`'s input and output (the output named twice: argument and result).
+        let relu = pool_slice(&ins.arg_pool, relu_span);
+        let (Some(&input), Some(&out)) = (relu.first(), relu.last()) else { continue };
+        if input != sum
+            || j <= i
+            || uses.get(sum as usize) != Some(&2)
+            || out == sum
+            || args.contains(&out)
+            || !can_replace_intermediate(b, values, &class_size, sum, out)
+        {
+            continue;
+        }
+        args[9] = out;
+        let Some(args) = append_args(ins, &args) else { continue };
+        let run = conv::convolution_scaled_residual_relu as etch_kernels::KernelFn;
+        ins.steps[i] = Step::Kernel { run, args, writable, prepared };
+        remove_step(ins, j);
+    }
+}
+
 /// What the convolution fusions read of values: constant shapes and scalar parameters.
 struct ConvShapes<'a, 'p> {
     b: &'a Builder<'p>,

@@ -376,6 +376,8 @@ impl<'mem> Method<'mem> {
             crate::fuse::depthwise_projection(&b, &mut ins, &values, &ids, &pool, &pt, (&constants, first_constant));
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::residual_add(&b, &mut ins, &values, &ids, &pool, &pt, (&constants, first_constant));
+            let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::residual_activation(&b, &mut ins, &values, &ids, &pool, &pt);
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);

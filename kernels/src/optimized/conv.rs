@@ -330,6 +330,17 @@ pub fn convolution_scaled(
 /// [`Epilogue::residual`](crate::optimized::sgemm::Epilogue)); the other paths add it after the
 /// convolution.
 pub fn convolution_scaled_residual(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    scaled_residual(ctx, args, f32::NEG_INFINITY, f32::INFINITY)
+}
+
+/// [`convolution_scaled_residual`] then ReLU, on the sum: a ResNet block's last convolution,
+/// its batch norm, the add of the block's input and the ReLU after it, in one pass (the ReLU
+/// read back the whole output, on a pool half of it from the other core's cache).
+pub fn convolution_scaled_residual_relu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    scaled_residual(ctx, args, 0.0, f32::INFINITY)
+}
+
+fn scaled_residual(ctx: &mut KernelContext, args: &KernelArgs<'_>, min: f32, max: f32) -> Result<(), KernelError> {
     let scale = match weight_scale(args)? {
         Some(scale) => scale,
         None => args.tensor(SCALE)?.data::<f64>()?,
@@ -339,7 +350,7 @@ pub fn convolution_scaled_residual(ctx: &mut KernelContext, args: &KernelArgs<'_
         return Err(KernelError::InvalidArgument { arg: RESIDUAL, reason: "the residual must be float32" });
     }
     let residual = Residual { data: residual.data::<f32>()?, sizes: residual.sizes(), dim_order: residual.dim_order() };
-    convolve(ctx, args, f32::NEG_INFINITY, f32::INFINITY, Some(scale), Some(&residual))
+    convolve(ctx, args, min, max, Some(scale), Some(&residual))
 }
 
 /// A residual added to a convolution's output ([`convolution_scaled_residual`]).
@@ -374,13 +385,25 @@ fn convolve(
     // Planned before `out` is borrowed: the plan reads the output's dtype.
     let conv = plan(args);
     let mut out = args.tensor_mut(OUT)?;
-    let added = convolve_into(ctx, args, conv, &mut out, min, max, scale, residual)?;
-    // `convolve_into` checked the residual against the output.
-    if let Some(residual) = residual.filter(|_| !added) {
-        let numel = out.numel();
-        let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
+    let Some(residual) = residual else {
+        return convolve_into(ctx, args, conv, &mut out, min, max, scale, None).map(|_| ());
+    };
+    // With a residual the clamp applies to the sum, which not every path forms as it stores:
+    // the convolution runs unclamped, and the pass below adds the residual (where the path did
+    // not) and clamps.
+    let added = convolve_into(ctx, args, conv, &mut out, f32::NEG_INFINITY, f32::INFINITY, scale, Some(residual))?;
+    let clamped = min > f32::NEG_INFINITY || max < f32::INFINITY;
+    if added && !clamped {
+        return Ok(());
+    }
+    let numel = out.numel();
+    let od = out.data_mut::<f32>()?.get_mut(..numel).ok_or(short(OUT))?;
+    if added {
+        od.iter_mut().for_each(|o| *o = sgemm::clamp(*o, min, max));
+    } else {
+        // `convolve_into` checked the residual against the output.
         for (o, &r) in od.iter_mut().zip(residual.data) {
-            *o += r;
+            *o = sgemm::clamp(*o + r, min, max);
         }
     }
     Ok(())
@@ -2943,7 +2966,8 @@ mod tests {
     /// pool of two splitting by columns and by panels; weights packed per call and at init), and
     /// on the paths that add it afterwards (pixel_gemm's small maps, a strided 1x1, a 3x3, batches
     /// and channels-last layouts). A task that skipped its residual, or added another task's,
-    /// fails it.
+    /// fails it. The same with a ReLU on the sum (`convolution_scaled_residual_relu`): a clamp
+    /// before the residual's addition fails it.
     #[test]
     fn a_fused_residual_adds_as_the_add_after_the_convolution() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
@@ -2955,6 +2979,7 @@ mod tests {
             case([1, 40, 3, 3], [48, 40, 1, 1], 1, 0, 1),
             case([1, 16, 10, 10], [16, 16, 1, 1], 2, 0, 1),
             case([1, 8, 9, 9], [16, 8, 3, 3], 1, 1, 1),
+            case([1, 16, 16, 16], [16, 16, 3, 3], 1, 1, 1),
         ] {
             let layouts = [(false, false), (true, true), (false, true)];
             for (x_channels_last, out_channels_last) in layouts {
@@ -2972,21 +2997,30 @@ mod tests {
                     };
                     let (sizes, product) = run(scaled, None);
                     let residual = noise(product.len(), 5);
-                    let want: Vec<u32> = product.iter().zip(&residual).map(|(&p, &r)| (r + p).to_bits()).collect();
-                    for on_pool in [false, true] {
-                        let got = if on_pool {
-                            pool.install(|| run(convolution_scaled_residual, Some((&sizes, &residual))))
-                        } else {
-                            run(convolution_scaled_residual, Some((&sizes, &residual)))
-                        };
-                        let got: Vec<u32> = got.1.iter().map(|v| v.to_bits()).collect();
-                        assert!(
-                            got == want,
-                            "x {:?} w {:?} layouts {:?} pool {on_pool}",
-                            c.x,
-                            c.w,
-                            (x_channels_last, out_channels_last)
-                        );
+                    let sums: Vec<f32> = product.iter().zip(&residual).map(|(&p, &r)| r + p).collect();
+                    // The ReLU after the sum, as `aten::relu` computes it (NaN stays NaN).
+                    let relu = |v: f32| if v < 0.0 { 0.0 } else { v };
+                    let kernels: [(KernelFn, fn(f32) -> f32); 2] =
+                        [(convolution_scaled_residual, |v| v), (convolution_scaled_residual_relu, relu)];
+                    for (kernel, activation) in kernels {
+                        let want: Vec<u32> = sums.iter().map(|&v| activation(v).to_bits()).collect();
+                        assert!(want.iter().any(|&v| f32::from_bits(v) == 0.0) || activation(-1.0) == -1.0);
+                        for on_pool in [false, true] {
+                            let got = if on_pool {
+                                pool.install(|| run(kernel, Some((&sizes, &residual))))
+                            } else {
+                                run(kernel, Some((&sizes, &residual)))
+                            };
+                            let got: Vec<u32> = got.1.iter().map(|v| v.to_bits()).collect();
+                            assert!(
+                                got == want,
+                                "x {:?} w {:?} layouts {:?} pool {on_pool} relu {}",
+                                c.x,
+                                c.w,
+                                (x_channels_last, out_channels_last),
+                                activation(-1.0) == 0.0
+                            );
+                        }
                     }
                 }
             }
