@@ -1367,10 +1367,10 @@ mod x86 {
         }
         let mut acc = if t.a_row == 0 {
             // SAFETY: the contract of `reduce_avx512` is this function's.
-            unsafe { reduce_avx512::<R, NV>(acc, t, masks) }
+            unsafe { reduce_avx512::<R, NV, false>(acc, t, masks) }
         } else {
-            // SAFETY: the contract of `reduce_rows_avx512` is this function's.
-            unsafe { reduce_rows_avx512::<R, NV>(acc, t, masks) }
+            // SAFETY: as above; `t.a_row != 0` means rows in place (Tile contract).
+            unsafe { reduce_avx512::<R, NV, true>(acc, t, masks) }
         };
         if t.finish {
             if !t.row_bias.is_null() {
@@ -1423,75 +1423,37 @@ mod x86 {
     /// The reduction loop of [`tile_avx512`], on accumulators passed by value: a local array
     /// whose address never escapes, so the compiler keeps it in registers (an array shared with
     /// the loads and stores around the loop was written back to the stack after every
-    /// multiply-add, halving the speed).
+    /// multiply-add, halving the speed). With `ROWS`, A's rows are read in place (`t.a_row`
+    /// apart, see `sgemm_rows`) instead of from a packed panel: the same multiply-adds in the
+    /// same order, each row's value broadcast from where it lies.
     ///
     /// # Safety
-    /// As [`tile_avx512`].
+    /// As [`tile_avx512`]; with `ROWS`, `t.a_row != 0` and `t.a[r * t.a_row + kk]` readable for
+    /// `r < R`, `kk < t.kc`.
     // Index loops over the constant-size arrays: the form measured to keep them in registers.
     #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn reduce_avx512<const R: usize, const NV: usize>(
+    unsafe fn reduce_avx512<const R: usize, const NV: usize, const ROWS: bool>(
         mut acc: [[__m512; NV]; R],
         t: &Tile,
         masks: [__mmask16; NV],
     ) -> [[__m512; NV]; R] {
         let (mut a, mut b) = (t.a, t.b);
         let mut walk = t.walk;
-        for _ in 0..t.kc {
-            // A panel streams from L3 when each layer's weights are read once per inference
-            // (the hardware prefetcher lost 40% on mobilenet_v2's 7x7 pointwise layers): fetch
-            // it PREFETCH_STEPS reduction steps ahead. A prefetch never faults.
-            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PREFETCH_STEPS).cast());
-            let b = match walk.as_mut() {
-                // SAFETY: the walk keeps its tap index in range (TapWalk::next_row).
-                Some(walk) => t.b.wrapping_add(unsafe { walk.next_row() }),
-                None => {
-                    let row = b;
-                    b = b.wrapping_add(t.ldb);
-                    row
-                }
-            };
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for v in 0..NV {
-                // SAFETY: columns < cols of the current row of B (Tile contract), masked.
-                bv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], b.wrapping_add(v * 16)) };
-            }
-            for r in 0..R {
-                // SAFETY: element r < MR of the current k of the panel (Tile contract).
-                let av = _mm512_set1_ps(unsafe { a.wrapping_add(r).read() });
-                for v in 0..NV {
-                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-                }
-            }
-            a = a.wrapping_add(MR);
-        }
-        acc
-    }
-
-    /// [`reduce_avx512`] over rows of A read in place (`t.a_row` apart) instead of a packed
-    /// panel: the same multiply-adds in the same order, each row's value broadcast from where it
-    /// lies. No prefetch: a linear layer's activations are in cache, and the rows are few
-    /// streams the hardware follows.
-    ///
-    /// # Safety
-    /// As [`tile_avx512`], with `t.a_row != 0`: `t.a[r * t.a_row + kk]` readable for `r < R`,
-    /// `kk < t.kc`.
-    #[allow(clippy::needless_range_loop)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn reduce_rows_avx512<const R: usize, const NV: usize>(
-        mut acc: [[__m512; NV]; R],
-        t: &Tile,
-        masks: [__mmask16; NV],
-    ) -> [[__m512; NV]; R] {
-        let (mut a, mut b) = (t.a, t.b);
-        let mut walk = t.walk;
+        // Where row r's element of the current k lies, relative to `a`.
+        let (a_row, a_step) = if ROWS { (t.a_row, 1) } else { (1, MR) };
         for kk in 0..t.kc {
-            if kk % ROW_PREFETCH_EVERY == 0 {
+            if !ROWS {
+                // A panel streams from L3 when each layer's weights are read once per inference
+                // (the hardware prefetcher lost 40% on mobilenet_v2's 7x7 pointwise layers):
+                // fetch it PREFETCH_STEPS reduction steps ahead. A prefetch never faults.
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PREFETCH_STEPS).cast());
+            } else if kk % ROW_PREFETCH_EVERY == 0 {
+                // Rows in place: each a cache line at a time, a few lines ahead (without, a
+                // 197x384x1536 product took 2.64 ms instead of packed panels' 2.29).
                 for r in 0..R {
-                    // A prefetch never faults.
-                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(r * t.a_row + ROW_PREFETCH_AHEAD).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(r * a_row + ROW_PREFETCH_AHEAD).cast());
                 }
             }
             let b = match walk.as_mut() {
@@ -1509,13 +1471,14 @@ mod x86 {
                 bv[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], b.wrapping_add(v * 16)) };
             }
             for r in 0..R {
-                // SAFETY: row r < R of A at the current k (this function's contract).
-                let av = _mm512_set1_ps(unsafe { a.wrapping_add(r * t.a_row).read() });
+                // SAFETY: element r < MR of the current k of the panel (Tile contract), or row
+                // r < R of A at the current k (this function's contract, with ROWS).
+                let av = _mm512_set1_ps(unsafe { a.wrapping_add(r * a_row).read() });
                 for v in 0..NV {
                     acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
                 }
             }
-            a = a.wrapping_add(1);
+            a = a.wrapping_add(a_step);
         }
         acc
     }
