@@ -3000,7 +3000,9 @@ mod tests {
                     let sums: Vec<f32> = product.iter().zip(&residual).map(|(&p, &r)| r + p).collect();
                     // The ReLU after the sum, as `aten::relu` computes it (NaN stays NaN).
                     let relu = |v: f32| if v < 0.0 { 0.0 } else { v };
-                    let kernels: [(KernelFn, fn(f32) -> f32); 2] =
+                    // Each kernel with the activation it applies to the sum.
+                    type WithActivation = (KernelFn, fn(f32) -> f32);
+                    let kernels: [WithActivation; 2] =
                         [(convolution_scaled_residual, |v| v), (convolution_scaled_residual_relu, relu)];
                     for (kernel, activation) in kernels {
                         let want: Vec<u32> = sums.iter().map(|&v| activation(v).to_bits()).collect();
