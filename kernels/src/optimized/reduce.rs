@@ -53,7 +53,7 @@ fn sum_block(args: &KernelArgs<'_>, mean: bool) -> Option<Result<(), KernelError
             // One sum per output, on this thread: spread over a pool, mobilenet_v2_w050's global
             // average pool (1280 rows of 49) cost more than it saved.
             if reduced <= SHORT_ROW {
-                short_row_sums(src, reduced, dst, scale);
+                short_rows(src, reduced, dst, scale);
                 return Ok(());
             }
             for (row, o) in src.chunks_exact(reduced).zip(dst.iter_mut()) {
@@ -79,34 +79,47 @@ fn sum_block(args: &KernelArgs<'_>, mean: bool) -> Option<Result<(), KernelError
     })())
 }
 
-/// Rows up to this long are summed [`ROWS`] at a time ([`short_row_sums`]).
+/// Rows up to this long are summed by [`short_rows`].
 const SHORT_ROW: usize = 128;
-/// Rows summed side by side by [`short_row_sums`].
-const ROWS: usize = 8;
 
-/// `dst[r] = sum(row r) * scale` for rows of `reduced` elements, each summed in order in f64 (the
-/// portable kernel's order), [`ROWS`] rows side by side: one row's sum is a chain of dependent
-/// adds, and [`row_sum`]'s partial sums only pay on long rows (mobilenet_v2's global average pool,
-/// 1280 rows of 49, took 29 µs through it).
-fn short_row_sums(src: &[f32], reduced: usize, dst: &mut [f32], scale: f64) {
-    let reduced = reduced.max(1);
-    for (block, out) in src.chunks_exact(reduced * ROWS).zip(dst.chunks_exact_mut(ROWS)) {
-        let rows: [&[f32]; ROWS] = std::array::from_fn(|i| &block[i * reduced..(i + 1) * reduced]);
-        let mut acc = [0f64; ROWS];
-        for k in 0..reduced {
-            for (a, row) in acc.iter_mut().zip(&rows) {
-                *a += f64::from(row[k]);
-            }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = (a * scale) as f32;
+/// Partial sums of [`short_row_sum`]: one vector of eight f64.
+const SHORT_LANES: usize = 8;
+
+widest_simd! {
+    /// `dst[r] = sum(row r) * scale` for rows of `reduced` elements, each by [`short_row_sum`]:
+    /// one vector of partial sums per row, rows after one another. mobilenet_v2's global average
+    /// pool (1280 rows of 49): 29 µs through [`row_sum`]'s 32 lanes, 21 µs summing 8 rows side
+    /// by side in order, 16-17 µs this way (`etch bench --trace`, one thread). The order differs
+    /// from the portable kernel's sequential f64 sum only in f64 rounding.
+    fn short_rows(src: &[f32], reduced: usize, dst: &mut [f32], scale: f64) => short_rows_with
+}
+
+#[inline(always)]
+fn short_rows_with(src: &[f32], reduced: usize, dst: &mut [f32], scale: f64) {
+    for (row, o) in src.chunks_exact(reduced.max(1)).zip(dst.iter_mut()) {
+        *o = (short_row_sum(row) * scale) as f32;
+    }
+}
+
+/// The f64 sum of a short `row` in [`SHORT_LANES`] partial sums, added by halves, then the last
+/// elements in order.
+#[inline(always)]
+fn short_row_sum(row: &[f32]) -> f64 {
+    let mut lanes = [0f64; SHORT_LANES];
+    let (chunks, tail) = row.as_chunks::<SHORT_LANES>();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f64::from(v);
         }
     }
-    // The last rows, fewer than ROWS, one at a time.
-    let done = dst.len() / ROWS * ROWS;
-    for (row, o) in src.chunks_exact(reduced).zip(dst.iter_mut()).skip(done) {
-        *o = (row.iter().map(|&v| f64::from(v)).sum::<f64>() * scale) as f32;
+    let mut width = SHORT_LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
     }
+    tail.iter().fold(lanes[0], |sum, &v| sum + f64::from(v))
 }
 
 /// Partial sums of [`row_sum`]: four vectors of eight f64 (one running sum is a chain of
