@@ -1117,21 +1117,29 @@ impl PaddedInput {
         }
     }
 
+    /// At stride 1: padded rows `first..` of input plane `src`'s padded plane, as many as `dst`
+    /// holds whole (`row` apart): zeroed whole, then the input rows among them copied in. One
+    /// pass of zeros costs less than zeroing each row's few padding columns apart (a call per
+    /// row: on a 16x16 map, the zeros and copies were a quarter of a 3x3 convolution's time).
+    fn fill_rows(&self, c: &Conv, src: &[f32], first: usize, dst: &mut [f32]) -> Result<(), KernelError> {
+        let [lead_y, lead_x] = self.lead;
+        dst.fill(0.0);
+        for r in 0..dst.len() / self.row.max(1) {
+            // Padded row `first + r` holds input row `first + r - lead_y`, if any.
+            let Some(iy) = (first + r).checked_sub(lead_y).filter(|&iy| iy < c.height) else { continue };
+            let line = src.get(iy * c.width..(iy + 1) * c.width).ok_or(short(INPUT))?;
+            let at = r * self.row + lead_x;
+            dst.get_mut(at..at + c.width).ok_or(short(INPUT))?.copy_from_slice(line);
+        }
+        Ok(())
+    }
+
     /// Copies input plane `src` into its phase planes `planes` (`channel` elements).
     fn fill_channel(&self, c: &Conv, src: &[f32], planes: &mut [f32]) -> Result<(), KernelError> {
         let s = self.stride[0];
         let [lead_y, lead_x] = self.lead;
         if s == 1 {
-            // One plane: zeroed whole, then the rows copied in. One pass of zeros costs less than
-            // zeroing each row's few padding columns apart (a call per row: on a 16x16 map,
-            // the zeros and copies were a quarter of a 3x3 convolution's time).
-            planes.fill(0.0);
-            let mut at = lead_y * self.row + lead_x;
-            for line in src.chunks_exact(c.width) {
-                planes.get_mut(at..at + c.width).ok_or(short(INPUT))?.copy_from_slice(line);
-                at += self.row;
-            }
-            return Ok(());
+            return self.fill_rows(c, src, 0, planes);
         }
         planes.fill(0.0);
         for (iy, line) in src.chunks_exact(c.width).enumerate() {
@@ -1265,7 +1273,6 @@ fn padded_row_tasks(
     prepared: Option<&PackedConvWeights>,
 ) -> Result<(), KernelError> {
     let (m, row, height, width) = (c.out_per_group, padded.row, c.out_height, c.out_width);
-    let [lead_y, lead_x] = padded.lead;
     let tasks = (ctx.threads() * 2).min(height);
     // Padded rows past a run of output rows that its taps reach, as in the shared planes.
     let extra = (padded.plane / row.max(1)).checked_sub(height).ok_or(short(INPUT))?;
@@ -1288,16 +1295,11 @@ fn padded_row_tasks(
                 let (output, epilogue) = (&output, &epilogue);
                 crate::spread::for_each_chunk_run(ctx, &mut *privates, planes_len, tasks, |t, planes| {
                     let (y0, y1) = (height * t / tasks, height * (t + 1) / tasks);
-                    // Padded row `y0 + r` holds input row `y0 + r - lead_y`, if any.
+                    // The padded rows from `y0` that output rows `y0..y1` read.
+                    let rows_len = (y1 - y0 + extra) * row;
                     for (ci, dst) in planes.chunks_exact_mut(plane).enumerate() {
                         let src = c.input_plane(x, n, g * c.in_per_group + ci)?;
-                        dst.fill(0.0);
-                        for r in 0..y1 - y0 + extra {
-                            let Some(iy) = (y0 + r).checked_sub(lead_y).filter(|&iy| iy < c.height) else { continue };
-                            let line = src.get(iy * c.width..(iy + 1) * c.width).ok_or(short(INPUT))?;
-                            let at = r * row + lead_x;
-                            dst.get_mut(at..at + c.width).ok_or(short(INPUT))?.copy_from_slice(line);
-                        }
+                        padded.fill_rows(c, src, y0, dst.get_mut(..rows_len).ok_or(short(INPUT))?)?;
                     }
                     let one = KernelContext::one_thread();
                     for y in y0..y1 {

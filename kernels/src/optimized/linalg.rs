@@ -95,34 +95,19 @@ pub(super) fn gemm_f32(
     {
         return done;
     }
-    if rows_lhs_available() && scale == 1.0 && a.col == 1 {
-        // A read where it lies: no packing (see `sgemm_rows`). `cargo bench --bench sgemm --
-        // "per_call|in_place"` (A packed per call against read in place), one thread:
-        // 16x64x64 1.59 -> 1.43 µs, 16x64x128 2.93 -> 2.73 µs, 197x384x384 550 -> 562 µs,
-        // 197x384x1536 2.29 -> 2.30 ms, 512³ 2.58 -> 2.57 ms; two threads 197x384x1536 1.21 ->
-        // 1.18 ms, 512³ 1.39 -> 1.33 ms.
-        for b in 0..batches {
-            let data = operand(a.data, b.checked_mul(a.batch), k).ok_or(bad)?;
-            let dst = out.get_mut(b.checked_mul(ob).ok_or(bad)?..).ok_or(bad)?;
-            if let Some(beta) = keep.filter(|&beta| beta != 1.0) {
-                for i in 0..n {
-                    for j in 0..p {
-                        *dst.get_mut(i * or + j * oc).ok_or(bad)? *= beta;
-                    }
-                }
-            }
-            let rhs = MatRef { data: operand(m.data, b.checked_mul(m.batch), k).ok_or(bad)?, row: m.row, col: m.col };
-            let lhs = RowsLhs { data, row: a.row, m: n, k };
-            sgemm_rows(ctx, p, lhs, rhs, MatMut { data: dst, row: or, col: oc }, &epilogue, arg)?;
-        }
-        return Ok(());
-    }
+    // A read where it lies, not packed (see `sgemm_rows`). `cargo bench --bench sgemm --
+    // "per_call|in_place"` (A packed per call against read in place), one thread: 16x64x64 1.59
+    // -> 1.43 µs, 16x64x128 2.93 -> 2.73 µs, 197x384x384 550 -> 562 µs, 197x384x1536 2.29 ->
+    // 2.30 ms, 512³ 2.58 -> 2.57 ms; two threads 197x384x1536 1.21 -> 1.18 ms, 512³ 1.39 -> 1.33.
+    let in_place = rows_lhs_available() && scale == 1.0 && a.col == 1;
     let run = |packed: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
         for b in 0..batches {
             let at = |base: usize| b.checked_mul(base).ok_or(bad);
             // An empty reduction reads nothing (its operands may be empty tensors).
-            let lhs = MatRef { data: operand(a.data, b.checked_mul(a.batch), k).ok_or(bad)?, row: a.row, col: a.col };
-            pack_lhs(n, k, lhs, scale, packed, arg)?;
+            let data = operand(a.data, b.checked_mul(a.batch), k).ok_or(bad)?;
+            if !in_place {
+                pack_lhs(n, k, MatRef { data, row: a.row, col: a.col }, scale, packed, arg)?;
+            }
             let dst = out.get_mut(at(ob)?..).ok_or(bad)?;
             if let Some(beta) = keep.filter(|&beta| beta != 1.0) {
                 for i in 0..n {
@@ -132,11 +117,16 @@ pub(super) fn gemm_f32(
                 }
             }
             let rhs = MatRef { data: operand(m.data, b.checked_mul(m.batch), k).ok_or(bad)?, row: m.row, col: m.col };
-            let lhs = PackedLhs { data: packed, m: n, k };
-            sgemm(ctx, p, lhs, rhs, MatMut { data: dst, row: or, col: oc }, &epilogue, arg)?;
+            let dst = MatMut { data: dst, row: or, col: oc };
+            if in_place {
+                sgemm_rows(ctx, p, RowsLhs { data, row: a.row, m: n, k }, rhs, dst, &epilogue, arg)?;
+            } else {
+                sgemm(ctx, p, PackedLhs { data: packed, m: n, k }, rhs, dst, &epilogue, arg)?;
+            }
         }
         Ok(())
     };
+    let len = if in_place { 0 } else { len };
     ctx.with_scratch_f32(len, run).unwrap_or(Err(NO_SCRATCH))
 }
 

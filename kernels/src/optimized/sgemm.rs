@@ -413,8 +413,9 @@ pub fn rows_lhs_available() -> bool {
 }
 
 /// [`sgemm`] with `A` read where it lies ([`RowsLhs`]) instead of packed: for products whose
-/// `B` is narrow (a linear layer's 64 or 128 output features), where packing `A` costs as much
-/// as a good part of the product (a ninth of bert_encoder's time went to [`pack_lhs`]). Each
+/// `A` changes every call (activations), where packing it costs as much as a good part of a
+/// small product (a ninth of bert_encoder's time went to [`pack_lhs`]) and no less than the
+/// packed panels save on a large one (see `linalg::gemm_f32`). Each
 /// element of `C` is the same chain of multiply-adds as [`sgemm`]'s over `A` packed with scale
 /// 1, so the two give bit-identical results. Errors when [`rows_lhs_available`] is false.
 pub fn sgemm_rows(
@@ -801,7 +802,8 @@ unsafe impl Sync for Job<'_> {}
 
 /// One microkernel call: an `rows × cols` tile (`rows <= MR`, `1 <= cols <= NR`) over `kc`
 /// reductions. Contract (upheld by `Job::run`): `a[kk * MR + r]` readable for `kk < kc`,
-/// `r < MR` (or, when `a_row` is not zero, `a[r * a_row + kk]` for `r < rows`); `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
+/// `r < MR` (or, when `a_row` is not zero, `a[r * a_row + kk]` for `r < rows`);
+/// `b[kk * ldb + j]` readable for `kk < kc`, `j < cols`; `c[r * ldc + j]` readable and
 /// writable for `r < rows`, `j < cols`, not aliased; `row_bias[r]` readable for `r < rows` when
 /// not null; `col_bias[j]` readable for `j < cols` when not null; `residual` as documented there.
 #[derive(Clone, Copy)]
