@@ -1,6 +1,7 @@
 //! Running instructions: one step, the sequential loop, and the parallel block executor.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etch_delegates::{DelegateError, DelegateHandle};
 use etch_kernels::{
@@ -206,6 +207,14 @@ pub(crate) struct Block {
 /// Runs `block`'s graph on `pool`: roots are spawned, finishing threads continue with one ready
 /// successor and spawn the rest. Returns the first failing instruction.
 ///
+/// A kernel splits its work over the pool only when the pool has threads to spare: an
+/// instruction that starts while as many chains of the graph are alive (running or waiting to)
+/// as the pool has threads runs its kernel on its own thread. Without that rule, each kernel of
+/// mlp_towers' four concurrent towers handed half of its columns to whichever thread was between
+/// two instructions, so the towers' weights were read from the other core's cache (a 256x256
+/// product took 16 µs on one thread against 12.8 on the other). Kernels give the same bits
+/// whatever their thread count, so the choice does not change outputs.
+///
 /// # Safety
 /// `values` must be accessed by nothing else while the block runs, and `block.graph` must order
 /// every pair of the block's instructions that conflict (the engine's edges do).
@@ -219,10 +228,13 @@ pub(crate) unsafe fn run_block_parallel(
     block.run.reset(&block.graph);
     let failure: std::sync::Mutex<Option<(usize, StepError)>> = std::sync::Mutex::new(None);
     let start = block.range.start;
+    let threads = pool.current_num_threads();
+    let chains = AtomicUsize::new(0);
     let task = |node: u32| -> bool {
         let Some(&index) = block.instructions.get(node as usize) else { return false };
         let Some(step) = steps.get(index) else { return false };
-        let mut context = KernelContext::new();
+        let mut context =
+            if chains.load(Ordering::Relaxed) >= threads { KernelContext::one_thread() } else { KernelContext::new() };
         // SAFETY: the graph runs this step only after every conflicting predecessor finished and
         // never concurrently with a conflicting step (our contract); the drive loop's AcqRel
         // counters order the memory effects.
@@ -236,10 +248,10 @@ pub(crate) unsafe fn run_block_parallel(
             }
         }
     };
-    let task: &(dyn Fn(u32) -> bool + Sync) = &task;
+    let run = Run { block, task: &task, chains: &chains };
     pool.scope(|scope| {
         for &root in block.graph.roots() {
-            spawn_drive(scope, block, task, root);
+            run.spawn_drive(scope, root);
         }
     });
     match failure.into_inner() {
@@ -249,8 +261,32 @@ pub(crate) unsafe fn run_block_parallel(
     }
 }
 
-fn spawn_drive<'s>(scope: &rayon::Scope<'s>, block: &'s Block, task: &'s (dyn Fn(u32) -> bool + Sync), node: u32) {
-    scope.spawn(move |scope| {
-        block.run.drive(&block.graph, node, task, &|next| spawn_drive(scope, block, task, next));
-    });
+/// What the spawned chains of one [`run_block_parallel`] share.
+#[derive(Clone, Copy)]
+struct Run<'s> {
+    block: &'s Block,
+    task: &'s (dyn Fn(u32) -> bool + Sync),
+    /// Chains spawned and not yet ended (a chain is one `drive` call: a task and the successors
+    /// it continues with).
+    chains: &'s AtomicUsize,
+}
+
+impl<'s> Run<'s> {
+    fn spawn_drive(self, scope: &rayon::Scope<'s>, node: u32) {
+        self.chains.fetch_add(1, Ordering::Relaxed);
+        scope.spawn(move |scope| {
+            // Counted down on drop, so that a panicking task still ends its chain.
+            let _ended = ChainEnded(self.chains);
+            self.block.run.drive(&self.block.graph, node, self.task, &|next| self.spawn_drive(scope, next));
+        });
+    }
+}
+
+/// Counts a chain as ended when dropped.
+struct ChainEnded<'a>(&'a AtomicUsize);
+
+impl Drop for ChainEnded<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
