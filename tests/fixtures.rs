@@ -215,6 +215,19 @@ fn batch_norm_folds_into_convolution_within_tolerance() {
     }
 }
 
+/// A ReLU that alone reads a linear layer's product becomes part of the product's call:
+/// mlp_towers has twelve. Results stay within tolerance of PyTorch in both modes (and equal the
+/// unfused calls' bit for bit: the kernel's test).
+#[test]
+fn relu_fuses_into_linear_layers() {
+    let case = common::case("mlp_towers");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    assert_eq!(program.load_method_configured(&case.method, &optimized, None).unwrap().fused_instructions(), 12);
+    run_case(&case, &optimized).unwrap();
+    run_case(&case, &MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized }).unwrap();
+}
+
 /// Zoo case `name` loads with `fused` instructions fused away on the optimized runtime and stays
 /// within tolerance of PyTorch in sequential and parallel mode.
 fn zoo_case_fuses(name: &str, fused: usize) {

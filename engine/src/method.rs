@@ -380,6 +380,8 @@ impl<'mem> Method<'mem> {
             crate::fuse::residual_activation(&b, &mut ins, &values, &ids, &pool, &pt);
             crate::fuse::linear_weight(&b, &mut ins, &values, &pool);
             let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::linear_activation(&b, &mut ins, &values, &ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::silu(&b, &mut ins, &values, &ids, &pool, &pt);

@@ -72,6 +72,17 @@ pub fn linear(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     super::linalg::addmm_weight_transposed(ctx, args)
 }
 
+/// `aten::addmm.out` then ReLU: the arguments of `addmm.out`, `out` the ReLU's output.
+pub fn addmm_relu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    super::linalg::addmm_clamped(ctx, args, false, 0.0, f32::INFINITY)
+}
+
+/// [`linear`] then ReLU: the arguments of `addmm.out` with the weight untransposed, `out` the
+/// ReLU's output.
+pub fn linear_relu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    super::linalg::addmm_clamped(ctx, args, true, 0.0, f32::INFINITY)
+}
+
 /// One element of a one-element float32 tensor argument.
 fn scalar_tensor(args: &KernelArgs<'_>, arg: usize) -> Result<f32, KernelError> {
     let t = args.tensor(arg)?;

@@ -60,8 +60,8 @@ fn max_offset(batches: usize, rows: usize, cols: usize, batch: usize, row: usize
 const NO_SCRATCH: KernelError = KernelError::NotImplemented("matrix product scratch memory could not be allocated");
 
 /// `out[b] = keep * out[b] + scale * a[b] @ m[b] (+ col_bias)` for `batches` products of `n×k` by
-/// `k×p`. `keep` is `None` when `out` is only written; `col_bias[j]` (length `p`) is added to
-/// column `j`.
+/// `k×p`, each result then limited to `bounds` (a fused activation; `None`: unbounded). `keep` is
+/// `None` when `out` is only written; `col_bias[j]` (length `p`) is added to column `j`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_f32(
     ctx: &mut KernelContext,
@@ -74,26 +74,39 @@ pub(super) fn gemm_f32(
     keep: Option<f32>,
     scale: f32,
     col_bias: Option<&[f32]>,
+    bounds: Option<(f32, f32)>,
     arg: usize,
 ) -> Result<(), KernelError> {
+    // The paths that have no epilogue clamp limit the stored results afterwards: the same values
+    // clamped, so the same bits.
+    let limit = |out: &mut [f32]| match bounds {
+        Some((min, max)) => clamp_matrix(out, batches, (n, p), (ob, or, oc), (min, max), arg),
+        None => Ok(()),
+    };
     if Kernel::best() == Kernel::Portable {
         if let Some(bias) = col_bias {
             fill_col_bias(bias, out, batches, (n, p), (ob, or, oc), keep, arg)?;
-            return gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), Some(1.0), scale, arg);
+            gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), Some(1.0), scale, arg)?;
+        } else {
+            gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), keep, scale, arg)?;
         }
-        return gemm_crate_f32(ctx, batches, (n, k, p), a, m, out, (ob, or, oc), keep, scale, arg);
+        return limit(out);
     }
     let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
     let len = packed_lhs_len(n, k).ok_or(bad)?;
-    let epilogue =
-        Epilogue { bias: col_bias.map_or(Bias::None, Bias::Col), accumulate: keep.is_some(), ..Epilogue::store() };
+    let (min, max) = bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let epilogue = Epilogue {
+        bias: col_bias.map_or(Bias::None, Bias::Col),
+        accumulate: keep.is_some(),
+        ..Epilogue::store().clamped(min, max)
+    };
     if n == 0 || p == 0 {
         return Ok(());
     }
     if batches == 1
         && let Some(done) = row_times_columns(ctx, (n, k, p), a, m, out, oc, keep, scale, col_bias, arg)
     {
-        return done;
+        return done.and_then(|()| limit(out));
     }
     // A read where it lies, not packed (see `sgemm_rows`). `cargo bench --bench sgemm --
     // "per_call|in_place"` (A packed per call against read in place), one thread: 16x64x64 1.59
@@ -133,6 +146,27 @@ pub(super) fn gemm_f32(
 /// A batch's operand data from `offset` (`None`: overflowed), or nothing for an empty reduction.
 fn operand(data: &[f32], offset: Option<usize>, k: usize) -> Option<&[f32]> {
     if k == 0 { Some(&[]) } else { data.get(offset?..) }
+}
+
+/// Limits every element of the `batches` × `n` × `p` results in `out` to `[min, max]`.
+fn clamp_matrix(
+    out: &mut [f32],
+    batches: usize,
+    (n, p): (usize, usize),
+    (ob, or, oc): (usize, usize, usize),
+    (min, max): (f32, f32),
+    arg: usize,
+) -> Result<(), KernelError> {
+    let bad = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+    for b in 0..batches {
+        for i in 0..n {
+            for j in 0..p {
+                let v = out.get_mut(b * ob + i * or + j * oc).ok_or(bad)?;
+                *v = super::sgemm::clamp(*v, min, max);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `keep * out + bias[j]` (or `bias[j]` when `keep` is `None`) into every row of `out`.
@@ -259,7 +293,7 @@ pub fn mm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Kern
     let mut out = args.tensor_mut(2)?;
     out.resize(&[n, p])?;
     let s = out.strides();
-    gemm_f32(ctx, 1, (n, k, p), av, mv, out.data_mut::<f32>()?, (0, s[0], s[1]), None, 1.0, None, 2)
+    gemm_f32(ctx, 1, (n, k, p), av, mv, out.data_mut::<f32>()?, (0, s[0], s[1]), None, 1.0, None, None, 2)
 }
 
 /// `aten::bmm.out` — f32 through gemm, otherwise the portable kernel.
@@ -274,23 +308,41 @@ pub fn bmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), Ker
     let mut out = args.tensor_mut(2)?;
     out.resize(&[b, n, p])?;
     let s = out.strides();
-    gemm_f32(ctx, b, (n, k, p), av, mv, out.data_mut::<f32>()?, (s[0], s[1], s[2]), None, 1.0, None, 2)
+    gemm_f32(ctx, b, (n, k, p), av, mv, out.data_mut::<f32>()?, (s[0], s[1], s[2]), None, 1.0, None, None, 2)
 }
 
 /// `aten::addmm.out` — `beta * self + alpha * (mat1 @ mat2)`; f32 through gemm (the bias is
 /// broadcast into the output first, then accumulated onto), otherwise the portable kernel.
 pub fn addmm_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    addmm(ctx, args, false)
+    addmm(ctx, args, false, None)
 }
 
 /// `aten::addmm.out` with `mat2` given as its transpose: `beta * self + alpha * (mat1 @ mat2ᵀ)`,
 /// where `mat2` is `[p, k]` — a linear layer reading its weight where the file stores it.
 /// float32 only (the engine fuses nothing else; other calls get an error, not a fallback).
 pub fn addmm_weight_transposed(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
-    addmm(ctx, args, true)
+    addmm(ctx, args, true, None)
 }
 
-fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Result<(), KernelError> {
+/// [`addmm_out`] (or with `transposed`, [`addmm_weight_transposed`]) with each result then
+/// limited to `[min, max]`: the product and a ReLU or hardtanh that alone reads it, in one call.
+/// Bit-identical to the two calls (the same sums, then the same clamp).
+pub fn addmm_clamped(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    transposed: bool,
+    min: f32,
+    max: f32,
+) -> Result<(), KernelError> {
+    addmm(ctx, args, transposed, Some((min, max)))
+}
+
+fn addmm(
+    ctx: &mut KernelContext,
+    args: &KernelArgs<'_>,
+    transposed: bool,
+    bounds: Option<(f32, f32)>,
+) -> Result<(), KernelError> {
     let (bias, a, m) = (args.tensor(0)?, args.tensor(1)?, args.tensor(2)?);
     let (beta, alpha) = (args.scalar(3)?, args.scalar(4)?);
     // Which dimension of `mat2` is the reduction (`k`) and which the output columns (`p`).
@@ -300,9 +352,22 @@ fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Re
         arg: 2,
         reason: "a linear layer with its weight transposed needs float32 2-D operands with matching sizes and a bias that broadcasts to the output",
     };
-    // Calls the fast path does not cover: the portable kernel, or for the fused form an error.
-    let fallback =
-        |ctx: &mut KernelContext| if transposed { Err(unsupported) } else { portable::linalg::addmm_out(ctx, args) };
+    // Calls the fast path does not cover: the portable kernel (then the clamp over its float32
+    // output), or for the transposed form an error.
+    let fallback = |ctx: &mut KernelContext| {
+        if transposed {
+            return Err(unsupported);
+        }
+        portable::linalg::addmm_out(ctx, args)?;
+        match bounds {
+            Some((min, max)) => {
+                let mut out = args.tensor_mut(5)?;
+                out.data_mut::<f32>()?.iter_mut().for_each(|v| *v = super::sgemm::clamp(*v, min, max));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    };
     if !all_f32(args, &[0, 1, 2], 5)? || !shapes_ok {
         return fallback(ctx);
     }
@@ -326,7 +391,7 @@ fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Re
     let o = out.data_mut::<f32>()?;
     if beta == 1.0 && bias.sizes() == [p] && bias_data.len() == p {
         // The linear-layer case: the bias row is added in the GEMM's epilogue.
-        return gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), None, alpha, Some(bias_data), 5);
+        return gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), None, alpha, Some(bias_data), bounds, 5);
     }
     let keep = if beta == 0.0 {
         // PyTorch ignores `self` (even NaN) when beta is 0.
@@ -339,7 +404,7 @@ fn addmm(ctx: &mut KernelContext, args: &KernelArgs<'_>, transposed: bool) -> Re
         }
         Some(beta)
     };
-    gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, None, 5)
+    gemm_f32(ctx, 1, (n, k, p), av, mv, o, (0, s[0], s[1]), keep, alpha, None, bounds, 5)
 }
 
 /// Lanes of each dot product's partial sums: one AVX-512 register, two AVX2 ones (the compiler
@@ -678,6 +743,62 @@ mod tests {
                 // Sums ordered differently: rounding grows with the reduction's length (a wrong
                 // column or a lost lane is off by O(1)).
                 assert_close(&got, &want, 2e-6 * k as f32);
+            }
+        }
+    }
+
+    /// `fused::addmm_relu` and `fused::linear_relu` give the bits of the unfused product followed
+    /// by a ReLU (NaN kept, as PyTorch's ReLU keeps it) on every path: one row (dot products),
+    /// several rows (the GEMM, on one thread and split over two), `beta` other than 1, a full bias
+    /// matrix. The unfused product is `addmm_out`, itself tested against the portable kernel.
+    #[test]
+    fn addmm_relu_is_the_product_then_relu_bit_for_bit() {
+        let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
+        // (n, k, p, bias is a full [n, p] matrix, beta, alpha)
+        let cases: &[(usize, usize, usize, bool, f64, f64)] = &[
+            (8, 256, 256, false, 1.0, 1.0),
+            (1, 37, 11, false, 1.0, 1.0),
+            (1, 300, 1025, false, 1.0, 1.0),
+            (3, 37, 11, false, 1.0, 1.0),
+            (5, 64, 33, true, 0.5, 1.0),
+            (17, 40, 70, false, 0.0, 2.0),
+        ];
+        let relu = |v: f32| if v < 0.0 { 0.0 } else { v };
+        for &(n, k, p, full_bias, beta, alpha) in cases {
+            let mut x: Vec<f32> = (0..n * k).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            // A NaN in the last row (of several): its outputs stay NaN through the clamp.
+            if n > 1 {
+                x[(n - 1) * k] = f32::NAN;
+            }
+            let w: Vec<f32> = (0..p * k).map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0).collect();
+            let wt: Vec<f32> = (0..k * p).map(|i| w[(i % p) * k + i / p]).collect();
+            let bias_sizes = if full_bias { vec![n, p] } else { vec![p] };
+            let bias: Vec<f32> = (0..bias_sizes.iter().product()).map(|i| (i % 13) as f32 - 6.0).collect();
+            let call = |mat2: (&[usize], &[f32])| {
+                let c = Call::new().tensor(&bias_sizes, &bias).tensor(&[n, k], &x).tensor(mat2.0, mat2.1);
+                c.double(beta).double(alpha).out(DType::Float, &[n, p], n * p)
+            };
+            for threads in [1, 2] {
+                let mut ctx = KernelContext::with_pool((threads > 1).then(|| pool.clone()));
+                let forms = [
+                    (addmm_out as KernelFn, super::super::fused::addmm_relu as KernelFn, (&[k, p][..], &wt[..])),
+                    (super::super::fused::linear, super::super::fused::linear_relu, (&[p, k][..], &w[..])),
+                ];
+                for (form, (unfused, fused, mat2)) in forms.into_iter().enumerate() {
+                    let at = format!("n {n} k {k} p {p} threads {threads} form {form}");
+                    let mut plain = call(mat2).prepare();
+                    plain.run(unfused, &mut ctx).unwrap_or_else(|e| panic!("{at}: {e}"));
+                    let (_, plain) = plain.tensor::<f32>(5);
+                    let mut got = call(mat2).prepare();
+                    got.run(fused, &mut ctx).unwrap_or_else(|e| panic!("{at}: {e}"));
+                    let (sizes, got) = got.tensor::<f32>(5);
+                    assert_eq!(sizes, [n, p], "{at}");
+                    let want: Vec<u32> = plain.iter().map(|&v| relu(v).to_bits()).collect();
+                    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{at}");
+                    // Both sides of the clamp occur.
+                    assert!(got.contains(&0.0) && got.iter().any(|&v| v > 0.0), "{at}");
+                    assert_eq!(got[(n - 1) * p].is_nan(), n > 1, "{at}");
+                }
             }
         }
     }
