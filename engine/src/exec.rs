@@ -207,9 +207,10 @@ pub(crate) struct Block {
 /// Runs `block`'s graph on `pool`: roots are spawned, finishing threads continue with one ready
 /// successor and spawn the rest. Returns the first failing instruction.
 ///
-/// A kernel splits its work over the pool only when the pool has threads to spare: an
-/// instruction that starts while as many chains of the graph are alive (running or waiting to)
-/// as the pool has threads runs its kernel on its own thread. Without that rule, each kernel of
+/// A kernel splits its work over the pool only when the pool has threads to spare or the
+/// instruction is long (`long[index]`, from measured times): a short instruction that starts
+/// while as many chains of the graph are alive (running or waiting to) as the pool has threads
+/// runs its kernel on its own thread. Without that rule, each kernel of
 /// mlp_towers' four concurrent towers handed half of its columns to whichever thread was between
 /// two instructions, so the towers' weights were read from the other core's cache (a 256x256
 /// product took 16 µs on one thread against 12.8 on the other). Kernels give the same bits
@@ -224,6 +225,7 @@ pub(crate) unsafe fn run_block_parallel(
     steps: &[Step],
     values: &ValueTable,
     env: &StepEnv<'_>,
+    long: &[bool],
 ) -> Result<(), (usize, StepError)> {
     block.run.reset(&block.graph);
     let failure: std::sync::Mutex<Option<(usize, StepError)>> = std::sync::Mutex::new(None);
@@ -233,8 +235,12 @@ pub(crate) unsafe fn run_block_parallel(
     let task = |node: u32| -> bool {
         let Some(&index) = block.instructions.get(node as usize) else { return false };
         let Some(step) = steps.get(index) else { return false };
-        let mut context =
-            if chains.load(Ordering::Relaxed) >= threads { KernelContext::one_thread() } else { KernelContext::new() };
+        let short = !long.get(index).copied().unwrap_or(false);
+        let mut context = if short && chains.load(Ordering::Relaxed) >= threads {
+            KernelContext::one_thread()
+        } else {
+            KernelContext::new()
+        };
         // SAFETY: the graph runs this step only after every conflicting predecessor finished and
         // never concurrently with a conflicting step (our contract); the drive loop's AcqRel
         // counters order the memory effects.

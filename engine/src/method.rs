@@ -53,6 +53,10 @@ struct Parallel {
     pool: Arc<rayon::ThreadPool>,
     /// Per-instruction time in ns from the warm-up executions (minimum over them).
     costs: Mutex<Vec<f64>>,
+    /// Per instruction, whether it took at least [`LONG_INSTRUCTION_NS`] in the warm-up: its
+    /// kernel may split over the pool even while other branches run (see `run_block_parallel`).
+    /// Set once the warm-up has measured the costs.
+    long: OnceLock<Vec<bool>>,
     /// Where the warm-up executions stand (see [`Warmup`]).
     warmup: Mutex<Warmup>,
     /// Per block: a graph candidate (true) or inline in program order (false). Set after
@@ -64,6 +68,16 @@ struct Parallel {
     recheck: Mutex<Recheck>,
     always_graph: bool,
 }
+
+/// Instructions that took at least this long (ns, kernels on the pool) in the warm-up split their
+/// kernels over the pool even while other branches of the graph run: a thread that frees up
+/// joins them late and takes part of what is left. Shorter ones run on their own thread then
+/// (see `exec::run_block_parallel`). Measured with graphs forced, median of 5 runs each (no
+/// threshold / 30 µs / every kernel may split): inception_v1 1.572 / 1.307 / 1.315 ms (without
+/// it, its 3x3 branch convolution, 470 µs on two threads and 850 on one, ran on one thread while
+/// the other finished its branches and idled), wide_towers 0.370 / 0.369 / 0.373, moe 0.352 /
+/// 0.352 / 0.360; mlp_towers' 10-13 µs products gained from running alone (2dee823).
+const LONG_INSTRUCTION_NS: f64 = 30_000.0;
 
 /// Executions between two that run the other way (inline instead of graphs or back) once the
 /// warm-up decided.
@@ -556,6 +570,7 @@ impl<'mem> Method<'mem> {
                     block_at,
                     pool: config.runtime.pool(),
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
+                    long: OnceLock::new(),
                     warmup: Mutex::new(Warmup::default()),
                     as_graph,
                     graphs_on: AtomicBool::new(config.always_graph),
@@ -1187,6 +1202,7 @@ impl Inner<'_> {
             w.cost_runs += 1;
             if w.cost_runs == COST_RUNS {
                 let costs = p.costs.lock().map(|c| c.clone()).unwrap_or_default();
+                let _ = p.long.set(costs.iter().map(|&c| c >= LONG_INSTRUCTION_NS).collect());
                 let candidate: Vec<bool> = p
                     .blocks
                     .iter()
@@ -1302,8 +1318,17 @@ impl Inner<'_> {
             if as_graph.get(bi).copied().unwrap_or(false) {
                 // SAFETY: the busy flag gives this execution sole access to the values; the block's
                 // graph orders every conflicting pair of its instructions.
-                unsafe { run_block_parallel(&p.pool, block, &self.steps, &self.values, &env) }
-                    .map_err(|(i, e)| self.step_error(i, e))?;
+                unsafe {
+                    run_block_parallel(
+                        &p.pool,
+                        block,
+                        &self.steps,
+                        &self.values,
+                        &env,
+                        p.long.get().map_or(&[], |l| &l[..]),
+                    )
+                }
+                .map_err(|(i, e)| self.step_error(i, e))?;
             } else if let Some(costs) = timing.as_deref_mut() {
                 for &i in &block.instructions {
                     let t = Instant::now();
