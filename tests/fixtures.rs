@@ -228,6 +228,21 @@ fn relu_fuses_into_linear_layers() {
     run_case(&case, &MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized }).unwrap();
 }
 
+/// A global mean over a concatenation reads the concatenated tensors where they lie:
+/// inception_block's `cat` and `mean` become one call (one instruction fused away, besides its 7
+/// convolutions' ReLUs and its classifier's weight transpose). Results stay within tolerance of PyTorch in both modes (and equal
+/// the unfused calls' bit for bit: the kernel's test).
+#[test]
+fn mean_of_a_concatenation_fuses() {
+    let case = common::case("inception_block");
+    let program = Program::load_file(&case.program).unwrap();
+    let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
+    let method = program.load_method_configured(&case.method, &optimized, None).unwrap();
+    assert_eq!(method.fused_instructions(), 7 + 1 + 1);
+    run_case(&case, &optimized).unwrap();
+    run_case(&case, &MethodConfig { mode: etch::ExecutionMode::Parallel, ..optimized }).unwrap();
+}
+
 /// Zoo case `name` loads with `fused` instructions fused away on the optimized runtime and stays
 /// within tolerance of PyTorch in sequential and parallel mode.
 fn zoo_case_fuses(name: &str, fused: usize) {

@@ -46,7 +46,7 @@
 //! than a fusion: no tensor changes writer, so it applies under the exporter's plan too.
 
 use etch_kernels::{DType, EValue, ListPool, NONE_INDEX, TensorId};
-use etch_schema::{TensorData, TensorDef, ValueDef};
+use etch_schema::{ShapeDynamism, TensorData, TensorDef, ValueDef};
 
 use crate::alias::PointsTo;
 use crate::exec::{Step, pool_slice};
@@ -67,6 +67,8 @@ const DIV: &str = "aten::div.out";
 const SIGMOID: &str = "aten::sigmoid.out";
 const TANH: &str = "aten::tanh.out";
 const SPLIT_WITH_SIZES: &str = "aten::split_with_sizes_copy.out";
+const CAT: &str = "aten::cat.out";
+const MEAN: &str = "aten::mean.out";
 
 /// A constant the fusion computed: a tensor of its own, appended after the program's values; its
 /// bytes are `range` of the [`FusedConstants`] arena.
@@ -971,6 +973,90 @@ pub(crate) fn linear_activation(
         args[5] = out;
         let Some(args) = append_args(ins, &args) else { continue };
         ins.steps[i] = Step::Kernel { run: fused_run, args, writable, prepared };
+        remove_step(ins, j);
+    }
+}
+
+/// Fuses a concatenation with the mean that is its only reader when the mean reduces trailing
+/// dimensions after the concatenated one (an Inception block's branches, concatenated, then
+/// globally average-pooled): the `cat` call becomes
+/// [`etch_kernels::optimized::fused::mean_of_cat`], which reduces each input where it lies, and
+/// the `mean` a no-op; the concatenated tensor is never written. Checks at load what the fused
+/// kernel needs (static contiguous float32 tensors of one rank, the dims), so that it never
+/// refuses a call the two calls would have run.
+pub(crate) fn cat_mean(
+    b: &Builder<'_>,
+    ins: &mut Instructions,
+    values: &[EValue],
+    ids: &[Option<TensorId>],
+    pool: &ListPool,
+    pt: &PointsTo,
+) {
+    let uses = value_uses(b, ins, values, pool);
+    let class_size = pt.class_sizes(ids.iter().flatten().count());
+    let mean_of_input = argument_readers(ins, &[MEAN], 0);
+    let int = |v: u32| match values.get(v as usize) {
+        Some(EValue::Int(i)) => Some(*i),
+        _ => None,
+    };
+    // A static, contiguous float32 tensor: its sizes.
+    let plain = |v: u32| -> Option<&[usize]> {
+        let t = tensor_def(b, v)?;
+        let ok = t.scalar_type == DType::Float && is_contiguous(t) && t.dynamism == ShapeDynamism::Static;
+        ok.then_some(&t.sizes[..])
+    };
+    for i in 0..ins.steps.len() {
+        let Step::Kernel { args: span, .. } = ins.steps[i] else { continue };
+        if ins.sites.get(i).is_none_or(|(name, _)| &**name != CAT) {
+            continue;
+        }
+        let &[list, dim, concatenated] = pool_slice(&ins.arg_pool, span) else { continue };
+        let Some(&j) = mean_of_input.get(&concatenated) else { continue };
+        let Step::Kernel { args: mean_span, writable, .. } = ins.steps[j] else { continue };
+        let &[input, dims, keepdim, dtype, out] = pool_slice(&ins.arg_pool, mean_span) else { continue };
+        let Some(EValue::TensorList(items)) = values.get(list as usize) else { continue };
+        let items = pool.indices(*items);
+        let Some(cat_sizes) = plain(concatenated) else { continue };
+        let rank = cat_sizes.len();
+        let Some(cat_dim) = int(dim).and_then(|d| etch_kernels::shape::wrap_dim(d, rank)) else { continue };
+        // The dims: a non-empty list of distinct dims forming one trailing run after `cat_dim`.
+        let Some(EValue::IntList(dim_list)) = values.get(dims as usize) else { continue };
+        let wrapped: Option<Vec<usize>> = pool
+            .indices(*dim_list)
+            .iter()
+            .map(|&v| int(v).and_then(|d| etch_kernels::shape::wrap_dim(d, rank)))
+            .collect();
+        let Some(mut wrapped) = wrapped else { continue };
+        wrapped.sort_unstable();
+        let trailing = !wrapped.is_empty()
+            && wrapped.windows(2).all(|w| w[1] == w[0] + 1)
+            && wrapped.last() == Some(&(rank - 1))
+            && wrapped[0] > cat_dim;
+        let items_ok = !items.is_empty()
+            && items.iter().all(|&v| {
+                plain(v).is_some_and(|s| s.len() == rank && (0..rank).all(|d| d == cat_dim || s[d] == cat_sizes[d]))
+            });
+        let out_ok = plain(out).is_some();
+        if input != concatenated
+            || j <= i
+            || !trailing
+            || !items_ok
+            || !out_ok
+            || !matches!(values.get(keepdim as usize), Some(EValue::Bool(_)))
+            || !matches!(values.get(dtype as usize), Some(EValue::None))
+            || uses.get(concatenated as usize) != Some(&2)
+            || out == concatenated
+            || items.contains(&out)
+            || !matches!(values.get(concatenated as usize), Some(EValue::Tensor(t)) if class_size.get(t.0 as usize) == Some(&1))
+        {
+            continue;
+        }
+        let Some(args) = append_args(ins, &[list, dim, dims, keepdim, dtype, out]) else { continue };
+        let run = etch_kernels::optimized::fused::mean_of_cat as etch_kernels::KernelFn;
+        // The mean's output moves from position 4 to 5.
+        let writable = writable << 1;
+        let prepared = crate::exec::NOT_PREPARED;
+        ins.steps[i] = Step::Kernel { run, args, writable, prepared };
         remove_step(ins, j);
     }
 }

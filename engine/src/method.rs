@@ -396,6 +396,8 @@ impl<'mem> Method<'mem> {
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::linear_activation(&b, &mut ins, &values, &ids, &pool, &pt);
             let pt = b.points_to(&ins, &values, &pool, &ids);
+            crate::fuse::cat_mean(&b, &mut ins, &values, &ids, &pool, &pt);
+            let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::hard_activations(&b, &mut ins, &values, &ids, &pool, &pt);
             let pt = b.points_to(&ins, &values, &pool, &ids);
             crate::fuse::silu(&b, &mut ins, &values, &ids, &pool, &pt);

@@ -83,6 +83,11 @@ pub fn linear_relu(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
     super::linalg::addmm_clamped(ctx, args, true, 0.0, f32::INFINITY)
 }
 
+/// `aten::cat.out` then `aten::mean.out` over its result: see [`super::reduce::mean_of_cat`].
+pub fn mean_of_cat(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+    super::reduce::mean_of_cat(ctx, args)
+}
+
 /// One element of a one-element float32 tensor argument.
 fn scalar_tensor(args: &KernelArgs<'_>, arg: usize) -> Result<f32, KernelError> {
     let t = args.tensor(arg)?;

@@ -87,6 +87,14 @@ impl Call {
         self
     }
 
+    /// A tensor-list argument of contiguous float32 tensors (`(sizes, data)` each).
+    pub fn tensor_list(mut self, items: &[(&[usize], &[f32])]) -> Call {
+        let tensors: Vec<u32> = items.iter().map(|&(sizes, data)| self.make_tensor(sizes, None, data, false)).collect();
+        let start = self.list_items.len() as u32;
+        self.list_items.extend(tensors);
+        self.arg(EValue::TensorList(Span { start, len: items.len() as u32 }))
+    }
+
     /// A tensor of `sizes` filled with `0, 1, 2, ...` scaled by `step`.
     pub fn ramp(self, dtype: DType, sizes: &[usize], step: f64) -> Call {
         let n: usize = sizes.iter().product();
