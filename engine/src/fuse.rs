@@ -750,6 +750,39 @@ pub(crate) fn residual_add(
     }
 }
 
+/// What [`sole_relu`] checks a value's readers against.
+#[derive(Clone, Copy)]
+struct ReluReaders<'a> {
+    uses: &'a [u32],
+    class_size: &'a [u32],
+    relu_of_input: &'a std::collections::BTreeMap<u32, usize>,
+}
+
+/// The ReLU after step `i` that is the only reader of `value` (which only `i` writes) and whose
+/// output can take `value`'s place among `i`'s `args`: its step and its output.
+fn sole_relu(
+    b: &Builder<'_>,
+    ins: &Instructions,
+    values: &[EValue],
+    r: ReluReaders<'_>,
+    i: usize,
+    value: u32,
+    args: &[u32],
+) -> Option<(usize, u32)> {
+    let &j = r.relu_of_input.get(&value)?;
+    let Step::Kernel { args: relu_span, .. } = ins.steps[j] else { return None };
+    // `relu.out`'s input and output (the output named twice: argument and result).
+    let relu = pool_slice(&ins.arg_pool, relu_span);
+    let (&input, &out) = (relu.first()?, relu.last()?);
+    let fits = input == value
+        && j > i
+        && r.uses.get(value as usize) == Some(&2)
+        && out != value
+        && !args.contains(&out)
+        && can_replace_intermediate(b, values, r.class_size, value, out);
+    fits.then_some((j, out))
+}
+
 /// Folds a ReLU into the convolution with a residual ([`residual_add`]'s result) whose output
 /// it alone reads: ResNet's block ending, `relu(conv(x) + identity)`. The convolution writes
 /// the ReLU's output, clamping the sum, and the ReLU becomes a no-op. Bit-identical: the ReLU
@@ -774,20 +807,8 @@ pub(crate) fn residual_activation(
         }
         let mut args: Vec<u32> = pool_slice(&ins.arg_pool, span).to_vec();
         let Some(&sum) = args.get(9).filter(|_| args.len() == 12) else { continue };
-        let Some(&j) = relu_of_input.get(&sum) else { continue };
-        let Step::Kernel { args: relu_span, .. } = ins.steps[j] else { continue };
-        // `relu.out`'s input and output (the output named twice: argument and result).
-        let relu = pool_slice(&ins.arg_pool, relu_span);
-        let (Some(&input), Some(&out)) = (relu.first(), relu.last()) else { continue };
-        if input != sum
-            || j <= i
-            || uses.get(sum as usize) != Some(&2)
-            || out == sum
-            || args.contains(&out)
-            || !can_replace_intermediate(b, values, &class_size, sum, out)
-        {
-            continue;
-        }
+        let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
+        let Some((j, out)) = sole_relu(b, ins, values, readers, i, sum, &args) else { continue };
         args[9] = out;
         let Some(args) = append_args(ins, &args) else { continue };
         let run = conv::convolution_scaled_residual_relu as etch_kernels::KernelFn;
@@ -956,20 +977,8 @@ pub(crate) fn linear_activation(
         if tensor_def(b, product).is_none_or(|t| t.scalar_type != DType::Float) {
             continue;
         }
-        let Some(&j) = relu_of_input.get(&product) else { continue };
-        let Step::Kernel { args: relu_span, .. } = ins.steps[j] else { continue };
-        // `relu.out`'s input and output (the output named twice: argument and result).
-        let relu = pool_slice(&ins.arg_pool, relu_span);
-        let (Some(&input), Some(&out)) = (relu.first(), relu.last()) else { continue };
-        if input != product
-            || j <= i
-            || uses.get(product as usize) != Some(&2)
-            || out == product
-            || args.contains(&out)
-            || !can_replace_intermediate(b, values, &class_size, product, out)
-        {
-            continue;
-        }
+        let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
+        let Some((j, out)) = sole_relu(b, ins, values, readers, i, product, &args) else { continue };
         args[5] = out;
         let Some(args) = append_args(ins, &args) else { continue };
         ins.steps[i] = Step::Kernel { run: fused_run, args, writable, prepared };
