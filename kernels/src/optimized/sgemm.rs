@@ -496,6 +496,53 @@ impl<'a> SharedColumns<'a> {
     pub fn new(c: MatMut<'a>) -> Self {
         SharedColumns { c: CView::of(c), _borrow: std::marker::PhantomData }
     }
+
+    /// Copies `rows` rows of `cols.len()` elements, row `i` from `src[i * src_row..]`, into
+    /// columns `cols` of rows `0..rows` (a task's products computed into scratch first).
+    ///
+    /// # Safety
+    /// As [`sgemm_columns_one_thread`]: no other call writes any of these columns meanwhile.
+    pub unsafe fn write_columns(
+        &self,
+        rows: usize,
+        cols: std::ops::Range<usize>,
+        src: &[f32],
+        src_row: usize,
+        arg: usize,
+    ) -> Result<(), KernelError> {
+        let outside = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
+        let width = cols.end.checked_sub(cols.start).ok_or(outside)?;
+        for i in 0..rows {
+            let from = src.get(i * src_row..).and_then(|s| s.get(..width)).ok_or(outside)?;
+            let at = |j: usize| {
+                let at = i.checked_mul(self.c.row)?.checked_add(cols.start.checked_add(j)?.checked_mul(self.c.col)?)?;
+                (at < self.c.len).then_some(at)
+            };
+            if self.c.col == 1 {
+                let (Some(first), Some(_)) = (at(0), width.checked_sub(1).and_then(at)) else {
+                    if width == 0 {
+                        continue;
+                    }
+                    return Err(outside);
+                };
+                let to = self.c.ptr.wrapping_add(first);
+                // SAFETY: elements `first..first + width` lie inside the borrowed slice (its first
+                // and last were checked against `len`, and with `col == 1` the run is contiguous);
+                // `src` is another slice (a shared borrow cannot overlap the exclusive borrow this
+                // view holds); the caller guarantees no other task writes these columns.
+                unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to, width) };
+            } else {
+                for (j, &v) in from.iter().enumerate() {
+                    let at = at(j).ok_or(outside)?;
+                    let to = self.c.ptr.wrapping_add(at);
+                    // SAFETY: `at < len`: inside the borrowed slice; the caller guarantees no
+                    // other task writes this column.
+                    unsafe { to.write(v) };
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// [`sgemm`] on the calling thread into columns `cols` of `c` (the product's `n` is
