@@ -1042,6 +1042,7 @@ pub(crate) fn cat_mean(
             && wrapped.last() == Some(&(rank - 1))
             && wrapped[0] > cat_dim;
         let items_ok = !items.is_empty()
+            && items.len() <= etch_kernels::optimized::reduce::MEAN_OF_CAT_PARTS
             && items.iter().all(|&v| {
                 plain(v).is_some_and(|s| s.len() == rank && (0..rank).all(|d| d == cat_dim || s[d] == cat_sizes[d]))
             });

@@ -169,7 +169,7 @@ pub fn sum_intlist_out(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result
 ///
 /// Why: inception_block's tail copied its four branches into a 256 KB tensor (7.5 µs) that the
 /// mean then read again (5.8 µs), both on one thread after the branches.
-pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
+pub fn mean_of_cat(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(), KernelError> {
     let unsupported = |arg: usize, reason: &'static str| KernelError::ShapeMismatch { arg, reason };
     let list = args.tensor_list(0)?;
     let first = list.iter().next().ok_or(unsupported(0, "mean of an empty concatenation"))??;
@@ -177,6 +177,9 @@ pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     let dim = crate::shape::wrap_dim(args.int(1)?, rank).ok_or(unsupported(1, "cat dim out of range"))?;
     let mut sizes = first.shape();
     let mut total = 0usize;
+    // Each input's data and size along `dim`, for the tasks (up to MEAN_OF_CAT_PARTS inputs).
+    let mut parts: [(&[f32], usize); MEAN_OF_CAT_PARTS] = [(&[], 0); MEAN_OF_CAT_PARTS];
+    let mut count = 0usize;
     for t in list.iter() {
         let t = t?;
         if t.dtype() != DType::Float || t.dim() != rank || !t.dim_order().is_contiguous() {
@@ -185,6 +188,10 @@ pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
         if t.sizes().iter().enumerate().any(|(d, &n)| d != dim && n != sizes[d]) {
             return Err(unsupported(0, "cat inputs differ outside the cat dimension"));
         }
+        if let Some(slot) = parts.get_mut(count) {
+            *slot = (t.data::<f32>()?, t.sizes()[dim]);
+        }
+        count += 1;
         total = total.checked_add(t.sizes()[dim]).ok_or(KernelError::Overflow { arg: 0, what: "cat size" })?;
     }
     sizes.as_mut_slice()[dim] = total;
@@ -199,6 +206,9 @@ pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     if inner != 1 || first_reduced <= dim || reduced == 0 {
         return Err(unsupported(2, "fused mean must reduce trailing dims after the cat dim"));
     }
+    if count > MEAN_OF_CAT_PARTS {
+        return Err(unsupported(0, "fused mean of a concatenation of too many inputs"));
+    }
     if args.tensor_dtype(5)? != DType::Float || !args.tensor_dim_order(5)?.is_contiguous() {
         return Err(unsupported(5, "fused mean of a concatenation writes contiguous float32"));
     }
@@ -208,17 +218,32 @@ pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
     let dst = out.data_mut::<f32>()?.get_mut(..outer).ok_or(short(5))?;
     let scale = 1.0 / reduced as f64;
     // Output rows: [before `dim`] x [`dim`: `total`] x [between `dim` and the reduced run].
-    let before: usize = sizes[..dim].iter().product();
     let between: usize = sizes[dim + 1..first_reduced].iter().product();
-    let mut at = 0usize;
-    for t in list.iter() {
-        let t = t?;
-        let rows = t.sizes()[dim] * between;
-        let src = t.data::<f32>()?;
-        for b in 0..before {
-            let from = src.get(b * rows * reduced..(b + 1) * rows * reduced).ok_or(short(0))?;
-            let to = (b * total + at) * between;
-            let to = dst.get_mut(to..to + rows).ok_or(short(5))?;
+    let parts = &parts[..count];
+    // Output rows `first..first + run.len()`, one stretch within one input at a time.
+    let fill = |first: usize, run: &mut [f32]| -> Result<(), KernelError> {
+        let mut done = 0;
+        while done < run.len() {
+            let r = first + done;
+            let (b, within) = (r / (total * between), r % (total * between));
+            let (c, k) = (within / between, within % between);
+            // The input holding concatenated index `c`, and where it starts.
+            let mut at = 0;
+            let &(src, size) = parts
+                .iter()
+                .find(|&&(_, size)| {
+                    let inside = c < at + size;
+                    if !inside {
+                        at += size;
+                    }
+                    inside
+                })
+                .ok_or(short(0))?;
+            // Rows left in this input's block of batch `b`, and their first source row.
+            let n = ((b * total + at + size) * between - r).min(run.len() - done);
+            let row0 = (b * size + (c - at)) * between + k;
+            let from = src.get(row0 * reduced..(row0 + n) * reduced).ok_or(short(0))?;
+            let to = &mut run[done..done + n];
             // As `sum_block` with one output per row.
             if reduced <= SHORT_ROW {
                 short_rows(from, reduced, to, scale);
@@ -227,11 +252,24 @@ pub fn mean_of_cat(_ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<()
                     *o = (row_sum(row) * scale) as f32;
                 }
             }
+            done += n;
         }
-        at += t.sizes()[dim];
+        Ok(())
+    };
+    if ctx.threads() > 1 && outer.saturating_mul(reduced) >= MEAN_OF_CAT_PARALLEL {
+        let tasks = 2 * ctx.threads();
+        crate::spread::for_each_chunk_run(ctx, dst, 1, tasks, fill)
+    } else {
+        fill(0, dst)
     }
-    Ok(())
 }
+
+/// Inputs [`mean_of_cat`] takes (the engine fuses no more).
+pub const MEAN_OF_CAT_PARTS: usize = 16;
+
+/// Elements read from which [`mean_of_cat`] splits its rows over the pool: inception_block's
+/// 64 rows of 1024 (5.9 µs on one thread).
+const MEAN_OF_CAT_PARALLEL: usize = 1 << 15;
 
 /// Registers the fast reductions over the portable ones.
 pub fn register(r: &mut KernelRegistry) {
@@ -300,8 +338,8 @@ mod tests {
     /// The mean of a concatenation, fused, gives the bits of `cat` then `mean` (the optimized
     /// kernels, themselves tested against the portable ones): rows shorter and longer than
     /// [`SHORT_ROW`], keepdim or not, a batch of two (inputs interleave in the output), and a
-    /// mean over the last dimension only (several rows per channel). Misplaced rows, or a
-    /// batch's rows taken from the wrong input, change the bits.
+    /// mean over the last dimension only (several rows per channel), on one thread and over a
+    /// pool. Misplaced rows, or a batch's rows taken from the wrong input, change the bits.
     #[test]
     fn mean_of_cat_is_cat_then_mean_bit_for_bit() {
         /// (batch, channels per input, trailing sizes, mean dims, keepdim)
@@ -311,7 +349,11 @@ mod tests {
             (1, &[16, 8, 24, 16], &[32, 32], &[-1, -2], true),
             (2, &[3, 2], &[5, 6], &[2, 3], false),
             (2, &[4, 1, 3], &[3, 50], &[-1], true),
+            (2, &[5, 3], &[40, 200], &[-1], false),
+            // Tasks' first rows fall inside a channel's rows (280 rows in four tasks).
+            (1, &[5, 2], &[40, 200], &[-1], true),
         ];
+        let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
         for &(batch, channels, trailing, dims, keepdim) in cases {
             let total: usize = channels.iter().sum();
             let inputs: Vec<(Vec<usize>, Vec<f32>)> = channels
@@ -343,12 +385,16 @@ mod tests {
             let (r, mut want) = mean_of(Call::new().tensor(&cat_sizes, &concatenated)).run(mean_out);
             r.expect("mean");
             let (want_shape, want) = want.tensor::<f32>(4);
-            let (r, mut got) = mean_of(Call::new().tensor_list(&items).int(1)).run(mean_of_cat);
-            r.unwrap_or_else(|e| panic!("{channels:?} {trailing:?}: {e}"));
-            let (shape, got) = got.tensor::<f32>(5);
-            assert_eq!(shape, want_shape, "{channels:?} {trailing:?}");
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{channels:?} {trailing:?}");
+            // On one thread and split over a pool (the larger cases exceed MEAN_OF_CAT_PARALLEL).
+            for threads in [1, 2] {
+                let mut ctx = KernelContext::with_pool((threads > 1).then(|| pool.clone()));
+                let mut got = mean_of(Call::new().tensor_list(&items).int(1)).prepare();
+                got.run(mean_of_cat, &mut ctx).unwrap_or_else(|e| panic!("{channels:?} {trailing:?}: {e}"));
+                let (shape, got) = got.tensor::<f32>(5);
+                assert_eq!(shape, want_shape, "{channels:?} {trailing:?}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{channels:?} {trailing:?} threads {threads}");
+            }
         }
         // A mean that reaches the cat dimension is refused, not computed wrongly.
         let x = [1f32; 8];
