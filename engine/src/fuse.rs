@@ -251,6 +251,14 @@ fn is_unshared(values: &[EValue], class_size: &[u32], v: u32) -> bool {
 }
 
 /// Whether value `v` is the scalar 1 (an `add`'s alpha that leaves the sum as it is).
+/// The int value `v` holds, if it holds one.
+fn int_value(values: &[EValue], v: u32) -> Option<i64> {
+    match values.get(v as usize) {
+        Some(EValue::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
 fn is_one(values: &[EValue], v: u32) -> bool {
     matches!(values.get(v as usize), Some(EValue::Int(1)))
         || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)
@@ -800,6 +808,7 @@ pub(crate) fn residual_activation(
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let relu_of_input = argument_readers(ins, &[RELU], 0);
     let residual = conv::convolution_scaled_residual as etch_kernels::KernelFn;
+    let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
     for i in 0..ins.steps.len() {
         let Step::Kernel { run, args: span, writable, prepared } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != CONVOLUTION) || run as usize != residual as usize {
@@ -807,7 +816,6 @@ pub(crate) fn residual_activation(
         }
         let mut args: Vec<u32> = pool_slice(&ins.arg_pool, span).to_vec();
         let Some(&sum) = args.get(9).filter(|_| args.len() == 12) else { continue };
-        let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
         let Some((j, out)) = sole_relu(b, ins, values, readers, i, sum, &args) else { continue };
         args[9] = out;
         let Some(args) = append_args(ins, &args) else { continue };
@@ -849,10 +857,7 @@ impl ConvShapes<'_, '_> {
     }
 
     fn int(&self, v: u32) -> Option<i64> {
-        match self.values.get(v as usize) {
-            Some(EValue::Int(n)) => Some(*n),
-            _ => None,
-        }
+        int_value(self.values, v)
     }
 
     /// An int list of one or two items, each in `range`.
@@ -905,10 +910,7 @@ pub(crate) fn linear_weight(b: &Builder<'_>, ins: &mut Instructions, values: &[E
     let uses = value_uses(b, ins, values, pool);
     // The `addmm` reading each value as its `mat2`, with its index.
     let mat2_readers = argument_readers(ins, &[ADDMM], 2);
-    let int = |v: u32| match values.get(v as usize) {
-        Some(EValue::Int(i)) => Some(*i),
-        _ => None,
-    };
+    let int = |v: u32| int_value(values, v);
     for i in 0..ins.steps.len() {
         let Step::Kernel { args: span, .. } = ins.steps[i] else { continue };
         if ins.sites.get(i).is_none_or(|(name, _)| &**name != PERMUTE) {
@@ -960,6 +962,7 @@ pub(crate) fn linear_activation(
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let relu_of_input = argument_readers(ins, &[RELU], 0);
     let (plain, transposed) = (linalg::addmm_out as etch_kernels::KernelFn, fused::linear as etch_kernels::KernelFn);
+    let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
     for i in 0..ins.steps.len() {
         let Step::Kernel { run, args: span, writable, prepared } = ins.steps[i] else { continue };
         let fused_run: etch_kernels::KernelFn = if run as usize == plain as usize {
@@ -977,7 +980,6 @@ pub(crate) fn linear_activation(
         if tensor_def(b, product).is_none_or(|t| t.scalar_type != DType::Float) {
             continue;
         }
-        let readers = ReluReaders { uses: &uses, class_size: &class_size, relu_of_input: &relu_of_input };
         let Some((j, out)) = sole_relu(b, ins, values, readers, i, product, &args) else { continue };
         args[5] = out;
         let Some(args) = append_args(ins, &args) else { continue };
@@ -1004,10 +1006,7 @@ pub(crate) fn cat_mean(
     let uses = value_uses(b, ins, values, pool);
     let class_size = pt.class_sizes(ids.iter().flatten().count());
     let mean_of_input = argument_readers(ins, &[MEAN], 0);
-    let int = |v: u32| match values.get(v as usize) {
-        Some(EValue::Int(i)) => Some(*i),
-        _ => None,
-    };
+    let int = |v: u32| int_value(values, v);
     // A static, contiguous float32 tensor: its sizes.
     let plain = |v: u32| -> Option<&[usize]> {
         let t = tensor_def(b, v)?;

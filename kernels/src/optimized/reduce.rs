@@ -228,17 +228,15 @@ pub fn mean_of_cat(ctx: &mut KernelContext, args: &KernelArgs<'_>) -> Result<(),
             let (b, within) = (r / (total * between), r % (total * between));
             let (c, k) = (within / between, within % between);
             // The input holding concatenated index `c`, and where it starts.
-            let mut at = 0;
-            let &(src, size) = parts
-                .iter()
-                .find(|&&(_, size)| {
-                    let inside = c < at + size;
-                    if !inside {
-                        at += size;
-                    }
-                    inside
-                })
-                .ok_or(short(0))?;
+            let (mut at, mut part) = (0, None);
+            for &(src, size) in parts {
+                if c < at + size {
+                    part = Some((src, size));
+                    break;
+                }
+                at += size;
+            }
+            let (src, size) = part.ok_or(short(0))?;
             // Rows left in this input's block of batch `b`, and their first source row.
             let n = ((b * total + at + size) * between - r).min(run.len() - done);
             let row0 = (b * size + (c - at)) * between + k;

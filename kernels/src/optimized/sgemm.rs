@@ -512,6 +512,9 @@ impl<'a> SharedColumns<'a> {
     ) -> Result<(), KernelError> {
         let outside = KernelError::ShapeMismatch { arg, reason: "matrix view outside its tensor" };
         let width = cols.end.checked_sub(cols.start).ok_or(outside)?;
+        if width == 0 {
+            return Ok(());
+        }
         for i in 0..rows {
             let from = src.get(i * src_row..).and_then(|s| s.get(..width)).ok_or(outside)?;
             let at = |j: usize| {
@@ -519,12 +522,7 @@ impl<'a> SharedColumns<'a> {
                 (at < self.c.len).then_some(at)
             };
             if self.c.col == 1 {
-                let (Some(first), Some(_)) = (at(0), width.checked_sub(1).and_then(at)) else {
-                    if width == 0 {
-                        continue;
-                    }
-                    return Err(outside);
-                };
+                let (Some(first), Some(_)) = (at(0), at(width - 1)) else { return Err(outside) };
                 let to = self.c.ptr.wrapping_add(first);
                 // SAFETY: elements `first..first + width` lie inside the borrowed slice (its first
                 // and last were checked against `len`, and with `col == 1` the run is contiguous);
