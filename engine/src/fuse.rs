@@ -600,7 +600,7 @@ pub(crate) fn expansion_depthwise(
 /// Fuses a depthwise convolution (batch norm folded, ReLU6 fused) with the 1x1 projection (batch
 /// norm folded, no activation) that is the only reader of its result, when the result is large
 /// ([`conv::depthwise_pointwise::MIN_FUSED_DEPTHWISE`] elements or more) and the projection's
-/// weights small (they are packed per call): the projection's call becomes
+/// weights small ([`conv::depthwise_pointwise::MAX_FUSED_PROJECTION`]): the projection's call becomes
 /// [`conv::depthwise_pointwise`], the depthwise call a no-op. Bit-identical to the two calls.
 /// Run after [`expansion_depthwise`] (a depthwise convolution fused with its expansion is not
 /// fused again).

@@ -655,6 +655,9 @@ fn packed_len(c: &Conv, by_pixels: bool) -> Option<usize> {
 /// (pointwise and im2col); nothing for depthwise convolutions, other dtypes or non-constant
 /// weights.
 pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState>, KernelError> {
+    if let Some(state) = depthwise_pointwise::prepare_projection(args)? {
+        return Ok(Some(state));
+    }
     let w = args.tensor(WEIGHT)?;
     if !w.is_constant() {
         return Ok(None);
@@ -672,14 +675,19 @@ pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState
     if scale.is_some_and(|s| s.len() < conv.out_channels) {
         return Err(short(SCALE));
     }
-    let by_pixels = by_pixels(&conv);
-    let Some(len) = packed_len(&conv, by_pixels) else { return Ok(None) };
+    pack_prepared(&conv, Weights { data: wd, scale }, by_pixels(&conv))
+}
+
+/// `c`'s weights packed for [`sgemm`] or, `by_pixels`, for [`pixel_gemm`]; `None` when the memory
+/// cannot be had.
+fn pack_prepared(c: &Conv, weights: Weights<'_>, by_pixels: bool) -> Result<Option<PreparedState>, KernelError> {
+    let (conv, wd, scale) = (c, weights.data, weights.scale);
+    let Some(len) = packed_len(conv, by_pixels) else { return Ok(None) };
     let Some(mut data) = PackedData::zeroed(len) else { return Ok(None) };
-    let weights = Weights { data: wd, scale };
     if by_pixels {
-        pack_pixel_weights(&conv, weights, data.as_mut_slice())?;
+        pack_pixel_weights(conv, weights, data.as_mut_slice())?;
     } else {
-        pack_conv_weights(&conv, weights, data.as_mut_slice())?;
+        pack_conv_weights(conv, weights, data.as_mut_slice())?;
     }
     Ok(Some(Box::new(PackedConvWeights {
         weight_at: wd.as_ptr() as usize,

@@ -7,8 +7,8 @@
 //! Here the output rows go through in bands whose depthwise result, all channels of it, fits L2:
 //! the depthwise kernel writes one band's rows of every channel (reading the input rows they need,
 //! halo included, where they lie), the projection multiplies the band into the output rows. Tasks
-//! take bands, each with its own memory. The projection's weights are packed per call (this fuses
-//! only where they are small: few channels on large maps).
+//! take bands, each with its own memory. The projection's weights are packed once at method init
+//! when constant (`prepare_projection`), else per call (the engine fuses only small ones).
 //!
 //! The arithmetic is the two calls': the depthwise rows go through the unfused call's kernel choice
 //! for their band (each output's taps in the same order), the projection is [`sgemm`](crate::optimized::sgemm::sgemm) with the
@@ -23,15 +23,15 @@
 use std::sync::Mutex;
 
 use super::{
-    BIAS, Conv, INPUT, OUT, Output, WEIGHT, Weights, depthwise_contiguous, depthwise_fits, pack_conv_weights,
-    packed_conv_len, plan, plan_with, short,
+    BIAS, Conv, INPUT, OUT, Output, PackedConvWeights, WEIGHT, Weights, depthwise_contiguous, depthwise_fits,
+    pack_conv_weights, packed_conv_len, plan, plan_with, short,
 };
 use crate::args::KernelArgs;
 use crate::dtype::DType;
 use crate::error::KernelError;
 use crate::optimized::fused::hardtanh_bound;
 use crate::optimized::sgemm::{Bias, Epilogue, Kernel, MatMut, MatRef, PackedLhs, sgemm_with};
-use crate::registry::KernelContext;
+use crate::registry::{KernelContext, PreparedState};
 
 /// The depthwise convolution's hardtanh bounds.
 pub const DW_MIN: usize = 10;
@@ -52,7 +52,9 @@ const BAND_BYTES: usize = 256 << 10;
 /// Depthwise results (elements) from which the engine fuses a pair: 2 MiB, as for
 /// [`super::MIN_FUSED_PRODUCT`].
 pub const MIN_FUSED_DEPTHWISE: usize = 1 << 18;
-/// Most projection weights (elements) the engine fuses: they are packed per call.
+/// Most projection weights (elements) the engine fuses. Fusing larger ones (mobilenet_v2's 14x14
+/// and 7x7 layers, weights packed at init) was slower at two threads in a quiet phase of the host:
+/// 78 µs fused against 75 for the two calls at 14x14, 131 against 120 at 7x7 (`etch bench --trace`).
 pub const MAX_FUSED_PROJECTION: usize = 1 << 14;
 /// Output rows per band for `channels` depthwise channels of `width` columns.
 fn band_rows(channels: usize, width: usize) -> usize {
@@ -81,6 +83,26 @@ fn geometry(args: &KernelArgs<'_>, len: usize) -> Result<(Conv, Conv), KernelErr
         return Err(KernelError::NotImplemented("fused projection: not a stride-1 1x1 convolution of one group"));
     }
     Ok((dw, pw))
+}
+
+/// Load-time preparation of a fused call (it runs at the projection's site, so
+/// [`prepare_convolution`](super::prepare_convolution) hands it here): the projection's constant
+/// weights packed, scaled, once, as for the projection alone. `None` for other calls.
+pub(super) fn prepare_projection(args: &KernelArgs<'_>) -> Result<Option<PreparedState>, KernelError> {
+    if ![ARGS, ARGS + 1].contains(&args.len()) {
+        return Ok(None);
+    }
+    let Ok((_, pw)) = geometry(args, args.len()) else { return Ok(None) };
+    let w = args.tensor(PW_BASE + WEIGHT)?;
+    let scale = args.tensor(PW_SCALE)?;
+    if !w.is_constant() || scale.dtype() != DType::Double {
+        return Ok(None);
+    }
+    let scale = scale.data::<f64>()?;
+    if scale.len() < pw.out_channels {
+        return Err(short(PW_SCALE));
+    }
+    super::pack_prepared(&pw, Weights { data: w.data::<f32>()?, scale: Some(scale) }, false)
 }
 
 /// `out = conv1x1(hardtanh(depthwise(x)))` with the projection's weights scaled, the depthwise
@@ -162,13 +184,21 @@ fn fused(ctx: &mut KernelContext, args: &KernelArgs<'_>, residual: Option<usize>
     // Per task: the depthwise band, the projection's band.
     let band_len = rows * width;
     let per_task = (channels + pw.out_channels).checked_mul(band_len).ok_or(short(OUT))?;
-    let packed_len = packed_conv_len(&pw).ok_or(short(PW_BASE + WEIGHT))?;
+    // The projection's weights as packed at method init (its prepared state travels with the fused
+    // call), else packed here.
+    let prepared = args.prepared::<PackedConvWeights>().filter(|p| p.fits(&pw, weights.data, true) && !p.by_pixels);
+    let packed_len = if prepared.is_some() { 0 } else { packed_conv_len(&pw).ok_or(short(PW_BASE + WEIGHT))? };
     let scratch_len = per_task.checked_mul(tasks).and_then(|n| n.checked_add(packed_len)).ok_or(short(OUT))?;
     let block = Block { dw, pw, x: xd, taps, dw_bias, pw_bias, rows, residual };
     let run = |scratch: &mut [f32], ctx: &KernelContext| -> Result<(), KernelError> {
-        let (packed, rest) = scratch.split_at_mut(packed_len);
-        pack_conv_weights(&pw, weights, packed)?;
-        let packed = &*packed;
+        let (packed_scratch, rest) = scratch.split_at_mut(packed_len);
+        let packed = match prepared {
+            Some(p) => p.data.as_slice(),
+            None => {
+                pack_conv_weights(&pw, weights, packed_scratch)?;
+                &*packed_scratch
+            }
+        };
         let image_len = (pw.out_channels * plane_out).max(1);
         for (n, image) in od.chunks_exact_mut(image_len).enumerate().take(pw.batch) {
             // Each band's rows of every output plane, and a scratch per task.
@@ -350,11 +380,12 @@ mod tests {
         }
 
         fn fused(&self, ctx: &mut KernelContext) -> Vec<f32> {
-            self.fused_with(ctx, None)
+            self.fused_with(ctx, None, false)
         }
 
-        /// [`Case::fused`], through [`depthwise_pointwise_residual`] when given a residual.
-        fn fused_with(&self, ctx: &mut KernelContext, residual: Option<&[f32]>) -> Vec<f32> {
+        /// [`Case::fused`], through [`depthwise_pointwise_residual`] when given a residual, with
+        /// the projection's weights packed at init (`prepared`: checked to happen) or per call.
+        fn fused_with(&self, ctx: &mut KernelContext, residual: Option<&[f32]>, prepared: bool) -> Vec<f32> {
             let (oh, ow) = (self.out_size(self.h), self.out_size(self.w));
             let c = self
                 .depthwise()
@@ -370,7 +401,12 @@ mod tests {
                 None => depthwise_pointwise,
             };
             let mut call = call.prepare();
-            call.run(kernel, ctx).expect("fused");
+            if prepared {
+                let packed = call.run_prepared(prepare_convolution, kernel, ctx).expect("fused");
+                assert!(packed, "the projection's weights were not packed at init");
+            } else {
+                call.run(kernel, ctx).expect("fused");
+            }
             let (sizes, out) = call.tensor::<f32>(9);
             assert_eq!(sizes, [self.batch, self.cout, oh, ow]);
             out
@@ -392,16 +428,21 @@ mod tests {
     ];
 
     /// The fused call computes what the two calls compute, bit for bit, on one thread and on a
-    /// pool of two (bands split between tasks).
+    /// pool of two (bands split between tasks), with the projection's weights packed per call and
+    /// at init.
     #[test]
     fn fused_call_equals_the_two_calls() {
         let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool"));
         for case in CASES {
             let want = case.unfused(&mut KernelContext::new());
             assert!(want.iter().any(|&v| v != 0.0));
-            let label = format!("{} channels {}x{}", case.channels, case.h, case.w);
-            assert!(want == case.fused(&mut KernelContext::new()), "one thread: {label}");
-            assert!(want == case.fused(&mut KernelContext::with_pool(Some(pool.clone()))), "two threads: {label}");
+            for prepared in [false, true] {
+                let label = format!("{} channels {}x{}, packed at init: {prepared}", case.channels, case.h, case.w);
+                let one = case.fused_with(&mut KernelContext::new(), None, prepared);
+                assert!(want == one, "one thread: {label}");
+                let two = case.fused_with(&mut KernelContext::with_pool(Some(pool.clone())), None, prepared);
+                assert!(want == two, "two threads: {label}");
+            }
         }
     }
 
@@ -417,10 +458,10 @@ mod tests {
             let want: Vec<u32> = residual.iter().zip(&product).map(|(&r, &p)| (r + p).to_bits()).collect();
             let label = format!("{} channels {}x{}", case.channels, case.h, case.w);
             let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let one = case.fused_with(&mut KernelContext::new(), Some(&residual));
+            let one = case.fused_with(&mut KernelContext::new(), Some(&residual), false);
             assert!(want == bits(one), "one thread: {label}");
-            let two = case.fused_with(&mut KernelContext::with_pool(Some(pool.clone())), Some(&residual));
-            assert!(want == bits(two), "two threads: {label}");
+            let two = case.fused_with(&mut KernelContext::with_pool(Some(pool.clone())), Some(&residual), true);
+            assert!(want == bits(two), "two threads, packed at init: {label}");
         }
         let case = &CASES[0];
         let (oh, ow) = (case.out_size(case.h), case.out_size(case.w));
