@@ -30,6 +30,7 @@ const LAYERS: &[Layer] = &[
     Layer { name: "pointwise_32to16_112", c_in: 32, c_out: 16, size: 112, kernel: 1, stride: 1, groups: 1 },
     Layer { name: "pointwise_16to96_112", c_in: 16, c_out: 96, size: 112, kernel: 1, stride: 1, groups: 1 },
     Layer { name: "conv3x3_3to32_32", c_in: 3, c_out: 32, size: 32, kernel: 3, stride: 1, groups: 1 },
+    Layer { name: "pointwise_24to144_28", c_in: 24, c_out: 144, size: 28, kernel: 1, stride: 1, groups: 1 },
     Layer { name: "pointwise_24to144_56", c_in: 24, c_out: 144, size: 56, kernel: 1, stride: 1, groups: 1 },
     Layer { name: "pointwise_144to24_56", c_in: 144, c_out: 24, size: 56, kernel: 1, stride: 1, groups: 1 },
     Layer { name: "pointwise_576to96_14", c_in: 576, c_out: 96, size: 14, kernel: 1, stride: 1, groups: 1 },
