@@ -1,8 +1,9 @@
 //! Fast f32 2-D convolution, contiguous (NCHW) and channels-last (NHWC) alike:
 //!
 //! - pointwise (1x1, unit stride, no padding): one GEMM per image and group, straight on the
-//!   tensors (`out[co, p] = W[co, ci] · X[ci, p]`; channels-last is the same product with other
-//!   strides);
+//!   tensors (`out[co, p] = W[co, ci] · X[ci, p]`); channels-last ones with constant weights as
+//!   `out[p, co] = X[p, ci] · Wᵀ[ci, co]`, the weights transposed at init
+//!   ([`pointwise_channels_last`]), else the first product with other strides;
 //! - depthwise (one input channel per group): a direct kernel. Contiguous planes are copied a band
 //!   at a time into a zero-padded stack buffer, so the inner loop (a fixed-width chunk of output
 //!   positions per kernel tap) has no borders to test; channels-last pixels are computed as whole
@@ -574,6 +575,9 @@ pub struct PackedConvWeights {
     scaled: bool,
     /// Packed for [`pixel_gemm`] ([`by_pixels`]) instead of for [`sgemm`].
     by_pixels: bool,
+    /// The transposed weights of a channels-last 1x1 convolution (`[in, out]`, scaled), the
+    /// right operand of [`pointwise_channels_last`], instead of packed panels.
+    transposed: bool,
     data: PackedData,
 }
 
@@ -629,6 +633,7 @@ impl PackedConvWeights {
             && self.weight_sizes == sizes
             && (self.channels_last_order == c.x_channels_last || c.kernel == [1, 1])
             && self.by_pixels == by_pixels(c)
+            && self.transposed == transposed_weights(c)
             && packed_len(c, self.by_pixels).is_some_and(|len| self.data.as_slice().len() == len)
     }
 }
@@ -644,9 +649,22 @@ fn by_pixels(c: &Conv) -> bool {
         && pixel_gemm::preferred(c.out_pixels(), c.out_channels)
 }
 
+/// Whether a convolution's constant weights are kept transposed for [`pointwise_channels_last`]:
+/// a 1x1 convolution of one group at unit stride, without padding, of a channels-last input, on a
+/// CPU that runs [`sgemm::sgemm_rows`].
+fn transposed_weights(c: &Conv) -> bool {
+    c.is_pointwise() && c.stride == [1, 1] && c.groups == 1 && c.x_channels_last && sgemm::rows_lhs_available()
+}
+
 /// Elements of a convolution's packed weights, for `sgemm` or for [`pixel_gemm`].
 fn packed_len(c: &Conv, by_pixels: bool) -> Option<usize> {
-    if by_pixels { pixel_gemm::packed_len(c.out_channels, c.reduction()) } else { packed_conv_len(c) }
+    if by_pixels {
+        pixel_gemm::packed_len(c.out_channels, c.reduction())
+    } else if transposed_weights(c) {
+        c.in_per_group.checked_mul(c.out_channels)
+    } else {
+        packed_conv_len(c)
+    }
 }
 
 /// Load-time preparation of `aten::convolution.out`: packs a constant weight for the GEMM paths
@@ -682,8 +700,11 @@ fn pack_prepared(c: &Conv, weights: Weights<'_>, by_pixels: bool) -> Result<Opti
     let (conv, wd, scale) = (c, weights.data, weights.scale);
     let Some(len) = packed_len(conv, by_pixels) else { return Ok(None) };
     let Some(mut data) = PackedData::zeroed(len) else { return Ok(None) };
+    let transposed = !by_pixels && transposed_weights(conv);
     if by_pixels {
         pack_pixel_weights(conv, weights, data.as_mut_slice())?;
+    } else if transposed {
+        transpose_weights(conv, weights, data.as_mut_slice())?;
     } else {
         pack_conv_weights(conv, weights, data.as_mut_slice())?;
     }
@@ -693,8 +714,25 @@ fn pack_prepared(c: &Conv, weights: Weights<'_>, by_pixels: bool) -> Result<Opti
         channels_last_order: conv.x_channels_last,
         scaled: scale.is_some(),
         by_pixels,
+        transposed,
         data,
     })))
+}
+
+/// A 1x1 convolution's weights as the `[in, out]` matrix `dst` (each scaled as
+/// [`pack_conv_weights`] scales it), for [`pointwise_channels_last`].
+fn transpose_weights(c: &Conv, weights: Weights<'_>, dst: &mut [f32]) -> Result<(), KernelError> {
+    let [w0, w1, _, _] = c.w_strides;
+    let (cin, cout) = (c.in_per_group, c.out_channels);
+    let dst = dst.get_mut(..cin * cout).ok_or(short(WEIGHT))?;
+    for co in 0..cout {
+        let scale = weights.scale.map(|s| s.get(co).copied().ok_or(short(SCALE))).transpose()?;
+        for ci in 0..cin {
+            let v = *weights.data.get(co * w0 + ci * w1).ok_or(short(WEIGHT))?;
+            dst[ci * cout + co] = scale.map_or(v, |s| scale_weight(v, s));
+        }
+    }
+    Ok(())
 }
 
 /// Packed length of one group's weights, and of all groups.
@@ -829,12 +867,19 @@ fn pointwise(
     x: &[f32],
     w: Weights<'_>,
     bias: Option<&[f32]>,
-    out: Output<'_>,
+    mut out: Output<'_>,
     prepared: Option<&PackedConvWeights>,
     residual: Option<&[f32]>,
 ) -> Result<bool, KernelError> {
     let pixels = c.out_pixels();
     let [xn, xc, xr, xp] = c.x_strides;
+    if let Some(p) = prepared.filter(|p| p.transposed)
+        && let Some(done) = pointwise_channels_last(ctx, c, x, p, bias, &mut out, residual)
+    {
+        return done.map(|()| residual.is_some());
+    }
+    // Transposed weights are no panels: other layouts pack theirs per call.
+    let prepared = prepared.filter(|p| !p.transposed);
     let (prepared, by_pixels) = split_prepared(c, prepared, &out);
     let by_pixels = by_pixels.filter(|_| c.stride != [1, 1] || (xp == 1 && xr == c.width));
     let [on, oc, _, op] = out.strides;
@@ -896,6 +941,51 @@ fn pointwise(
     };
     ctx.with_scratch_f32(scratch_len, run).unwrap_or(Err(NO_SCRATCH))?;
     Ok(residual.is_some() && by_pixels.is_none())
+}
+
+/// A channels-last 1x1 convolution (input and output) as one product per image with the pixels
+/// as rows: `out[p, co] = Σ_ci x[p, ci] · Wᵀ[ci, co]`, `x`'s pixel rows read in place
+/// ([`sgemm::sgemm_rows`]) and the weights transposed at init, so the channels are the vector
+/// lanes and results are stored as they lie. The other way round (the weights as packed panels,
+/// the pixels gathered from a stride of `C` into each strip of `B`, the results stored a channel
+/// stride apart) the strip packing and the scattered stores were most of the time. The same
+/// multiply-adds in the same order as that path, then the bias and the clamp: the same results.
+/// `None` when the layouts are not dense channels-last (the caller takes the general path).
+fn pointwise_channels_last(
+    ctx: &KernelContext,
+    c: &Conv,
+    x: &[f32],
+    weights: &PackedConvWeights,
+    bias: Option<&[f32]>,
+    out: &mut Output<'_>,
+    residual: Option<&[f32]>,
+) -> Option<Result<(), KernelError>> {
+    let (cin, cout, pixels) = (c.in_per_group, c.out_channels, c.out_pixels());
+    let [xn, xc, xr, xp] = c.x_strides;
+    let [on, oc, or, op] = out.strides;
+    let dense = xc == 1 && xp == cin && xr == c.width * cin && oc == 1 && op == cout && or == c.out_width * cout;
+    if !dense || !weights.transposed {
+        return None;
+    }
+    let result = (|| {
+        let wt = MatRef { data: weights.data.as_slice(), row: cout, col: 1 };
+        let bias = match bias {
+            Some(b) => Bias::Col(b.get(..cout).ok_or(short(BIAS))?),
+            None => Bias::None,
+        };
+        for n in 0..c.batch {
+            let a = sgemm::RowsLhs { data: x.get(n * xn..).ok_or(short(INPUT))?, row: cin, m: pixels, k: cin };
+            let mut epilogue = Epilogue::store().with_bias(bias).clamped(c.min, c.max);
+            if let Some(r) = residual {
+                let r = r.get(n * on..).ok_or(short(RESIDUAL))?;
+                epilogue = epilogue.with_residual(MatRef { data: r, row: cout, col: 1 });
+            }
+            let dst = MatMut { data: out.data.get_mut(n * on..).ok_or(short(OUT))?, row: cout, col: 1 };
+            sgemm::sgemm_rows(ctx, cout, a, wt, dst, &epilogue, OUT)?;
+        }
+        Ok(())
+    })();
+    Some(result)
 }
 
 /// Prepared weights as `(for sgemm, for pixel_gemm)`: those packed for [`pixel_gemm`] go there
