@@ -278,7 +278,10 @@ fn hard_activations_fuse_into_one_call() {
 /// stay between two calls (its 10 residual adds fuse into the projections before them).
 /// residual_block is mobilenet_v2's third block at 56x56 with its residual connection: its
 /// depthwise result (144 channels, 1.8 MB) fuses with the projection, and the residual add into
-/// that call; besides, 3 batch norms folded and 2 ReLU6s fused.
+/// that call; besides, 3 batch norms folded and 2 ReLU6s fused. channels_last_block is exported
+/// channels-last (weights and input): its 4 batch norms fold into the convolutions all the same
+/// (the 1x1 weights' layout is the contiguous one, the depthwise copy keeps its memory order) and
+/// its 3 ReLU6s fuse; its 1x1 convolutions run with the pixels as rows.
 #[test]
 fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
     let optimized = MethodConfig { runtime: Runtime::optimized(), ..MethodConfig::default() };
@@ -286,6 +289,7 @@ fn depthwise_convolutions_fuse_with_large_neighbouring_products() {
     for (set, name, fused) in [
         ("multibranch", "inverted_residual", 3 + 2 + 1),
         ("multibranch", "residual_block", 3 + 2 + 1 + 1),
+        ("multibranch", "channels_last_block", 4 + 3),
         ("zoo", "mobilenet_v2_w050", 52 + 35 + 1 + 10),
     ] {
         let cases = common::manifest_in(&common::fixtures().join(set));

@@ -20,6 +20,11 @@ Models (random weights, seed 0, eval mode):
   144, 3x3 depthwise, projection to 24, batch norms, ReLU6s) with its residual connection: etch
   fuses the depthwise convolution with the projection and the residual add into that call
   (`depthwise_pointwise_residual`).
+- channels_last_block: a stride-2 3x3 stem (3 to 16 channels) and an inverted residual block (16
+  to 96, depthwise, back to 16, with the residual) at 32x32, batch norms of random statistics,
+  weights and input channels-last (`torch.channels_last`), as users export for XNNPACK: etch
+  folds the batch norms into the channels-last convolutions and runs their 1x1 convolutions with
+  the pixels as rows.
 
 usage with names (`... OUT_DIR inverted_residual`) exports only those.
 """
@@ -134,6 +139,26 @@ class DepthwiseSeparable(nn.Module):
         return self.block(x)
 
 
+class ChannelsLastBlock(nn.Module):
+    def __init__(self, cin=3, channels=16, expand=6):
+        super().__init__()
+        mid = channels * expand
+        self.stem = nn.Sequential(
+            nn.Conv2d(cin, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU6(),
+        )
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, channels, 1, bias=False), nn.BatchNorm2d(channels),
+        )
+        random_statistics(self)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        y = self.stem(x)
+        return y + self.block(y)
+
+
 def random_statistics(model):
     """Batch norms with random statistics and affine parameters (not the identity they start as)."""
     for m in model.modules():
@@ -152,6 +177,9 @@ MODELS = {
     "inverted_residual": (InvertedResidual, lambda: (torch.randn(1, 16, 112, 112),)),
     "depthwise_separable": (DepthwiseSeparable, lambda: (torch.randn(1, 32, 96, 96),)),
     "residual_block": (ResidualBlock, lambda: (torch.randn(1, 24, 56, 56),)),
+    "channels_last_block": (
+        ChannelsLastBlock, lambda: (torch.randn(1, 3, 64, 64).to(memory_format=torch.channels_last),),
+    ),
 }
 
 

@@ -270,6 +270,14 @@ fn call_args(ins: &Instructions, j: usize, op: &str) -> Option<Vec<u32>> {
     (ins.sites.get(j).is_some_and(|(name, _)| &**name == op)).then(|| pool_slice(&ins.arg_pool, *args).to_vec())
 }
 
+/// Whether `t`'s elements lie in memory as a contiguous tensor's would: its dims of more than one
+/// element appear in its dim order in increasing order (a channels-last depthwise weight,
+/// `[C, 1, kh, kw]`, is one).
+fn same_memory_as_contiguous(t: &TensorDef) -> bool {
+    let wide = t.dim_order.iter().map(|&d| d as usize).filter(|&d| t.sizes.get(d).is_some_and(|&n| n > 1));
+    wide.clone().zip(wide.skip(1)).all(|(a, b)| a < b)
+}
+
 fn is_contiguous(t: &TensorDef) -> bool {
     t.dim_order.iter().enumerate().all(|(i, &d)| d as usize == i)
 }
@@ -434,7 +442,16 @@ fn fuse_pair<'p>(
         return None;
     }
     let weight_def = tensor_def(b, conv[1])?;
-    if !is_contiguous(weight_def) || weight_def.sizes.len() < 3 {
+    // Convolutions with one input channel per group (depthwise) read their weights directly
+    // instead of packing them: they get a scaled copy (small: one k×k filter per channel), laid
+    // out contiguous, so the weight's memory must be in that order. The others take the scale
+    // per output channel, which only needs that dim outermost (a channels-last export's weights).
+    let scaled = weight_def.sizes.get(1) != Some(&1);
+    let layout_ok = match scaled {
+        true => weight_def.dim_order.first().is_none_or(|&d| d == 0),
+        false => same_memory_as_contiguous(weight_def),
+    };
+    if !layout_ok || weight_def.sizes.len() < 3 {
         return None;
     }
     let weight = constant_bytes(b, weight_def)?;
@@ -454,9 +471,6 @@ fn fuse_pair<'p>(
     let new_bias: Vec<f32> = (0..channels)
         .map(|c| ((f64::from(bias[c]) - f64::from(mean[c])) * scale[c] + f64::from(beta[c])) as f32)
         .collect();
-    // Convolutions with one input channel per group (depthwise) read their weights directly
-    // instead of packing them: they get a scaled copy (small: one k×k filter per channel).
-    let scaled = weight_def.sizes.get(1) != Some(&1);
     let fold = Fold { weight, weight_sizes: weight_def.sizes.clone(), scale, bias: new_bias, scaled };
     // Both indices first, so a failure leaves `values` and `ids` untouched.
     let tensor = u32::try_from(ids.iter().flatten().count()).ok()?;

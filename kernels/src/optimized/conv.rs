@@ -3,7 +3,7 @@
 //! - pointwise (1x1, unit stride, no padding): one GEMM per image and group, straight on the
 //!   tensors (`out[co, p] = W[co, ci] · X[ci, p]`); channels-last ones with constant weights as
 //!   `out[p, co] = X[p, ci] · Wᵀ[ci, co]`, the weights transposed at init
-//!   ([`pointwise_channels_last`]), else the first product with other strides;
+//!   (`pointwise_channels_last`), else the first product with other strides;
 //! - depthwise (one input channel per group): a direct kernel. Contiguous planes are copied a band
 //!   at a time into a zero-padded stack buffer, so the inner loop (a fixed-width chunk of output
 //!   positions per kernel tap) has no borders to test; channels-last pixels are computed as whole
@@ -563,7 +563,7 @@ fn clamp_output(out: &mut TensorMut<'_>, min: f32, max: f32) -> Result<(), Kerne
 }
 
 /// A convolution's weights packed for [`sgemm`]: per group, the `out_per_group × reduction`
-/// matrix in the reduction order of the im2col path ([`reduction_index`]), made once at method
+/// matrix in the reduction order of the im2col path (`reduction_index`), made once at method
 /// init by [`prepare_convolution`] when the weight is a constant.
 #[derive(Debug)]
 pub struct PackedConvWeights {
