@@ -68,6 +68,57 @@ pub fn strided_copy(
 
 /// Element-by-element byte copy for equal dtypes.
 #[allow(clippy::too_many_arguments)]
+/// Where a copy is a transpose at heart (a channels-last tensor made contiguous, or back): the
+/// dim `a` the output steps through one element at a time and the dim `b` the source does, when
+/// they differ and both have more than one element.
+fn transposed_pair(shape: &[usize], src_strides: &Shape, out_strides: &Shape) -> Option<(usize, usize)> {
+    let unit = |strides: &Shape| (0..shape.len()).find(|&d| strides[d] == 1 && shape[d] > 1);
+    let (a, b) = (unit(out_strides)?, unit(src_strides)?);
+    (a != b).then_some((a, b))
+}
+
+/// Copies by tiles of [`TRANSPOSE_TILE`]² elements of the plane of dims `a` (unit stride in the
+/// output) and `b` (unit stride in the source), for every index of the other dims: each tile
+/// reads and writes whole cache lines, where the element loop took about 8 ns an element
+/// (mobilenet_v2 exported channels-last converts its last feature map back, 62720 elements,
+/// before the pooling). `None` when an element lies outside either slice (checked per plane).
+fn transpose_copy<T: Copy>(
+    from: &[T],
+    to: &mut [T],
+    (src_offset, src_strides): (usize, &Shape),
+    shape: &[usize],
+    (out_offset, out_strides): (usize, &Shape),
+    (a, b): (usize, usize),
+) -> Option<()> {
+    let (na, nb) = (shape[a], shape[b]);
+    let (sa, ob) = (src_strides[a], out_strides[b]);
+    let mut outer_shape = shape.to_vec();
+    outer_shape[a] = 1;
+    outer_shape[b] = 1;
+    let outer = Shape::new(&outer_shape)?;
+    // The last element of a plane, from its first: both sides' reach along `a` and `b`.
+    let src_reach = (na - 1).checked_mul(sa)?.checked_add(nb - 1)?;
+    let out_reach = (nb - 1).checked_mul(ob)?.checked_add(na - 1)?;
+    for [io, is] in StridedIter::new(&outer, [*out_strides, *src_strides]) {
+        let (o, s) = (out_offset.checked_add(io)?, src_offset.checked_add(is)?);
+        let src = from.get(s..=s.checked_add(src_reach)?)?;
+        let dst = to.get_mut(o..=o.checked_add(out_reach)?)?;
+        for i0 in (0..na).step_by(TRANSPOSE_TILE) {
+            for j0 in (0..nb).step_by(TRANSPOSE_TILE) {
+                for i in i0..(i0 + TRANSPOSE_TILE).min(na) {
+                    for j in j0..(j0 + TRANSPOSE_TILE).min(nb) {
+                        dst[j * ob + i] = src[i * sa + j];
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// Side of a [`transpose_copy`] tile: 16 f32 are a cache line.
+const TRANSPOSE_TILE: usize = 16;
+
 fn copy_elements(
     from: &[u8],
     to: &mut [u8],
@@ -100,6 +151,10 @@ fn copy_elements(
                     t.get_mut(o..o.checked_add(inner).ok_or(bad)?).ok_or(bad)?.copy_from_slice(src);
                 }
                 return Ok(());
+            }
+            if let Some((a, b)) = transposed_pair(shape, src_strides, out_strides) {
+                return transpose_copy(f, t, (src_offset, src_strides), shape, (out_offset, out_strides), (a, b))
+                    .ok_or(bad);
             }
             for [io, is] in StridedIter::new(shape, [*out_strides, *src_strides]) {
                 *t.get_mut(out_offset.wrapping_add(io)).ok_or(bad)? = *f.get(src_offset.wrapping_add(is)).ok_or(bad)?;
@@ -267,4 +322,41 @@ pub(crate) fn padded(strides: Shape, rank: usize) -> Shape {
     let mut s = strides;
     while s.len() < rank && s.push(0) {}
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::{DimOrder, strides_for};
+
+    /// Channels-last to contiguous and back, and a 3-D permutation, through `copy_elements`
+    /// (which takes the tiled transpose for them): every element lands where the strides say,
+    /// on shapes that cross tile boundaries and leave partial tiles. A swapped index or a
+    /// skipped tile fails it.
+    #[test]
+    fn transposing_copies_put_every_element_in_place() {
+        let cases: &[(&[usize], &[u8], &[u8])] = &[
+            (&[1, 20, 17, 3], &[0, 2, 3, 1], &[0, 1, 2, 3]),
+            (&[2, 35, 4, 9], &[0, 1, 2, 3], &[0, 2, 3, 1]),
+            (&[1, 1280, 7, 7], &[0, 2, 3, 1], &[0, 1, 2, 3]),
+            (&[5, 33, 18], &[2, 0, 1], &[0, 1, 2]),
+        ];
+        for &(sizes, from_order, to_order) in cases {
+            let n: usize = sizes.iter().product();
+            let src_strides = strides_for(sizes, &DimOrder::new(from_order).expect("order"));
+            let out_strides = strides_for(sizes, &DimOrder::new(to_order).expect("order"));
+            assert!(transposed_pair(sizes, &src_strides, &out_strides).is_some(), "{sizes:?} takes the tiled path");
+            let src: Vec<u32> = (0..n as u32).map(|v| v.wrapping_mul(2_654_435_761)).collect();
+            let mut got = vec![0u8; n * 4];
+            let shape = Shape::new(sizes).expect("shape");
+            copy_elements(bytemuck::cast_slice(&src), &mut got, 4, 0, &src_strides, &shape, 0, &out_strides, 0)
+                .expect("copy");
+            let got: &[u32] = bytemuck::cast_slice(&got);
+            let mut want = vec![0u32; n];
+            for [io, is] in StridedIter::new(&shape, [out_strides, src_strides]) {
+                want[io] = src[is];
+            }
+            assert!(got == want.as_slice(), "{sizes:?} {from_order:?} -> {to_order:?}");
+        }
+    }
 }
