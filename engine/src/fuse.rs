@@ -250,7 +250,6 @@ fn is_unshared(values: &[EValue], class_size: &[u32], v: u32) -> bool {
     }
 }
 
-/// Whether value `v` is the scalar 1 (an `add`'s alpha that leaves the sum as it is).
 /// The int value `v` holds, if it holds one.
 fn int_value(values: &[EValue], v: u32) -> Option<i64> {
     match values.get(v as usize) {
@@ -259,6 +258,7 @@ fn int_value(values: &[EValue], v: u32) -> Option<i64> {
     }
 }
 
+/// Whether value `v` is the scalar 1 (an `add`'s alpha that leaves the sum as it is).
 fn is_one(values: &[EValue], v: u32) -> bool {
     matches!(values.get(v as usize), Some(EValue::Int(1)))
         || matches!(values.get(v as usize), Some(EValue::Double(d)) if *d == 1.0)

@@ -694,10 +694,10 @@ pub fn prepare_convolution(args: &KernelArgs<'_>) -> Result<Option<PreparedState
     pack_prepared(&conv, Weights { data: wd, scale }, by_pixels(&conv))
 }
 
-/// `c`'s weights packed for [`sgemm`] or, `by_pixels`, for [`pixel_gemm`]; `None` when the memory
-/// cannot be had.
-fn pack_prepared(c: &Conv, weights: Weights<'_>, by_pixels: bool) -> Result<Option<PreparedState>, KernelError> {
-    let (conv, wd, scale) = (c, weights.data, weights.scale);
+/// `conv`'s weights packed for [`sgemm`], or `by_pixels` for [`pixel_gemm`], or transposed for
+/// [`pointwise_channels_last`] ([`transposed_weights`]); `None` when the memory cannot be had.
+fn pack_prepared(conv: &Conv, weights: Weights<'_>, by_pixels: bool) -> Result<Option<PreparedState>, KernelError> {
+    let (wd, scale) = (weights.data, weights.scale);
     let Some(len) = packed_len(conv, by_pixels) else { return Ok(None) };
     let Some(mut data) = PackedData::zeroed(len) else { return Ok(None) };
     let transposed = !by_pixels && transposed_weights(conv);

@@ -1414,72 +1414,64 @@ mod x86 {
                 }
             }
         }
-        // Each reduction loop followed by its own copy of the epilogue (a macro: a function
-        // taking the accumulators was not inlined, and joined into one value after the branch
-        // they went through the stack, 24 reloads a tenth of a 24-deep product's tile samples).
-        macro_rules! finish {
-            ($acc:expr) => {{
-                let mut acc = $acc;
-                // Index loops, as in `reduce_avx512`: iterators over the accumulators took their
-                // addresses and sent every one through the stack before its store.
-                if t.finish {
-                    if !t.row_bias.is_null() {
-                        for r in 0..R {
-                            // SAFETY: r < rows (Tile contract).
-                            let bias = _mm512_set1_ps(unsafe { t.row_bias.wrapping_add(r).read() });
-                            for v in 0..NV {
-                                acc[r][v] = _mm512_add_ps(acc[r][v], bias);
-                            }
-                        }
-                    }
-                    if !t.col_bias.is_null() {
-                        let bias: [__m512; NV] = std::array::from_fn(|v| {
-                            // SAFETY: columns < cols (Tile contract), masked.
-                            unsafe { _mm512_maskz_loadu_ps(masks[v], t.col_bias.wrapping_add(v * 16)) }
-                        });
-                        for r in 0..R {
-                            for v in 0..NV {
-                                acc[r][v] = _mm512_add_ps(acc[r][v], bias[v]);
-                            }
-                        }
-                    }
-                    if !t.residual.is_null() {
-                        for r in 0..R {
-                            for v in 0..NV {
-                                // SAFETY: columns < cols of row r < rows of the residual (Tile
-                                // contract), masked.
-                                let add = unsafe {
-                                    _mm512_maskz_loadu_ps(masks[v], t.residual.wrapping_add(r * t.ldr + v * 16))
-                                };
-                                acc[r][v] = _mm512_add_ps(acc[r][v], add);
-                            }
-                        }
-                    }
-                    if t.min > f32::NEG_INFINITY || t.max < f32::INFINITY {
-                        let (lo, hi) = (_mm512_set1_ps(t.min), _mm512_set1_ps(t.max));
-                        for r in 0..R {
-                            for v in 0..NV {
-                                // max/min return their second operand when either is NaN: NaN
-                                // propagates.
-                                acc[r][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r][v]));
-                            }
-                        }
-                    }
-                }
-                for r in 0..R {
-                    for v in 0..NV {
-                        // SAFETY: columns < cols of row r < rows (Tile contract), masked.
-                        unsafe { _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.ldc + v * 16), masks[v], acc[r][v]) };
-                    }
-                }
-            }};
-        }
-        if t.a_row == 0 {
+        let mut acc = if t.a_row == 0 {
             // SAFETY: the contract of `reduce_avx512` is this function's.
-            finish!(unsafe { reduce_avx512::<R, NV, false>(acc, t, masks) })
+            unsafe { reduce_avx512::<R, NV, false>(acc, t, masks) }
         } else {
             // SAFETY: as above; `t.a_row != 0` means rows in place (Tile contract).
-            finish!(unsafe { reduce_avx512::<R, NV, true>(acc, t, masks) })
+            unsafe { reduce_avx512::<R, NV, true>(acc, t, masks) }
+        };
+        // Index loops, as in `reduce_avx512`: iterators over the accumulators took their
+        // addresses and sent every one through the stack before its store (24 reloads were a
+        // tenth of a 24-deep product's tile samples).
+        if t.finish {
+            if !t.row_bias.is_null() {
+                for r in 0..R {
+                    // SAFETY: r < rows (Tile contract).
+                    let bias = _mm512_set1_ps(unsafe { t.row_bias.wrapping_add(r).read() });
+                    for v in 0..NV {
+                        acc[r][v] = _mm512_add_ps(acc[r][v], bias);
+                    }
+                }
+            }
+            if !t.col_bias.is_null() {
+                let bias: [__m512; NV] = std::array::from_fn(|v| {
+                    // SAFETY: columns < cols (Tile contract), masked.
+                    unsafe { _mm512_maskz_loadu_ps(masks[v], t.col_bias.wrapping_add(v * 16)) }
+                });
+                for r in 0..R {
+                    for v in 0..NV {
+                        acc[r][v] = _mm512_add_ps(acc[r][v], bias[v]);
+                    }
+                }
+            }
+            if !t.residual.is_null() {
+                for r in 0..R {
+                    for v in 0..NV {
+                        // SAFETY: columns < cols of row r < rows of the residual (Tile
+                        // contract), masked.
+                        let add =
+                            unsafe { _mm512_maskz_loadu_ps(masks[v], t.residual.wrapping_add(r * t.ldr + v * 16)) };
+                        acc[r][v] = _mm512_add_ps(acc[r][v], add);
+                    }
+                }
+            }
+            if t.min > f32::NEG_INFINITY || t.max < f32::INFINITY {
+                let (lo, hi) = (_mm512_set1_ps(t.min), _mm512_set1_ps(t.max));
+                for r in 0..R {
+                    for v in 0..NV {
+                        // max/min return their second operand when either is NaN: NaN
+                        // propagates.
+                        acc[r][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r][v]));
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..NV {
+                // SAFETY: columns < cols of row r < rows (Tile contract), masked.
+                unsafe { _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.ldc + v * 16), masks[v], acc[r][v]) };
+            }
         }
     }
 

@@ -66,7 +66,6 @@ pub fn strided_copy(
     }, _ => Err(KernelError::UnsupportedDtype { arg, dtype: out.dtype() }))
 }
 
-/// Element-by-element byte copy for equal dtypes.
 /// Where a copy is a transpose at heart (a channels-last tensor made contiguous, or back): the
 /// dim `a` the output steps through one element at a time and the dim `b` the source does, when
 /// they differ and both have more than one element.
@@ -118,6 +117,7 @@ fn transpose_copy<T: Copy>(
 /// Side of a [`transpose_copy`] tile: 16 f32 are a cache line.
 const TRANSPOSE_TILE: usize = 16;
 
+/// Element-by-element byte copy for equal dtypes.
 #[allow(clippy::too_many_arguments)]
 fn copy_elements(
     from: &[u8],
