@@ -269,7 +269,7 @@ fn hard_activations_fuse_into_one_call() {
 
 /// Depthwise convolutions fuse with the 1x1 convolution on either side when the product between
 /// them is large: inverted_residual is mobilenet_v2's second block at 112x112, whose expansion of
-/// 16 channels to 96 (4.8 MB, 2 MiB or more fuses) becomes one call with the depthwise convolution
+/// 16 channels to 96 (4.8 MB, 256 KiB or more fuses) becomes one call with the depthwise convolution
 /// after it; depthwise_separable is its first block at 96x96, whose depthwise result (32 channels,
 /// 1.2 MB, 1 MiB or more fuses) becomes one call with the projection after it. Besides: their
 /// batch norms folded into convolutions (3 and 2) and ReLU6s fused into them (2 and 1).
@@ -277,8 +277,8 @@ fn hard_activations_fuse_into_one_call() {
 /// bit: the kernels' tests); mobilenet_v2_w050's products, at most 0.2 MB on its 64x64 input,
 /// stay between two calls (its 10 residual adds fuse into the projections before them).
 /// residual_block is mobilenet_v2's third block at 56x56 with its residual connection: its
-/// depthwise result (144 channels, 1.8 MB) fuses with the projection, and the residual add into
-/// that call; besides, 3 batch norms folded and 2 ReLU6s fused. channels_last_block is exported
+/// expansion of 24 channels to 144 (1.8 MB) fuses with the depthwise convolution (which is then
+/// not fused with the projection), and the residual add into the projection; besides, 3 batch norms folded and 2 ReLU6s fused. channels_last_block is exported
 /// channels-last (weights and input): its 4 batch norms fold into the convolutions all the same
 /// (the 1x1 weights' layout is the contiguous one, the depthwise copy keeps its memory order) and
 /// its 3 ReLU6s fuse; its 1x1 convolutions run with the pixels as rows.

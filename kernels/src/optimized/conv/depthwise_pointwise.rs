@@ -49,8 +49,9 @@ pub const RESIDUAL: usize = 21;
 /// machines measured), leaving room for the input rows and the projection's output rows.
 const BAND_BYTES: usize = 256 << 10;
 
-/// Depthwise results (elements) from which the engine fuses a pair: 2 MiB, as for
-/// [`super::MIN_FUSED_PRODUCT`].
+/// Depthwise results (elements) from which the engine fuses a pair: 1 MiB of f32. A depthwise
+/// convolution whose expansion fused with it ([`super::MIN_FUSED_PRODUCT`], checked first) is
+/// not fused again.
 pub const MIN_FUSED_DEPTHWISE: usize = 1 << 18;
 /// Most projection weights (elements) the engine fuses. Fusing larger ones (mobilenet_v2's 14x14
 /// and 7x7 layers, weights packed at init) was slower at two threads in a quiet phase of the host:

@@ -49,12 +49,18 @@ pub const ARGS: usize = 23;
 /// machines measured), leaving room for the input the expansion streams through.
 const GROUP_BYTES: usize = 512 << 10;
 
-/// Products from which the engine fuses a pair (2 MiB of f32). Smaller products stay in cache
-/// between the two calls anyway, and the fused call then only adds work (each group of channels
-/// reads the expansion's input again): in whole mobilenet_v2 inferences (`etch bench --trace`, one
-/// thread) its 4.8 MB product at 112x112 took 698 µs unfused and 509 fused, its 1.8 MB ones at
-/// 56x56 246 and 271, its 0.6 MB ones at 28x28 92 and 101.
-pub const MIN_FUSED_PRODUCT: usize = 1 << 19;
+/// Products (elements) from which the engine fuses a pair (256 KiB of f32). Smaller products
+/// stay in cache between the two calls anyway, and the fused call then only adds work (each
+/// group of channels reads the expansion's input again): mobilenet_v2_w050 on its 64x64 input,
+/// one thread, 0.290 ms with its 49K-element (32x32) and smaller products unfused, 0.391 with
+/// them fused (a 2x2 map's pair 8.3 -> 30.8 µs). From this size up it pays, mostly at two
+/// threads, where the fused call keeps each core's depthwise input in its own cache (the unfused
+/// expansion splits the pixels between the cores, the depthwise convolution the channels):
+/// mobilenet_v2 at 224x224 with its 56x56 to 14x14 products fused too (they were 2 MiB and up
+/// before), per-instruction medians at two threads summed 4.211 -> 4.043 ms (the 56x56 block
+/// 394 -> 301 µs, the 14x14 ones 7-11 µs less each), `etch bench` median 4.29 -> 4.20 ms at two
+/// threads, 7.59-7.71 -> 7.42-7.57 at one.
+pub const MIN_FUSED_PRODUCT: usize = 1 << 16;
 
 /// The two convolutions' geometry, checked: a stride-1 1x1 expansion without padding of a
 /// contiguous input (one group), and a depthwise convolution (one input and one output channel
