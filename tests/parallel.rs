@@ -86,6 +86,30 @@ fn parallel_is_bit_identical_to_sequential() {
     }
 }
 
+/// Forced graphs have no inline warm-up, so they time their own first executions to find the
+/// long instructions, whose kernels split over the pool while other branches run: inception_v1's
+/// 3x3 branch convolutions (instructions 6 and 20, hundreds of microseconds each). Without that,
+/// each ran on one thread while the other idled after its branches (1.50 ms against 1.26 with the
+/// measured policy, which finds them from its inline warm-up). Nothing is known before the first
+/// execution.
+#[test]
+fn forced_graphs_measure_their_long_instructions() {
+    let cases = common::manifest_in(&common::fixtures().join("multibranch"));
+    let case = cases.into_iter().find(|c| c.name == "inception_v1").expect("fixture");
+    let program = Program::load_file(&case.program).unwrap();
+    let runtime = Runtime::optimized().with_threads(2);
+    for forced in [true, false] {
+        let config = MethodConfig { always_graph: forced, ..parallel_config(&runtime, PlanChoice::Auto) };
+        let mut m = program.load_method_configured(&case.method, &config, None).unwrap();
+        assert_eq!(m.long_instructions(), None, "forced {forced}");
+        for _ in 0..4 {
+            outputs(&case, &mut m);
+        }
+        let long = m.long_instructions().expect("measured after four executions");
+        assert!(long.contains(&6) && long.contains(&20), "forced {forced}: {long:?}");
+    }
+}
+
 #[test]
 fn graphs_really_run_in_parallel_mode() {
     // Guards the test above: with forced graphs, mlp_towers' block is a graph with independent

@@ -1,7 +1,7 @@
 //! Running instructions: one step, the sequential loop, and the parallel block executor.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use etch_delegates::{DelegateError, DelegateHandle};
 use etch_kernels::{
@@ -216,6 +216,9 @@ pub(crate) struct Block {
 /// product took 16 µs on one thread against 12.8 on the other). Kernels give the same bits
 /// whatever their thread count, so the choice does not change outputs.
 ///
+/// With `record`, each instruction's time (ns) lowers its slot to at most that (`fetch_min`): how
+/// forced graphs, which skip the inline warm-up, measure which instructions are long.
+///
 /// # Safety
 /// `values` must be accessed by nothing else while the block runs, and `block.graph` must order
 /// every pair of the block's instructions that conflict (the engine's edges do).
@@ -226,6 +229,7 @@ pub(crate) unsafe fn run_block_parallel(
     values: &ValueTable,
     env: &StepEnv<'_>,
     long: &[bool],
+    record: Option<&[AtomicU64]>,
 ) -> Result<(), (usize, StepError)> {
     block.run.reset(&block.graph);
     let failure: std::sync::Mutex<Option<(usize, StepError)>> = std::sync::Mutex::new(None);
@@ -241,10 +245,17 @@ pub(crate) unsafe fn run_block_parallel(
         } else {
             KernelContext::new()
         };
+        let started = record.map(|_| std::time::Instant::now());
         // SAFETY: the graph runs this step only after every conflicting predecessor finished and
         // never concurrently with a conflicting step (our contract); the drive loop's AcqRel
         // counters order the memory effects.
-        match unsafe { run_step(index, step, values, env, &mut context) } {
+        let result = unsafe { run_step(index, step, values, env, &mut context) };
+        if let (Some(record), Some(started)) = (record, started)
+            && let Some(slot) = record.get(index)
+        {
+            slot.fetch_min(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        match result {
             Ok(_) => true,
             Err(e) => {
                 if let Ok(mut slot) = failure.lock() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -57,6 +57,14 @@ struct Parallel {
     /// kernel may split over the pool even while other branches run (see `run_block_parallel`).
     /// Set once the warm-up has measured the costs.
     long: OnceLock<Vec<bool>>,
+    /// Forced graphs (`always_graph`) have no inline warm-up: their first [`COST_RUNS`] graph
+    /// executions time each instruction here (ns, minimum; `u64::MAX` until run), and `long`
+    /// follows from them. Until then no instruction counts as long, so every kernel that starts
+    /// while the other threads have chains runs on its own thread; with `long` never set,
+    /// inception_v1's 3x3 branch convolutions (420 and 840 µs) ran on one thread each while the
+    /// other thread idled after its branches: 1.50 ms against 1.26 for the measured policy.
+    graph_costs: Vec<AtomicU64>,
+    graph_cost_runs: AtomicU32,
     /// Where the warm-up executions stand (see [`Warmup`]).
     warmup: Mutex<Warmup>,
     /// Per block: a graph candidate (true) or inline in program order (false). Set after
@@ -573,6 +581,8 @@ impl<'mem> Method<'mem> {
                     pool: config.runtime.pool(),
                     costs: Mutex::new(vec![f64::INFINITY; steps.len()]),
                     long: OnceLock::new(),
+                    graph_costs: (0..steps.len()).map(|_| AtomicU64::new(u64::MAX)).collect(),
+                    graph_cost_runs: AtomicU32::new(0),
                     warmup: Mutex::new(Warmup::default()),
                     as_graph,
                     graphs_on: AtomicBool::new(config.always_graph),
@@ -713,6 +723,14 @@ impl<'mem> Method<'mem> {
     /// them; runtimes with [`crate::Runtime::with_fusion`] on) and skipped at run time.
     pub fn fused_instructions(&self) -> usize {
         self.inner.fused
+    }
+
+    /// Parallel mode: the instructions whose kernels split over the pool even while other
+    /// branches of a graph run (their measured time reached 30 µs), in increasing
+    /// order; `None` before the first executions have measured them, and for sequential mode.
+    pub fn long_instructions(&self) -> Option<Vec<usize>> {
+        let long = self.inner.parallel.as_ref()?.long.get()?;
+        Some(long.iter().enumerate().filter(|&(_, &l)| l).map(|(i, _)| i).collect())
     }
 
     /// Planned buffer sizes in use, and whether they are etch's re-plan (not the exporter's).
@@ -1265,6 +1283,17 @@ impl Inner<'_> {
             return self.warm_up(p);
         }
         let candidate = p.as_graph.get().map(|v| &v[..]).unwrap_or(&[]);
+        if p.always_graph && p.long.get().is_none() {
+            self.run_exclusive(|| self.run_blocks_with(p, candidate, None, true, Some(&p.graph_costs)))?;
+            if p.graph_cost_runs.fetch_add(1, Ordering::AcqRel) + 1 >= COST_RUNS {
+                let long = p.graph_costs.iter().map(|c| {
+                    let ns = c.load(Ordering::Relaxed);
+                    ns != u64::MAX && ns as f64 >= LONG_INSTRUCTION_NS
+                });
+                let _ = p.long.set(long.collect());
+            }
+            return Ok(());
+        }
         if p.always_graph || !candidate.iter().any(|&g| g) {
             return self.run_exclusive(|| self.run_blocks(p, candidate, None, true));
         }
@@ -1296,12 +1325,19 @@ impl Inner<'_> {
     /// Runs the blocks, following jumps: as graphs where `as_graph` says so, otherwise inline in
     /// the block's order, timing each instruction into `timing` if given.
     /// Kernels of inline blocks may use the pool when `intra_op` (and the runtime allows it).
-    fn run_blocks(
+    fn run_blocks(&self, p: &Parallel, as_graph: &[bool], timing: Option<&mut [f64]>, intra_op: bool) -> Result<()> {
+        self.run_blocks_with(p, as_graph, timing, intra_op, None)
+    }
+
+    /// [`Inner::run_blocks`], the instructions of graphs timed into `record` if given (see
+    /// `Parallel::graph_costs`).
+    fn run_blocks_with(
         &self,
         p: &Parallel,
         as_graph: &[bool],
         mut timing: Option<&mut [f64]>,
         intra_op: bool,
+        record: Option<&[AtomicU64]>,
     ) -> Result<()> {
         let env = self.env();
         let n = self.steps.len();
@@ -1328,6 +1364,7 @@ impl Inner<'_> {
                         &self.values,
                         &env,
                         p.long.get().map_or(&[], |l| &l[..]),
+                        record,
                     )
                 }
                 .map_err(|(i, e)| self.step_error(i, e))?;

@@ -212,6 +212,7 @@ pub fn bench(
         report["median_over_ideal"] = json!(median / (ideal / 1e6));
         report["blocks"] = json!(blocks.len());
         report["blocks_as_graph"] = json!(blocks.iter().filter(|b| b.runs_as_graph == Some(true)).count());
+        report["long_instructions"] = json!(method.long_instructions());
     }
     if as_json {
         println!("{report}");
@@ -254,6 +255,14 @@ pub fn bench(
                 report["blocks_as_graph"],
                 report["blocks"]
             );
+            if let Some(long) = report["long_instructions"].as_array() {
+                let list: Vec<String> = long.iter().map(|i| i.to_string()).collect();
+                println!(
+                    "  long        {:>10}   (instructions whose kernels split while other branches run: {})",
+                    list.len(),
+                    list.join(" ")
+                );
+            }
         }
     }
     if let Some(p) = trace {
