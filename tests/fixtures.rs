@@ -278,7 +278,8 @@ fn hard_activations_fuse_into_one_call() {
 /// stay between two calls (its 10 residual adds fuse into the projections before them).
 /// residual_block is mobilenet_v2's third block at 56x56 with its residual connection: its
 /// expansion of 24 channels to 144 (1.8 MB) fuses with the depthwise convolution (which is then
-/// not fused with the projection), and the residual add into the projection; besides, 3 batch norms folded and 2 ReLU6s fused. channels_last_block is exported
+/// not fused with the projection), and the residual add into the projection; besides, 3 batch
+/// norms folded and 2 ReLU6s fused. channels_last_block is exported
 /// channels-last (weights and input): its 4 batch norms fold into the convolutions all the same
 /// (the 1x1 weights' layout is the contiguous one, the depthwise copy keeps its memory order) and
 /// its 3 ReLU6s fuse; its 1x1 convolutions run with the pixels as rows.

@@ -1491,8 +1491,6 @@ mod tests {
         assert!(choose_graphs(true, 98.0, 100.0));
     }
 
-    /// Each window keeps the latest samples of its choice: after a drift, the medians follow
-    /// within half a window of new samples, and the choice flips.
     /// Runs `executions` through a [`PoolChoice`] whose inline and pool executions take the
     /// given times (switching to the pool costs `switch_ns` more); returns the ways they ran.
     fn pool_choices(executions: usize, inline_ns: f64, pool_ns: f64, switch_ns: f64) -> Vec<bool> {
@@ -1538,6 +1536,8 @@ mod tests {
         assert!(ways.iter().all(|&w| w), "{ways:?}");
     }
 
+    /// Each window keeps the latest samples of its choice: after a drift, the medians follow
+    /// within half a window of new samples, and the choice flips.
     #[test]
     fn recent_times_replace_the_warm_up_ones() {
         let mut r =
